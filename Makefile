@@ -1,0 +1,25 @@
+# Entry points named in README.md. The scripts under hack/ do the work.
+.PHONY: dev test cluster-up cluster-down crds lint
+
+# Bring up the local control plane, install the CRDs, apply config/samples and run the
+# operator in the foreground (Ctrl-C stops it; `make cluster-down` stops the cluster).
+dev:
+	hack/dev
+
+# Every test: fmt, clippy, unit tests, and the e2e tests against a local control plane.
+test:
+	hack/test
+
+cluster-up:
+	hack/cluster up
+
+cluster-down:
+	hack/cluster down
+
+# Regenerate crds/ from the Rust types (a unit test fails when they drift).
+crds:
+	cargo run --quiet -- crds > crds/clouddeck.io.yaml
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,112 @@
+# shellcheck shell=bash
+# Builds the local control plane's binaries from their Go modules, pinned in
+# hack/versions.env, into a cache outside the repository. Sourced by hack/cluster.
+#
+# Each tool gets its own wrapper module so that their k8s.io versions never clash.
+
+# Each tool's binaries live under a folder named by its pinned version, so a version bump
+# rebuilds only that tool and never mixes binaries of two versions.
+tool_bin_dir() { echo "$CACHE_DIR/$1/bin"; }
+
+# go_wrapper DIR: starts a wrapper go.mod in DIR; the caller appends require/tool lines.
+go_wrapper() {
+  local dir=$1
+  mkdir -p "$dir"
+  cat >"$dir/go.mod" <<GOMOD
+module clouddeck.local/controlplane/$(basename "$dir")
+
+go 1.26.0
+GOMOD
+}
+
+log_build() { printf '  build  %s\n' "$*" >&2; }
+
+# The staging modules k8s.io/kubernetes replaces with ./staging paths; a
+# dependent module must point each at its published v0.Y.Z release instead.
+k8s_replace_lines() {
+  local mod_file staging_version
+  mod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  staging_version="v0.${K8S_VERSION#v1.}"
+  sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$mod_file" |
+    while read -r name; do echo "replace $name => $name $staging_version"; done
+}
+
+build_k8s() {
+  local out dir minor
+  out=$(tool_bin_dir "kubernetes-$K8S_VERSION")
+  if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler && -x $out/kubectl ]]; then return; fi
+  log_build "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (cold build: 15-30 min on 2 cores)"
+  dir=$CACHE_DIR/kubernetes-$K8S_VERSION/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  {
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    k8s_replace_lines
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+      echo "tool k8s.io/kubernetes/cmd/$cmd"
+    done
+  } >>"$dir/go.mod"
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "$ldflags" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_etcd() {
+  local out dir
+  out=$(tool_bin_dir "etcd-$ETCD_VERSION")
+  [[ -x $out/etcd ]] && return
+  log_build "etcd $ETCD_VERSION"
+  dir=$CACHE_DIR/etcd-$ETCD_VERSION/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  printf 'require go.etcd.io/etcd/server/v3 %s\ntool go.etcd.io/etcd/server/v3\n' "$ETCD_VERSION" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kwok() {
+  local out dir
+  out=$(tool_bin_dir "kwok-$KWOK_VERSION")
+  [[ -x $out/kwok ]] && return
+  log_build "kwok $KWOK_VERSION"
+  dir=$CACHE_DIR/kwok-$KWOK_VERSION/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  printf 'require sigs.k8s.io/kwok %s\ntool sigs.k8s.io/kwok/cmd/kwok\n' "$KWOK_VERSION" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok)
+}
+
+build_helm() {
+  local out dir minor
+  out=$(tool_bin_dir "helm-$HELM_VERSION")
+  [[ -x $out/helm ]] && return
+  log_build "helm $HELM_VERSION"
+  dir=$CACHE_DIR/helm-$HELM_VERSION/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  printf 'require helm.sh/helm/v3 %s\ntool helm.sh/helm/v3/cmd/helm\n' "$HELM_VERSION" >>"$dir/go.mod"
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w \
+    -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" -o "$out/helm" helm.sh/helm/v3/cmd/helm)
+}
+
+# Source directory of a module in the Go module cache (downloading it if needed).
+go_module_dir() {
+  go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'
+}
+
+build_all() {
+  build_etcd
+  build_kwok
+  build_k8s
+  build_helm
+}
