@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 
+use crate::operator::run_to_failure;
 use crate::support::{self, TestNamespace, eventually};
 
 fn condition_true(conditions: Option<&Vec<k8s_openapi::api::core::v1::NodeCondition>>) -> bool {
@@ -21,9 +22,15 @@ fn condition_true(conditions: Option<&Vec<k8s_openapi::api::core::v1::NodeCondit
 #[tokio::test]
 async fn the_kwok_node_is_ready() {
     let client = support::client().await;
-    let node = Api::<Node>::all(client).get("kwok-node-0").await.expect("kwok node exists");
+    let node = Api::<Node>::all(client)
+        .get("kwok-node-0")
+        .await
+        .expect("kwok node exists");
     let status = node.status.expect("node has status");
-    assert!(condition_true(status.conditions.as_ref()), "kwok-node-0 is not Ready: {status:?}");
+    assert!(
+        condition_true(status.conditions.as_ref()),
+        "kwok-node-0 is not Ready: {status:?}"
+    );
     assert!(support::kubectl_ok(&["get", "nodes"]).contains("Ready"));
 }
 
@@ -46,15 +53,22 @@ async fn a_plain_deployment_gets_a_ready_pod() {
     }))
     .unwrap();
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    deployments.create(&PostParams::default(), &deployment).await.expect("create deployment");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create deployment");
 
-    eventually("the Deployment to report 1 ready replica", Duration::from_secs(60), || {
-        let deployments = deployments.clone();
-        async move {
-            let d = deployments.get("hello").await.ok()?;
-            (d.status?.ready_replicas? == 1).then_some(())
-        }
-    })
+    eventually(
+        "the Deployment to report 1 ready replica",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("hello").await.ok()?;
+                (d.status?.ready_replicas? == 1).then_some(())
+            }
+        },
+    )
     .await;
 
     let pods = Api::<Pod>::namespaced(client, &ns.name)
@@ -63,15 +77,25 @@ async fn a_plain_deployment_gets_a_ready_pod() {
         .unwrap();
     assert_eq!(pods.items.len(), 1);
     let pod = &pods.items[0];
-    assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("kwok-node-0"));
-    assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("kwok-node-0")
+    );
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Running")
+    );
 }
 
 /// Process ids whose command line mentions `needle`: how we find anything a cluster left.
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
@@ -124,22 +148,56 @@ fn up_and_down_are_idempotent_and_leave_nothing_behind() {
     let apiserver = recorded_pid(&state, "kube-apiserver");
     assert!(Path::new(&format!("/proc/{apiserver}")).exists());
 
+    // User story: "I start the operator before installing the CRDs and it tells me the
+    // exact command to run." This fresh cluster has no CloudDeck CRDs.
+    let kubeconfig = state.join("kubeconfig");
+    let (status, stderr) = run_to_failure(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    assert!(!status.success());
+    let first_crd = clouddeck::api::crds().remove(0).metadata.name.unwrap();
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: CRD {first_crd} is not installed; run: kubectl apply --server-side -f crds/"
+        )
+    );
+
     let second = assert_ok(&hack_cluster(&state, "up"), "second up");
-    assert!(second.contains("already up"), "second up should keep the running cluster:\n{second}");
-    assert_eq!(recorded_pid(&state, "kube-apiserver"), apiserver, "second up restarted the apiserver");
+    assert!(
+        second.contains("already up"),
+        "second up should keep the running cluster:\n{second}"
+    );
+    assert_eq!(
+        recorded_pid(&state, "kube-apiserver"),
+        apiserver,
+        "second up restarted the apiserver"
+    );
 
     // A run that was killed: the apiserver dies, everything else is left running.
-    Command::new("kill").args(["-KILL", &apiserver.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &apiserver.to_string()])
+        .status()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let status = hack_cluster(&state, "status");
-    assert!(!status.status.success(), "status should report the dead apiserver");
+    assert!(
+        !status.status.success(),
+        "status should report the dead apiserver"
+    );
     let third = assert_ok(&hack_cluster(&state, "up"), "up after a killed run");
     assert!(third.contains("cleaning up an earlier run"), "{third}");
     let status = hack_cluster(&state, "status");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
 
     assert_ok(&hack_cluster(&state, "down"), "first down");
-    assert_eq!(processes_mentioning(&needle), Vec::<u32>::new(), "down left processes behind");
+    assert_eq!(
+        processes_mentioning(&needle),
+        Vec::<u32>::new(),
+        "down left processes behind"
+    );
     assert!(!state.exists(), "down should remove the state directory");
     assert_ok(&hack_cluster(&state, "down"), "second down");
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -73,7 +73,6 @@ pub fn kubectl_ok(args: &[&str]) -> String {
 /// A namespace for one test, deleted when dropped so tests do not see each other's objects.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -95,20 +94,15 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create test namespace");
-        TestNamespace { name, client: client.clone() }
+        TestNamespace { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
-        let name = self.name.clone();
-        // Best effort: a leftover namespace only costs etcd space in a throwaway cluster.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await;
-            });
-        }
+        // kubectl rather than the async client: by the time a #[tokio::test] drops this,
+        // its runtime is shutting down and a spawned deletion would never run.
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 
@@ -128,5 +122,196 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Serialises the tests that run controllers. Every `clouddeck run` watches the whole
+/// cluster, so two tests' operators would both reconcile each other's objects; a test that
+/// starts operators holds this guard for its whole body.
+pub async fn one_operator_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    // tokio's Mutex: held across awaits, shared by the tests' separate runtimes, and not
+    // poisoned by a failing test.
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `clouddeck run` process against the local control plane, killed when dropped (its
+/// log is printed if the test is failing). Built with [`Operator::builder`].
+pub struct Operator {
+    child: std::process::Child,
+    pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub struct OperatorBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Operator {
+    /// An operator with its own Lease (`lease_namespace`/`lease_name`), short lease timings,
+    /// debug logs, and settings that keep every lookup on loopback: DNS verification asks
+    /// 127.0.0.1:9 (nothing answers) unless a test passes its own `--dns-server`, and
+    /// webhooks to loopback are refused unless a test allows them.
+    pub fn builder(lease_namespace: &str, lease_name: &str) -> OperatorBuilder {
+        let args = [
+            "--lease-namespace",
+            lease_namespace,
+            "--lease-name",
+            lease_name,
+            "--lease-duration",
+            "5s",
+            "--lease-renew-before",
+            "2s",
+            "--log-level",
+            "info,clouddeck=debug",
+        ];
+        OperatorBuilder {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("CLOUDDECK_DNS_SERVER".into(), "127.0.0.1:9".into())],
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port))
+            .await
+            .ok()?;
+        Some((resp.status().as_u16(), resp.text().await.ok()?))
+    }
+
+    /// Waits until `/readyz` answers 200 with `body` (`ok: leader` or `ok: standby`).
+    pub async fn wait_ready_as(&self, body: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some((200, text)) = self.get("/readyz").await
+                && text == body
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for /readyz to answer 200 {body:?}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends SIGTERM (what the kubelet sends).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, panicking with its log after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operator did not exit within {timeout:?}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(mut self) {
+        self.terminate();
+        let status = self.wait_exit(Duration::from_secs(20)).await;
+        assert!(
+            status.success(),
+            "operator exited with {status}; logs:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl OperatorBuilder {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|s| s.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Applies the CRDs (idempotent) and starts the process on a free port.
+    pub fn start(self) -> Operator {
+        kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "-f",
+            repo_root().join("crds").to_str().unwrap(),
+        ]);
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("clouddeck.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_clouddeck"))
+            .args(["run", "--listen-addr", &format!("127.0.0.1:{port}")])
+            .args(&self.args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env_remove("POD_NAME")
+            .envs(self.env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start clouddeck run");
+        Operator {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the operator and waits until it leads.
+    pub async fn start_leading(self) -> Operator {
+        let operator = self.start();
+        operator
+            .wait_ready_as("ok: leader", Duration::from_secs(60))
+            .await;
+        operator
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- operator log ---\n{}", self.logs());
+        }
     }
 }

@@ -1,0 +1,356 @@
+//! The controllers, one folder per kind, and the wiring that runs them only while this
+//! replica leads.
+//!
+//! A kind plugs in by adding a [`KindController`] to [`all`]:
+//!
+//! ```ignore
+//! pub const CONTROLLER: KindController = KindController { name: "project", run };
+//!
+//! fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
+//!     async move {
+//!         let api = Api::<Project>::all(run.ctx.client.clone());
+//!         let controller = Controller::new(api, watcher::Config::default())
+//!             .graceful_shutdown_on(run.stopped());
+//!         run.report_cache_sync(controller.store());
+//!         controller
+//!             .run(reconcile, error_policy, run.ctx.clone())
+//!             .for_each(|_| async {})
+//!             .await;
+//!     }
+//!     .boxed()
+//! }
+//! ```
+
+pub mod deployment;
+pub mod domain;
+pub mod project;
+pub mod webhook;
+pub mod webhook_delivery;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::Client;
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::OperatorConfig;
+use crate::leader::Leadership;
+use crate::server::Health;
+use crate::shutdown::{self, Stop};
+use crate::telemetry::Metrics;
+use crate::{Error, Result};
+
+/// The one field manager of every server-side apply CloudDeck makes.
+pub const FIELD_MANAGER: &str = "clouddeck";
+
+/// How often a controller's cache is checked for its initial list (see
+/// [`ControllerRun::report_cache_sync`]).
+const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);
+
+/// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub config: Arc<OperatorConfig>,
+}
+
+/// One kind's controller, as the manager starts it. `run` must return once
+/// [`ControllerRun::stopped`] fires (e.g. through kube's `graceful_shutdown_on`); returning
+/// earlier counts as a failure and shuts the operator down so that a healthy replica leads.
+#[derive(Clone, Copy)]
+pub struct KindController {
+    /// Bounded metric label and log field: the kind, lowercase (`project`, `domain`).
+    pub name: &'static str,
+    pub run: fn(ControllerRun) -> BoxFuture<'static, ()>,
+}
+
+/// Every controller `clouddeck run` starts when it becomes leader.
+pub fn all() -> Vec<KindController> {
+    vec![
+        deployment::CONTROLLER,
+        domain::CONTROLLER,
+        project::CONTROLLER,
+        webhook::CONTROLLER,
+        webhook_delivery::CONTROLLER,
+    ]
+}
+
+/// Handed to [`KindController::run`] each time leadership starts it.
+pub struct ControllerRun {
+    pub ctx: Arc<Context>,
+    name: &'static str,
+    stop: Stop,
+    health: Health,
+}
+
+impl ControllerRun {
+    /// Fires when the controller must stop (leadership lost, or shutdown).
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        self.stop.stopped()
+    }
+
+    /// Marks this controller's cache synced in `/readyz` once `store` has its initial list.
+    pub fn report_cache_sync<K>(&self, store: Store<K>)
+    where
+        K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let (health, name, stop) = (self.health.clone(), self.name, self.stop.clone());
+        tokio::spawn(async move {
+            // The store's readiness is a oneshot that remembers only the last waker, and the
+            // controller's own runner waits on it too: a second waiter may never be woken.
+            // So look again periodically; once ready, every look answers at once.
+            while !stop.is_stopped() {
+                match tokio::time::timeout(CACHE_SYNC_POLL, store.wait_until_ready()).await {
+                    Ok(Ok(())) => return health.cache_synced(name),
+                    Ok(Err(_writer_dropped)) => return,
+                    Err(_still_listing) => {}
+                }
+            }
+        });
+    }
+}
+
+/// Runs `controllers` whenever `leadership` says this replica leads, stops them when it no
+/// longer does, and returns once `shutdown` fires and they have stopped (or after
+/// `shutdown_timeout`, when they are abandoned).
+pub async fn run_while_leading(
+    controllers: Vec<KindController>,
+    ctx: Arc<Context>,
+    health: Health,
+    mut leadership: watch::Receiver<Leadership>,
+    shutdown: Stop,
+    shutdown_timeout: Duration,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.stopped() => return Ok(()),
+            became = leadership.wait_for(|l| *l == Leadership::Leader) => {
+                if became.is_err() {
+                    return Ok(()); // the election ended; the operator is shutting down
+                }
+            }
+        }
+        if shutdown.is_stopped() {
+            return Ok(());
+        }
+
+        info!(
+            controllers = controllers.len(),
+            "leading: starting controllers"
+        );
+        let (stop_controllers, stop) = shutdown::channel();
+        let mut running = JoinSet::new();
+        let mut names = HashMap::new();
+        for controller in &controllers {
+            health.cache_pending(controller.name);
+            let run = ControllerRun {
+                ctx: ctx.clone(),
+                name: controller.name,
+                stop: stop.clone(),
+                health: health.clone(),
+            };
+            let handle = running.spawn((controller.run)(run));
+            names.insert(handle.id(), controller.name);
+        }
+
+        let ended = tokio::select! {
+            _ = shutdown.stopped() => Ended::Shutdown,
+            _ = leadership.wait_for(|l| *l != Leadership::Leader) => Ended::LostLeadership,
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
+                Ended::ControllerStopped(names.get(&id).copied().unwrap_or("unknown"))
+            }
+        };
+
+        stop_controllers.stop();
+        if tokio::time::timeout(shutdown_timeout, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            warn!(timeout = ?shutdown_timeout, "controllers did not stop in time; aborting them");
+            running.shutdown().await;
+        }
+        health.clear_caches();
+
+        match ended {
+            Ended::Shutdown => {
+                info!("controllers stopped");
+                return Ok(());
+            }
+            Ended::LostLeadership => warn!("lost leadership: controllers stopped, standing by"),
+            Ended::ControllerStopped(name) => {
+                error!(controller = name, "controller stopped on its own");
+                return Err(Error::ControllerStopped(name));
+            }
+        }
+    }
+}
+
+enum Ended {
+    Shutdown,
+    LostLeadership,
+    ControllerStopped(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    static STOPPED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting(run: ControllerRun) -> BoxFuture<'static, ()> {
+        async move {
+            STARTED.fetch_add(1, Ordering::SeqCst);
+            run.health.cache_synced(run.name);
+            run.stopped().await;
+            STOPPED.fetch_add(1, Ordering::SeqCst);
+        }
+        .boxed()
+    }
+
+    fn quits(_: ControllerRun) -> BoxFuture<'static, ()> {
+        async {}.boxed()
+    }
+
+    fn context() -> Arc<Context> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        // A client that is never called: the test controllers do not talk to the API.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let mut registry = crate::telemetry::registry();
+        Arc::new(Context {
+            client: Client::try_from(config).unwrap(),
+            metrics: Metrics::new(&mut registry),
+            config: Arc::new(Cli::parse_from(["clouddeck"]).config),
+        })
+    }
+
+    async fn settle<F: Fn() -> bool>(what: &str, check: F) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn controllers_run_only_while_leading() {
+        let (lead, leadership) = watch::channel(Leadership::Unknown);
+        let (trigger, shutdown) = shutdown::channel();
+        let health = Health::default();
+        let controller = KindController {
+            name: "counting",
+            run: counting,
+        };
+        let manager = tokio::spawn(run_while_leading(
+            vec![controller],
+            context(),
+            health.clone(),
+            leadership,
+            shutdown,
+            Duration::from_secs(5),
+        ));
+
+        lead.send_replace(Leadership::Standby);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            STARTED.load(Ordering::SeqCst),
+            0,
+            "a standby runs no controller"
+        );
+
+        lead.send_replace(Leadership::Leader);
+        settle("start", || STARTED.load(Ordering::SeqCst) == 1).await;
+        settle("cache sync", || {
+            health.snapshot().unsynced_caches.is_empty()
+        })
+        .await;
+
+        lead.send_replace(Leadership::Standby);
+        settle("stop on lost leadership", || {
+            STOPPED.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+        lead.send_replace(Leadership::Leader);
+        settle("restart", || STARTED.load(Ordering::SeqCst) == 2).await;
+
+        trigger.stop();
+        manager.await.unwrap().unwrap();
+        assert_eq!(
+            STOPPED.load(Ordering::SeqCst),
+            2,
+            "shutdown stops controllers before returning"
+        );
+    }
+
+    #[tokio::test]
+    async fn report_cache_sync_marks_the_cache_synced_after_the_initial_list() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher::Event;
+        let health = Health::default();
+        health.cache_pending("configmaps");
+        let (_trigger, stop) = shutdown::channel();
+        let run = ControllerRun {
+            ctx: context(),
+            name: "configmaps",
+            stop,
+            health: health.clone(),
+        };
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        run.report_cache_sync(store.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The controller's runner waits on the same store, taking over its wake-up.
+        let runner = tokio::spawn(async move { store.wait_until_ready().await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(health.snapshot().unsynced_caches.contains("configmaps"));
+        writer.apply_watcher_event(&Event::InitDone);
+        assert!(runner.await.unwrap());
+        settle("cache sync", || {
+            health.snapshot().unsynced_caches.is_empty()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_quits_stops_the_operator() {
+        let (_lead, leadership) = watch::channel(Leadership::Leader);
+        let (_trigger, shutdown) = shutdown::channel();
+        let controller = KindController {
+            name: "quits",
+            run: quits,
+        };
+        let result = run_while_leading(
+            vec![controller],
+            context(),
+            Health::default(),
+            leadership,
+            shutdown,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(Error::ControllerStopped("quits"))),
+            "{result:?}"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! The `clouddeck` command line: parse arguments, call into the library, and turn a fatal
+//! error into one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use clouddeck::config::OperatorConfig;
+
+/// CloudDeck turns a Kubernetes cluster into a Vercel/Netlify-style deployment platform:
+/// Projects, Deployments, Domains and friends are clouddeck.io resources, and this operator
+/// reconciles them.
+///
+/// Every option can also be set through the environment variable shown next to it
+/// (CLOUDDECK_*); an option on the command line wins over the variable.
+#[derive(Parser)]
+#[command(name = "clouddeck", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: all controllers in one process, with leader election.
+    ///
+    /// Run two or more replicas: the one holding the Lease runs the controllers, the others
+    /// stand by and take over when it stops. Each replica serves /healthz (liveness),
+    /// /readyz (200 with "ok: leader" or "ok: standby" once it is ready, else 503 with the
+    /// reason) and /metrics (OpenMetrics) on --listen-addr. The CloudDeck CRDs must be
+    /// installed first (kubectl apply --server-side -f crds/). SIGTERM or SIGINT stops the
+    /// controllers and releases the Lease, so that a standby takes over quickly.
+    Run(Box<OperatorConfig>),
+
+    /// Print the CloudDeck CustomResourceDefinitions as YAML, e.g.
+    /// `clouddeck crds | kubectl apply --server-side -f -`.
+    Crds,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(config) => run(*config),
+        Command::Crds => print_crds(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(line) => {
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: OperatorConfig) -> Result<(), String> {
+    clouddeck::telemetry::init_logging(&config.log);
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(clouddeck::operator::run(config));
+    // Tasks still blocked on the API server must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result.map_err(|e| clouddeck::one_line(&e))
+}
+
+fn print_crds() -> Result<(), String> {
+    use std::io::Write;
+    match std::io::stdout()
+        .lock()
+        .write_all(clouddeck::api::crds_yaml().as_bytes())
+    {
+        // `clouddeck crds | head` closing the pipe early is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the CRDs: {e}"))
+        }
+        _ => Ok(()),
+    }
+}

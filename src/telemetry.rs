@@ -1,0 +1,273 @@
+//! Logs and metrics: the `tracing` subscriber, and the Prometheus registry (prefix
+//! `clouddeck`) with the metrics every controller reports through [`Metrics`].
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global `tracing` subscriber, writing to stderr. The filter is
+/// `--log-level`, else `RUST_LOG`, else `info`.
+pub fn init_logging(config: &LogConfig) {
+    let filter = match &config.log_level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    // Colours only for a person at a terminal, not in files or `kubectl logs`.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
+    let _ = match config.log_format {
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_current_span(true))
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt.compact()).try_init(),
+    };
+}
+
+/// The registry `/metrics` serves: every metric is named `clouddeck_*`.
+pub fn registry() -> Registry {
+    Registry::with_prefix("clouddeck")
+}
+
+/// Metrics shared by the whole operator. Cheap to clone: each metric is a shared handle.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub reconcile: ReconcileMetrics,
+    /// `clouddeck_leader`: 1 while this replica holds the leader Lease, else 0.
+    pub leader: Gauge,
+    /// `clouddeck_webhook_*`: deliveries by outcome, attempt latency, pending queue.
+    pub delivery: crate::delivery::metrics::DeliveryMetrics,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs controllers",
+            leader.clone(),
+        );
+        Metrics {
+            reconcile: ReconcileMetrics::new(registry),
+            leader,
+            delivery: crate::delivery::metrics::DeliveryMetrics::new(registry),
+        }
+    }
+}
+
+/// The outcome label of `clouddeck_reconciliations_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReconcileResult {
+    success,
+    error,
+    /// The reconcile was dropped before it finished (shutdown, lost leadership, panic).
+    aborted,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: ReconcileResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub controller: &'static str,
+    /// [`crate::Error::reason`]: a bounded set of CamelCase names.
+    pub reason: &'static str,
+}
+
+/// Reconcile metrics, labelled by controller name. Label values are `&'static str` so that
+/// they stay bounded: controller names and error reasons are constants in the code.
+#[derive(Clone, Debug)]
+pub struct ReconcileMetrics {
+    /// `clouddeck_reconciliations_total{controller, result}`
+    pub reconciliations: Family<ReconcileLabels, Counter>,
+    /// `clouddeck_reconcile_failures_total{controller, reason}`
+    pub failures: Family<FailureLabels, Counter>,
+    /// `clouddeck_reconcile_duration_seconds{controller}`
+    pub duration: Family<ControllerLabels, Histogram>,
+}
+
+impl ReconcileMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let metrics = ReconcileMetrics {
+            reconciliations: Family::default(),
+            failures: Family::default(),
+            // 5ms .. ~20s: most reconciles are a few API calls; builds are watched, not awaited.
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 13))
+            }),
+        };
+        registry.register(
+            "reconciliations",
+            "Reconciles run, by controller and result",
+            metrics.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that returned an error, by controller and error reason",
+            metrics.failures.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time one reconcile took, by controller",
+            Unit::Seconds,
+            metrics.duration.clone(),
+        );
+        metrics
+    }
+
+    /// Starts timing one reconcile. Hold the guard for the whole reconcile and hand it the
+    /// result with [`ReconcileTimer::finish`]; when dropped it records the duration and the
+    /// outcome (`aborted` if it never got one).
+    ///
+    /// ```ignore
+    /// let timer = ctx.metrics.reconcile.start(CONTROLLER);
+    /// let result = reconcile_inner(&obj, &ctx).await;
+    /// timer.finish(&result);
+    /// result
+    /// ```
+    pub fn start(&self, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: self.clone(),
+            controller,
+            started: Instant::now(),
+            result: ReconcileResult::aborted,
+        }
+    }
+}
+
+/// Drop guard timing one reconcile; see [`ReconcileMetrics::start`].
+#[must_use = "the timer records when dropped; hold it for the whole reconcile"]
+pub struct ReconcileTimer {
+    metrics: ReconcileMetrics,
+    controller: &'static str,
+    started: Instant,
+    result: ReconcileResult,
+}
+
+impl ReconcileTimer {
+    /// Records the reconcile's outcome; an error also counts in
+    /// `clouddeck_reconcile_failures_total` under its [`crate::Error::reason`].
+    pub fn finish<T>(mut self, result: &crate::Result<T>) {
+        match result {
+            Ok(_) => self.result = ReconcileResult::success,
+            Err(err) => {
+                self.result = ReconcileResult::error;
+                let labels = FailureLabels {
+                    controller: self.controller,
+                    reason: err.reason(),
+                };
+                self.metrics.failures.get_or_create(&labels).inc();
+            }
+        }
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        let controller = self.controller;
+        self.metrics
+            .duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .reconciliations
+            .get_or_create(&ReconcileLabels {
+                controller,
+                result: self.result,
+            })
+            .inc();
+    }
+}
+
+/// Renders the registry in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    fn line_value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn timer_counts_results_failures_and_duration() {
+        let mut registry = registry();
+        let metrics = Metrics::new(&mut registry);
+
+        metrics
+            .reconcile
+            .start("project")
+            .finish(&Ok::<_, Error>(()));
+        metrics
+            .reconcile
+            .start("project")
+            .finish(&Err::<(), _>(Error::CrdMissing { name: "x".into() }));
+        drop(metrics.reconcile.start("project"));
+        metrics.leader.set(1);
+
+        let text = encode(&registry);
+        let count = |result: &str| {
+            line_value(
+                &text,
+                &format!(
+                    "clouddeck_reconciliations_total{{controller=\"project\",result=\"{result}\"}}"
+                ),
+            )
+        };
+        assert_eq!(count("success"), Some(1.0), "{text}");
+        assert_eq!(count("error"), Some(1.0), "{text}");
+        assert_eq!(count("aborted"), Some(1.0), "{text}");
+        assert_eq!(
+            line_value(
+                &text,
+                "clouddeck_reconcile_failures_total{controller=\"project\",reason=\"CrdMissing\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "clouddeck_reconcile_duration_seconds_count{controller=\"project\"}"
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(line_value(&text, "clouddeck_leader "), Some(1.0), "{text}");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+    }
+}

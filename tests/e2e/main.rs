@@ -1,0 +1,19 @@
+//! End-to-end tests against the real local control plane that `hack/cluster up` starts
+//! (kube-apiserver, controller-manager, scheduler, etcd and kwok-simulated nodes).
+//!
+//! Run them with `make test`, which brings the control plane up and down around them.
+//! Run by hand: `hack/cluster up && cargo test --test e2e`.
+
+mod support;
+
+mod cluster;
+
+mod operator;
+
+mod api;
+
+mod pipeline;
+
+mod webhooks;
+
+mod domains;
