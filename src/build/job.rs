@@ -1,0 +1,610 @@
+//! The build Job: clone the pinned revision, build it with a rootless builder, push it,
+//! and report the digest in the termination message.
+//!
+//! Pod security. The clone step and the Cloud Native Buildpacks lifecycle pass the
+//! `restricted` Pod Security Standard. Rootless BuildKit cannot: it needs
+//! `seccompProfile: Unconfined` and `appArmorProfile: Unconfined` (it creates user
+//! namespaces and mounts inside them) and `allowPrivilegeEscalation: true` (rootlesskit uses
+//! the setuid `newuidmap`/`newgidmap` helpers). It still runs as a non-root user with every
+//! capability dropped and `--oci-worker-no-process-sandbox`, as BuildKit documents for
+//! Kubernetes. A namespace that enforces `restricted` must use the `buildpacks` strategy or
+//! label itself `baseline` for builds.
+//!
+//! Secrets never appear in args, env or logs: clone credentials, the registry push
+//! Secret and build Secrets are mounted as files and read by the scripts below, which only
+//! ever name paths.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::config::BuildConfig;
+use crate::api::deployment::GitRevision;
+use crate::api::project::{BuildSpec, BuildStrategy, GitSource};
+use crate::api::validation::{self, InvalidField};
+use crate::routing::bounded_name;
+
+/// Name of the init container that clones the source.
+pub const CLONE_CONTAINER: &str = "clone";
+/// Name of the container whose termination message carries the build result.
+pub const BUILD_CONTAINER: &str = "build";
+/// Where the build container writes its result.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// User and group the clone step and BuildKit run as (BuildKit's rootless image user).
+const BUILD_UID: i64 = 1000;
+/// The `cnb` user of the Paketo builders (CNB_USER_ID); its group is [`BUILD_UID`]'s.
+const CNB_UID: i64 = 1001;
+
+const WORKSPACE: &str = "/workspace";
+const GIT_CREDENTIALS: &str = "/var/run/clouddeck/git";
+const REGISTRY_AUTH: &str = "/var/run/clouddeck/registry";
+const BUILD_SECRETS: &str = "/var/run/clouddeck/build-secrets";
+
+/// The build Job's name for a Deployment: deterministic, so that a restarted operator
+/// applies the same Job instead of starting a second build.
+pub fn build_job_name(deployment: &str) -> String {
+    bounded_name(deployment, "build")
+}
+
+/// Everything a build Job is rendered from.
+pub struct BuildJobInput<'a> {
+    /// Name, namespace, labels and owner reference of the Job (also put on its Pod).
+    pub meta: ObjectMeta,
+    pub git: &'a GitSource,
+    pub revision: &'a GitRevision,
+    /// The Project's build settings; `None` means the defaults.
+    pub build: Option<&'a BuildSpec>,
+    /// Image repository to push to, e.g. `registry.example.com/acme/web`.
+    pub repository: &'a str,
+    /// Tag of the pushed image: the Deployment's name.
+    pub tag: &'a str,
+    /// `kubernetes.io/dockerconfigjson` Secret with push credentials.
+    pub push_secret: Option<&'a str>,
+    pub config: &'a BuildConfig,
+}
+
+/// Renders the build Job. Fails only on a build timeout that is not a duration.
+pub fn build_job(input: &BuildJobInput<'_>) -> Result<Job, InvalidField> {
+    let defaults;
+    let build = match input.build {
+        Some(build) => build,
+        None => {
+            defaults = default_build_spec();
+            &defaults
+        }
+    };
+    let timeout = validation::duration("spec.build.timeout", &build.timeout)?;
+    let deadline = i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX);
+    let context_dir = match input.git.path.as_deref() {
+        Some(path) => format!("{WORKSPACE}/src/{}", path.trim_end_matches('/')),
+        None => format!("{WORKSPACE}/src"),
+    };
+    let image = format!("{}:{}", input.repository, input.tag);
+    let cache_image = build
+        .cache
+        .then(|| format!("{}:buildcache", input.repository));
+
+    let mut volumes = vec![
+        json!({ "name": "workspace", "emptyDir": {} }),
+        json!({ "name": "tmp", "emptyDir": {} }),
+    ];
+    let mut clone_mounts = vec![
+        json!({ "name": "workspace", "mountPath": WORKSPACE }),
+        json!({ "name": "tmp", "mountPath": "/tmp" }),
+    ];
+    if let Some(secret) = &input.git.credentials_secret_ref {
+        volumes.push(json!({
+            "name": "git-credentials",
+            "secret": { "secretName": secret.name, "defaultMode": 0o440 }
+        }));
+        clone_mounts.push(
+            json!({ "name": "git-credentials", "mountPath": GIT_CREDENTIALS, "readOnly": true }),
+        );
+    }
+    let mut build_mounts = vec![
+        json!({ "name": "workspace", "mountPath": WORKSPACE }),
+        json!({ "name": "tmp", "mountPath": "/tmp" }),
+    ];
+    if let Some(secret) = input.push_secret {
+        volumes.push(json!({
+            "name": "registry-auth",
+            "secret": {
+                "secretName": secret,
+                "defaultMode": 0o440,
+                "items": [{ "key": ".dockerconfigjson", "path": "config.json" }]
+            }
+        }));
+        build_mounts
+            .push(json!({ "name": "registry-auth", "mountPath": REGISTRY_AUTH, "readOnly": true }));
+    }
+    if !build.env_from.is_empty() {
+        let sources: Vec<Value> = build
+            .env_from
+            .iter()
+            .map(|s| json!({ "secret": { "name": s.name } }))
+            .collect();
+        volumes.push(json!({ "name": "build-secrets", "projected": { "sources": sources, "defaultMode": 0o440 } }));
+        build_mounts
+            .push(json!({ "name": "build-secrets", "mountPath": BUILD_SECRETS, "readOnly": true }));
+    }
+
+    let mut clone_env = vec![
+        json!({ "name": "GIT_URL", "value": input.git.url }),
+        json!({ "name": "GIT_BRANCH", "value": input.revision.branch }),
+        json!({ "name": "HOME", "value": "/tmp" }),
+    ];
+    if let Some(commit) = &input.revision.commit {
+        clone_env.push(json!({ "name": "GIT_COMMIT", "value": commit }));
+    }
+    let clone = json!({
+        "name": CLONE_CONTAINER,
+        "image": input.config.git_image,
+        "command": ["/bin/sh", "-c", CLONE_SCRIPT],
+        "env": clone_env,
+        "volumeMounts": clone_mounts,
+        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "512Mi" } },
+        "securityContext": restricted_container(BUILD_UID),
+    });
+
+    let resources = build
+        .resources
+        .clone()
+        .unwrap_or_else(default_build_resources);
+    let mut build_env = vec![json!({ "name": "HOME", "value": "/tmp" })];
+    if input.push_secret.is_some() {
+        build_env.push(json!({ "name": "DOCKER_CONFIG", "value": REGISTRY_AUTH }));
+    }
+    let builder = match build.strategy {
+        BuildStrategy::Dockerfile => {
+            let (dockerfile_dir, dockerfile_name) =
+                split_dockerfile(&context_dir, &build.dockerfile);
+            let mut args = vec![
+                "build".to_owned(),
+                "--frontend=dockerfile.v0".to_owned(),
+                format!("--local=context={context_dir}"),
+                format!("--local=dockerfile={dockerfile_dir}"),
+                format!("--opt=filename={dockerfile_name}"),
+            ];
+            args.extend(
+                build
+                    .args
+                    .iter()
+                    .map(|(k, v)| format!("--opt=build-arg:{k}={v}")),
+            );
+            args.push(format!("--output=type=image,name={image},push=true"));
+            if let Some(cache) = &cache_image {
+                args.push(format!("--import-cache=type=registry,ref={cache}"));
+                args.push(format!("--export-cache=type=registry,ref={cache},mode=max"));
+            }
+            build_env.push(
+                json!({ "name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox" }),
+            );
+            build_mounts.push(json!({ "name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit" }));
+            volumes.push(json!({ "name": "buildkit-state", "emptyDir": {} }));
+            let mut command = vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                BUILDKIT_SCRIPT.to_owned(),
+                "buildkit".to_owned(),
+            ];
+            command.extend(args);
+            json!({
+                "name": BUILD_CONTAINER,
+                "image": input.config.buildkit_image,
+                "command": command,
+                "env": build_env,
+                "volumeMounts": build_mounts,
+                "resources": resources,
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+                "terminationMessagePolicy": "File",
+                // The documented exception to `restricted`: see the module docs.
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": BUILD_UID,
+                    "runAsGroup": BUILD_UID,
+                    "allowPrivilegeEscalation": true,
+                    "capabilities": { "drop": ["ALL"] },
+                    "seccompProfile": { "type": "Unconfined" },
+                    "appArmorProfile": { "type": "Unconfined" }
+                },
+            })
+        }
+        BuildStrategy::Buildpacks => {
+            let mut args = vec![
+                format!("-app={context_dir}"),
+                "-layers=/layers".to_owned(),
+                "-platform=/platform".to_owned(),
+                "-report=/tmp/report.toml".to_owned(),
+            ];
+            if let Some(cache) = &cache_image {
+                args.push(format!("-cache-image={cache}"));
+            }
+            args.push(image.clone());
+            build_env.push(json!({ "name": "CNB_PLATFORM_API", "value": input.config.buildpacks_platform_api }));
+            // Build-time settings for buildpacks are files in <platform>/env.
+            let args_env: Vec<Value> = build
+                .args
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "value": v }))
+                .collect();
+            build_env.extend(args_env);
+            build_mounts.push(json!({ "name": "layers", "mountPath": "/layers" }));
+            volumes.push(json!({ "name": "layers", "emptyDir": {} }));
+            if !build.env_from.is_empty() {
+                build_mounts.retain(|m| m["name"] != "build-secrets");
+                build_mounts.push(json!({ "name": "build-secrets", "mountPath": "/platform/env", "readOnly": true }));
+            }
+            let mut command = vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                BUILDPACKS_SCRIPT.to_owned(),
+                "buildpacks".to_owned(),
+            ];
+            command.extend(args);
+            json!({
+                "name": BUILD_CONTAINER,
+                "image": input.config.buildpacks_builder_image,
+                "command": command,
+                "env": build_env,
+                "volumeMounts": build_mounts,
+                "resources": resources,
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+                "terminationMessagePolicy": "File",
+                "securityContext": restricted_container(CNB_UID),
+            })
+        }
+    };
+
+    let meta = &input.meta;
+    let labels = meta.labels.clone().unwrap_or_default();
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            // A failed build is reported, never retried behind the user's back.
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": deadline,
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    "restartPolicy": "Never",
+                    // The build gets no API credentials.
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "fsGroup": BUILD_UID,
+                        "seccompProfile": { "type": "RuntimeDefault" }
+                    },
+                    "initContainers": [clone],
+                    "containers": [builder],
+                    "volumes": volumes,
+                }
+            }
+        }
+    });
+    Ok(serde_json::from_value(job).expect("the build Job is a valid batch/v1 Job"))
+}
+
+fn restricted_container(uid: i64) -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": uid,
+        "runAsGroup": BUILD_UID,
+        "allowPrivilegeEscalation": false,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" }
+    })
+}
+
+fn default_build_spec() -> BuildSpec {
+    serde_json::from_value(json!({})).expect("an empty BuildSpec takes its defaults")
+}
+
+fn default_build_resources() -> ResourceRequirements {
+    serde_json::from_value(
+        json!({ "requests": { "cpu": "500m", "memory": "1Gi" }, "limits": { "memory": "4Gi" } }),
+    )
+    .expect("valid resources")
+}
+
+/// The directory holding the Dockerfile and its file name, relative to the build context.
+fn split_dockerfile(context_dir: &str, dockerfile: &str) -> (String, String) {
+    let path = dockerfile.trim_start_matches("./");
+    match path.rsplit_once('/') {
+        Some((dir, name)) => (format!("{context_dir}/{dir}"), name.to_owned()),
+        None => (context_dir.to_owned(), path.to_owned()),
+    }
+}
+
+/// Clones exactly one revision into /workspace/src and records the commit it resolved.
+/// Credentials are read from the mounted Secret by a credential helper, never echoed.
+const CLONE_SCRIPT: &str = r#"set -eu
+umask 002
+creds=/var/run/clouddeck/git
+if [ -f "$creds/password" ]; then
+  git config --global credential.helper '!f() { test "$1" = get || exit 0; echo "username=$(cat /var/run/clouddeck/git/username 2>/dev/null || echo git)"; echo "password=$(cat /var/run/clouddeck/git/password)"; }; f'
+fi
+if [ -f "$creds/ssh-privatekey" ]; then
+  cp "$creds/ssh-privatekey" /tmp/ssh-key && chmod 600 /tmp/ssh-key
+  if [ -f "$creds/known_hosts" ]; then hosts="-o UserKnownHostsFile=$creds/known_hosts"; else hosts="-o StrictHostKeyChecking=accept-new"; fi
+  export GIT_SSH_COMMAND="ssh -i /tmp/ssh-key -o IdentitiesOnly=yes $hosts"
+fi
+git init -q /workspace/src
+cd /workspace/src
+git remote add origin "$GIT_URL"
+commit="${GIT_COMMIT:-}"
+if [ ${#commit} -ge 40 ]; then
+  git fetch -q --depth 1 origin "$commit"
+  git checkout -q FETCH_HEAD
+elif [ -n "$commit" ]; then
+  git fetch -q origin "refs/heads/$GIT_BRANCH"
+  git checkout -q "$commit"
+else
+  git fetch -q --depth 1 origin "refs/heads/$GIT_BRANCH"
+  git checkout -q FETCH_HEAD
+fi
+resolved=$(git rev-parse HEAD)
+case "$resolved" in "$commit"*) ;; *) echo "resolved $resolved, not $commit" >&2; exit 1;; esac
+echo "$resolved" > /workspace/commit
+echo "cloned $GIT_BRANCH at $resolved""#;
+
+/// Runs rootless BuildKit with the arguments after `$0`, adds every build Secret as a
+/// BuildKit secret (by path), and reports the pushed digest and commit.
+const BUILDKIT_SCRIPT: &str = r#"set -eu
+for f in /var/run/clouddeck/build-secrets/*; do
+  [ -f "$f" ] && set -- "$@" "--secret=id=$(basename "$f"),src=$f"
+done
+buildctl-daemonless.sh "$@" --metadata-file=/tmp/metadata.json
+digest=$(grep -o '"containerimage.digest": *"sha256:[a-f0-9]*"' /tmp/metadata.json | grep -o 'sha256:[a-f0-9]*')
+printf '{"digest":"%s","commit":"%s"}' "$digest" "$(cat /workspace/commit)" > /dev/termination-log"#;
+
+/// Runs the Cloud Native Buildpacks lifecycle (`creator`) and reports the pushed digest.
+const BUILDPACKS_SCRIPT: &str = r#"set -eu
+/cnb/lifecycle/creator "$@"
+digest=$(grep -o 'sha256:[a-f0-9]\{64\}' /tmp/report.toml | head -n 1)
+printf '{"digest":"%s","commit":"%s"}' "$digest" "$(cat /workspace/commit)" > /dev/termination-log"#;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::Container;
+
+    use super::*;
+    use crate::api::common::SecretReference;
+
+    fn config() -> BuildConfig {
+        BuildConfig::default()
+    }
+
+    fn git() -> GitSource {
+        GitSource {
+            url: "https://github.com/acme/web.git".into(),
+            branch: "main".into(),
+            path: Some("apps/web".into()),
+            credentials_secret_ref: Some(SecretReference {
+                name: "git-token".into(),
+            }),
+        }
+    }
+
+    fn revision() -> GitRevision {
+        GitRevision {
+            branch: "main".into(),
+            commit: Some("3f9c2ab7d1e04b5c9a8f6e2d1c0b9a8f7e6d5c4b".into()),
+        }
+    }
+
+    fn render(build: Option<&BuildSpec>, config: &BuildConfig) -> Job {
+        let git = git();
+        let revision = revision();
+        build_job(&BuildJobInput {
+            meta: ObjectMeta {
+                name: Some("web-1-build".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            git: &git,
+            revision: &revision,
+            build,
+            repository: "registry.example.com/acme/web",
+            tag: "web-1",
+            push_secret: Some("registry-push"),
+            config,
+        })
+        .unwrap()
+    }
+
+    fn build_container(job: &Job) -> Container {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .clone()
+    }
+
+    fn clone_container(job: &Job) -> Container {
+        job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .as_ref()
+            .unwrap()[0]
+            .clone()
+    }
+
+    #[test]
+    fn job_name_is_deterministic_and_a_dns_label() {
+        assert_eq!(build_job_name("web-1"), "web-1-build");
+        assert_eq!(build_job_name("web-1"), build_job_name("web-1"));
+        let long = build_job_name(&"a".repeat(80));
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(long, build_job_name(&"a".repeat(81)));
+    }
+
+    #[test]
+    fn dockerfile_build_uses_rootless_buildkit_from_config() {
+        let mut config = config();
+        config.buildkit_image = "mirror.example/buildkit:v9-rootless".into();
+        let job = render(None, &config);
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(15 * 60));
+        let build = build_container(&job);
+        assert_eq!(
+            build.image.as_deref(),
+            Some("mirror.example/buildkit:v9-rootless")
+        );
+        let command = build.command.unwrap();
+        assert!(command[2].contains("buildctl-daemonless.sh"));
+        assert!(
+            command.contains(&"--local=context=/workspace/src/apps/web".to_owned()),
+            "{command:?}"
+        );
+        assert!(command.contains(&"--opt=filename=Dockerfile".to_owned()));
+        assert!(command.contains(
+            &"--output=type=image,name=registry.example.com/acme/web:web-1,push=true".to_owned()
+        ));
+        assert!(command.iter().any(|a| a.starts_with(
+            "--import-cache=type=registry,ref=registry.example.com/acme/web:buildcache"
+        )));
+        assert_eq!(
+            build.termination_message_path.as_deref(),
+            Some(TERMINATION_MESSAGE_PATH)
+        );
+        assert_eq!(build.termination_message_policy.as_deref(), Some("File"));
+        let env: Vec<_> = build.env.unwrap().into_iter().map(|e| e.name).collect();
+        assert!(env.contains(&"DOCKER_CONFIG".to_owned()));
+        assert!(env.contains(&"BUILDKITD_FLAGS".to_owned()));
+    }
+
+    #[test]
+    fn build_pod_gets_no_api_token_and_never_restarts() {
+        let job = render(None, &config());
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn clone_pins_the_commit_and_reads_credentials_from_a_mounted_secret() {
+        let job = render(None, &config());
+        let clone = clone_container(&job);
+        let env: BTreeMap<_, _> = clone
+            .env
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env["GIT_COMMIT"],
+            "3f9c2ab7d1e04b5c9a8f6e2d1c0b9a8f7e6d5c4b"
+        );
+        assert_eq!(env["GIT_URL"], "https://github.com/acme/web.git");
+        let mounts = clone.volume_mounts.unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == GIT_CREDENTIALS && m.read_only == Some(true))
+        );
+        let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+        let creds = volumes
+            .iter()
+            .find(|v| v.name == "git-credentials")
+            .unwrap();
+        assert_eq!(
+            creds.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("git-token")
+        );
+        let sc = clone.security_context.unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+    }
+
+    #[test]
+    fn no_secret_name_or_value_reaches_args_or_env_values() {
+        let build = BuildSpec {
+            env_from: vec![SecretReference {
+                name: "npm-token".into(),
+            }],
+            ..default_build_spec()
+        };
+        let job = render(Some(&build), &config());
+        let text =
+            serde_json::to_string(&job.spec.unwrap().template.spec.unwrap().containers).unwrap();
+        // Secrets are volumes, only referenced by mount path in the containers.
+        assert!(!text.contains("npm-token"), "{text}");
+        assert!(!text.contains("registry-push"), "{text}");
+        assert!(!text.contains("git-token"), "{text}");
+    }
+
+    #[test]
+    fn buildpacks_strategy_runs_the_lifecycle_under_restricted() {
+        let build = BuildSpec {
+            strategy: BuildStrategy::Buildpacks,
+            cache: false,
+            timeout: "1h".into(),
+            ..default_build_spec()
+        };
+        let job = render(Some(&build), &config());
+        assert_eq!(
+            job.spec.as_ref().unwrap().active_deadline_seconds,
+            Some(3600)
+        );
+        let container = build_container(&job);
+        assert_eq!(
+            container.image.as_deref(),
+            Some("paketobuildpacks/builder-jammy-base:0.4.532")
+        );
+        let command = container.command.unwrap();
+        assert!(command[2].contains("/cnb/lifecycle/creator"));
+        assert!(command.contains(&"-app=/workspace/src/apps/web".to_owned()));
+        assert!(command.last().unwrap().ends_with(":web-1"));
+        assert!(!command.iter().any(|a| a.starts_with("-cache-image")));
+        let sc = container.security_context.unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn dockerfile_in_a_subdirectory() {
+        let build = BuildSpec {
+            dockerfile: "docker/prod.Dockerfile".into(),
+            ..default_build_spec()
+        };
+        let command = build_container(&render(Some(&build), &config()))
+            .command
+            .unwrap();
+        assert!(command.contains(&"--local=dockerfile=/workspace/src/apps/web/docker".to_owned()));
+        assert!(command.contains(&"--opt=filename=prod.Dockerfile".to_owned()));
+    }
+
+    #[test]
+    fn build_resources_come_from_the_project_or_defaults() {
+        let default = build_container(&render(None, &config())).resources.unwrap();
+        assert!(default.limits.unwrap().contains_key("memory"));
+        let build = BuildSpec {
+            resources: Some(serde_json::from_value(json!({ "limits": { "cpu": "2" } })).unwrap()),
+            ..default_build_spec()
+        };
+        let custom = build_container(&render(Some(&build), &config()))
+            .resources
+            .unwrap();
+        assert_eq!(custom.limits.unwrap()["cpu"].0, "2");
+    }
+}

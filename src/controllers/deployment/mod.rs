@@ -1,0 +1,232 @@
+//! The Deployment controller: builds a git revision (or takes an image), rolls it out as
+//! an apps/v1 Deployment and Service, routes its preview hostname, and reports the phase.
+//!
+//! Children (all owned by the CloudDeck Deployment, so garbage collection removes them):
+//! the build Job `<name>-build`, the apps/v1 Deployment and Service `<name>`, the HTTPRoute
+//! `<name>`. The CloudDeck Deployment itself gets a non-controller owner reference to its
+//! Project, so deleting a Project deletes its Deployments and everything under them.
+
+pub mod reconcile;
+pub mod render;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::Deployment as Workload;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Service;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::{Context, ControllerRun, KindController};
+use crate::api::deployment::Deployment;
+use crate::api::project::Project;
+use crate::api::validation::InvalidField;
+use crate::telemetry::{
+    ControllerLabels, FailureLabels, Metrics, ReconcileLabels, ReconcileResult,
+};
+
+/// Controller name: metric label, log field, Event reporter suffix.
+pub const NAME: &str = "deployment";
+
+pub const CONTROLLER: KindController = KindController { name: NAME, run };
+
+/// Annotation the Project controller sets on a Deployment a newer one supersedes.
+pub const SUPERSEDED_BY: &str = "clouddeck.io/superseded-by";
+/// Annotation the Project controller sets (`"true"`) on a retained production Deployment
+/// beyond `spec.keepWarm`: its workload is scaled to zero until it serves again.
+pub const STANDBY: &str = "clouddeck.io/standby";
+/// Annotation a user sets (`"true"`) to cancel a Deployment that is not Ready yet.
+pub const CANCEL: &str = "clouddeck.io/cancel";
+
+/// What a reconcile of a Project or Deployment can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] Box<kube::Error>),
+
+    /// A spec field the controller cannot use; the object is Stalled until it changes.
+    #[error("{0}")]
+    InvalidSpec(#[source] InvalidField),
+
+    /// A reference that does not resolve (yet); Stalled until the referent appears.
+    #[error("{0}")]
+    MissingReference(String),
+}
+
+impl Error {
+    /// Bounded reason for metrics and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::MissingReference(_) => "MissingReference",
+        }
+    }
+
+    /// Whether waiting for a change of the object (or what it points to) is the only way
+    /// forward, rather than retrying.
+    pub fn awaits_change(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::MissingReference(_))
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(err: kube::Error) -> Self {
+        Error::Kube(Box::new(err))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
+    async move {
+        let client = run.ctx.client.clone();
+        // The guard keeps one malformed object from stopping the controller.
+        let deployments = Api::<DeserializeGuard<Deployment>>::all(client.clone());
+        let controller = Controller::new(deployments, watcher::Config::default());
+        let store = controller.store();
+        run.report_cache_sync(store.clone());
+        controller
+            .owns(
+                Api::<Job>::all(client.clone()),
+                watcher::Config::default().labels(MANAGED),
+            )
+            .owns(
+                Api::<Workload>::all(client.clone()),
+                watcher::Config::default().labels(MANAGED),
+            )
+            .owns(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default().labels(MANAGED),
+            )
+            .owns(
+                Api::<HttpRoute>::all(client.clone()),
+                watcher::Config::default().labels(MANAGED),
+            )
+            // A Project change (created, fixed, new runtime settings) reaches its Deployments.
+            .watches(
+                Api::<DeserializeGuard<Project>>::all(client),
+                watcher::Config::default(),
+                move |project| {
+                    let namespace = project.namespace();
+                    let name = project.name_any();
+                    store
+                        .state()
+                        .into_iter()
+                        .filter(|guard| {
+                            guard.0.as_ref().is_ok_and(|d| {
+                                d.namespace() == namespace && d.spec.project_ref.name == name
+                            })
+                        })
+                        .map(|guard| ObjectRef::from_obj(&*guard))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(run.stopped())
+            .run(reconcile::reconcile, error_policy, run.ctx.clone())
+            .for_each(|_| async {})
+            .await;
+    }
+    .boxed()
+}
+
+/// Only children CloudDeck manages are watched.
+pub const MANAGED: &str = "app.kubernetes.io/managed-by=clouddeck";
+
+fn error_policy(
+    obj: Arc<DeserializeGuard<Deployment>>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    if error.awaits_change() {
+        return Action::await_change();
+    }
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let delay = backoff(&DEPLOYMENT_FAILURES, &key);
+    warn!(deployment = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Consecutive failures per object, for exponential backoff.
+pub(crate) type Failures = LazyLock<Mutex<HashMap<String, u32>>>;
+static DEPLOYMENT_FAILURES: Failures = LazyLock::new(Default::default);
+
+/// 1s, 2s, 4s … capped at 5 minutes, per object.
+pub(crate) fn backoff(failures: &Failures, key: &str) -> Duration {
+    let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
+    let count = map.entry(key.to_owned()).or_insert(0);
+    *count = count.saturating_add(1);
+    Duration::from_secs(1u64 << (*count - 1).min(9)).min(Duration::from_secs(300))
+}
+
+pub(crate) fn reset_backoff(failures: &Failures, key: &str) {
+    failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(key);
+}
+
+/// Records one reconcile's duration and outcome in the shared reconcile metrics.
+pub(crate) fn record(
+    metrics: &Metrics,
+    controller: &'static str,
+    started: Instant,
+    outcome: Option<&'static str>,
+) {
+    let reconcile = &metrics.reconcile;
+    reconcile
+        .duration
+        .get_or_create(&ControllerLabels { controller })
+        .observe(started.elapsed().as_secs_f64());
+    let result = match outcome {
+        None => ReconcileResult::success,
+        Some(reason) => {
+            reconcile
+                .failures
+                .get_or_create(&FailureLabels { controller, reason })
+                .inc();
+            ReconcileResult::error
+        }
+    };
+    reconcile
+        .reconciliations
+        .get_or_create(&ReconcileLabels { controller, result })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_resets() {
+        static F: Failures = LazyLock::new(Default::default);
+        assert_eq!(backoff(&F, "a"), Duration::from_secs(1));
+        assert_eq!(backoff(&F, "a"), Duration::from_secs(2));
+        assert_eq!(backoff(&F, "a"), Duration::from_secs(4));
+        for _ in 0..20 {
+            backoff(&F, "a");
+        }
+        assert_eq!(backoff(&F, "a"), Duration::from_secs(300));
+        reset_backoff(&F, "a");
+        assert_eq!(backoff(&F, "a"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn invalid_specs_wait_for_a_change() {
+        assert!(Error::InvalidSpec(InvalidField::new("spec.x", "bad")).awaits_change());
+        assert!(
+            !Error::Kube(Box::new(kube::Error::LinesCodecMaxLineLengthExceeded)).awaits_change()
+        );
+    }
+}

@@ -1,0 +1,929 @@
+//! One reconcile of a CloudDeck Deployment: read (its Project) → validate → render →
+//! apply (server-side) → status and Events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::Deployment as Workload;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info_span, warn};
+
+use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
+use super::status::{self, BuildState, Observed, RolloutState, Stop};
+use super::{
+    CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
+};
+use crate::api::conditions::Conditions;
+use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, GitRevision};
+use crate::api::project::{BuildSpec, GitSource, Project};
+use crate::api::validation::{self, InvalidField};
+use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
+use crate::controllers::{Context, FIELD_MANAGER};
+use crate::routing;
+
+/// Handles one Deployment, timing it and resetting its backoff on success.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Deployment>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let deployment = match &guard.0 {
+        Ok(deployment) => deployment,
+        Err(invalid) => {
+            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let key = format!(
+        "{}/{}",
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any()
+    );
+    let span = info_span!("reconcile", controller = NAME, namespace = %deployment.namespace().unwrap_or_default(), name = %deployment.name_any());
+    let started = Instant::now();
+    let result = reconcile_deployment(deployment, &ctx)
+        .instrument(span)
+        .await;
+    record(
+        &ctx.metrics,
+        NAME,
+        started,
+        result.as_ref().err().map(Error::reason),
+    );
+    if result.is_ok() {
+        reset_backoff(&DEPLOYMENT_FAILURES, &key);
+    }
+    result
+}
+
+/// What a Deployment deploys, once validated against its Project.
+enum Plan<'a> {
+    Build {
+        git: &'a GitSource,
+        revision: &'a GitRevision,
+        build: Option<&'a BuildSpec>,
+        repository: String,
+    },
+    Image(String),
+}
+
+/// An Event recorder reporting as `clouddeck`, this replica's Pod when known.
+pub fn recorder(client: &Client) -> Recorder {
+    let reporter = Reporter {
+        controller: "clouddeck".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    Recorder::new(client.clone(), reporter)
+}
+
+/// Reports an object that does not even parse (e.g. written around the schema): a Warning
+/// Event, and no retry until it changes.
+pub async fn reject_malformed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &str) {
+    warn!(name = ?obj.meta().name, namespace = ?obj.meta().namespace, error, "malformed object");
+    let message = format!("the object does not match its schema: {error}");
+    publish(
+        &recorder(&ctx.client),
+        obj,
+        EventType::Warning,
+        "InvalidObject",
+        "Validate",
+        &message,
+    )
+    .await;
+}
+
+/// Publishes an Event; a failure to publish is logged, never fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    message: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(message, 1000)),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(reason, error = %err, "cannot publish Event");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let namespace = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let previous = deployment.status.as_ref().and_then(|s| s.phase);
+    if status::is_terminal(previous) {
+        if matches!(
+            previous,
+            Some(DeploymentPhase::Superseded | DeploymentPhase::Canceled)
+        ) {
+            delete_build_job(client, &namespace, &name).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let recorder = recorder(client);
+
+    // Read.
+    let projects = Api::<Project>::namespaced(client.clone(), &namespace);
+    let project_name = &deployment.spec.project_ref.name;
+    let Some(project) = projects.get_opt(project_name).await? else {
+        let message = format!(
+            "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
+        );
+        stall(client, &recorder, deployment, "ProjectNotFound", &message).await?;
+        return Err(Error::MissingReference(message));
+    };
+    adopt_by_project(client, deployment, &project).await?;
+
+    // Validate.
+    let build_config = &ctx.config.build;
+    let plan = match plan(deployment, &project, build_config) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            stall(
+                client,
+                &recorder,
+                deployment,
+                "InvalidSpec",
+                &invalid.to_string(),
+            )
+            .await?;
+            return Err(Error::InvalidSpec(invalid));
+        }
+    };
+
+    let owner = deployment
+        .controller_owner_ref(&())
+        .expect("a Deployment read from the API has a name and uid");
+    let mut status = deployment.status.clone().unwrap_or_default();
+    let url = routing::url(&render::preview_hostname(deployment, &ctx.config.routing));
+    let stop = if deployment
+        .annotations()
+        .get(CANCEL)
+        .is_some_and(|v| v == "true")
+    {
+        Some(Stop::Canceled)
+    } else {
+        deployment
+            .annotations()
+            .get(SUPERSEDED_BY)
+            .map(|newer| Stop::SupersededBy(newer.clone()))
+    };
+
+    // Build, unless the image is known.
+    let mut build_state = None;
+    let image = match (&plan, &status.image_digest) {
+        (Plan::Image(image), _) => Some(image.clone()),
+        (Plan::Build { .. }, Some(image)) => Some(image.clone()),
+        (
+            Plan::Build {
+                git,
+                revision,
+                build,
+                repository,
+            },
+            None,
+        ) if stop.is_none() => {
+            let input = BuildJobInput {
+                meta: render::child_meta(deployment, &build_job_name(&name), "build", &owner),
+                git,
+                revision,
+                build: *build,
+                repository,
+                tag: &name,
+                push_secret: project
+                    .spec
+                    .registry
+                    .as_ref()
+                    .and_then(|r| r.push_secret_ref.as_ref())
+                    .map(|s| s.name.as_str()),
+                config: build_config,
+            };
+            let (state, pod, commit) =
+                run_build(client, &namespace, &input)
+                    .await
+                    .map_err(|e| match e {
+                        BuildError::Invalid(invalid) => Error::InvalidSpec(invalid),
+                        BuildError::Kube(err) => Error::from(err),
+                    })?;
+            if let Some(pod) = pod {
+                status.build_pod = Some(pod);
+            }
+            if let Some(commit) = commit {
+                status.commit = Some(commit);
+            }
+            let image = match &state {
+                BuildState::Succeeded { digest } => Some(render::pinned_image(repository, digest)),
+                _ => None,
+            };
+            if let Some(image) = &image {
+                status.image_digest = Some(image.clone());
+            }
+            build_state = Some(state);
+            image
+        }
+        (Plan::Build { .. }, None) => None,
+    };
+    if status.commit.is_none()
+        && let Some(commit) = deployment
+            .spec
+            .source
+            .git
+            .as_ref()
+            .and_then(|g| g.commit.clone())
+    {
+        status.commit = Some(commit);
+    }
+
+    // Only a Deployment that was Ready waits on standby; the Project controller sets it.
+    let standby = previous == Some(DeploymentPhase::Ready)
+        && deployment
+            .annotations()
+            .get(STANDBY)
+            .is_some_and(|v| v == "true");
+
+    // Roll out and route, once the image is known.
+    let mut rollout = None;
+    if let Some(image) = &image
+        && stop.is_none()
+    {
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let replicas = render::replicas(deployment, &project, standby);
+        let workload = render::workload(deployment, &project, image, replicas, &owner);
+        let applied = Api::<Workload>::namespaced(client.clone(), &namespace)
+            .patch(&name, &apply, &Patch::Apply(&workload))
+            .await?;
+        let service = render::service(deployment, &owner);
+        Api::<Service>::namespaced(client.clone(), &namespace)
+            .patch(&name, &apply, &Patch::Apply(&service))
+            .await?;
+        let route = render::preview_route(deployment, &ctx.config.routing, &owner);
+        Api::<HttpRoute>::namespaced(client.clone(), &namespace)
+            .patch(&name, &apply, &Patch::Apply(&route))
+            .await?;
+        rollout = Some(observe_rollout(client, &namespace, &name, &applied).await?);
+    }
+
+    // Status and Events.
+    let observed = Observed {
+        stop,
+        build: build_state,
+        rollout,
+        url: url.clone(),
+        standby,
+    };
+    let step = status::next(previous, &observed);
+    let now = Time(Timestamp::now());
+    let mut timings = status.timings.clone().unwrap_or_default();
+    if timings.queued_at.is_none() {
+        timings.queued_at = deployment.metadata.creation_timestamp.clone();
+    }
+    status::stamp(&mut timings, previous, step.phase, &now);
+    status::apply_condition(
+        &mut status.conditions,
+        deployment.metadata.generation,
+        now,
+        &step,
+    );
+    status.phase = Some(step.phase);
+    status.observed_generation = deployment.metadata.generation;
+    status.url = Some(url);
+    status.timings = Some(timings);
+    write_status(client, deployment, &status).await?;
+    for event in &step.events {
+        publish(
+            &recorder,
+            deployment,
+            event.type_,
+            event.reason,
+            "Reconcile",
+            &event.message,
+        )
+        .await;
+    }
+    if matches!(
+        step.phase,
+        DeploymentPhase::Superseded | DeploymentPhase::Canceled
+    ) {
+        delete_build_job(client, &namespace, &name).await?;
+    }
+
+    Ok(match step.phase {
+        DeploymentPhase::Queued | DeploymentPhase::Building => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        // Image pull failures show on pods, which are not watched: look again soon.
+        DeploymentPhase::Deploying => Action::requeue(Duration::from_secs(5)),
+        DeploymentPhase::Ready => Action::requeue(Duration::from_secs(300)),
+        _ => Action::await_change(),
+    })
+}
+
+/// Checks the Deployment against its Project and the operator configuration.
+fn plan<'a>(
+    deployment: &'a Deployment,
+    project: &'a Project,
+    config: &BuildConfig,
+) -> Result<Plan<'a>, InvalidField> {
+    let name = deployment.name_any();
+    if !is_dns_1035_label(&name) {
+        return Err(InvalidField::new(
+            "metadata.name",
+            "must be at most 63 lowercase letters, digits and '-', starting with a letter: it names the Deployment's Service",
+        ));
+    }
+    let project_name = project.name_any();
+    validation::project(&project.spec).map_err(|e| {
+        InvalidField::new(
+            e.field.clone(),
+            format!("{} (in Project {project_name})", e.message),
+        )
+    })?;
+    if let Some(image) = &deployment.spec.source.image {
+        return Ok(Plan::Image(image.clone()));
+    }
+    let Some(revision) = &deployment.spec.source.git else {
+        return Err(InvalidField::new(
+            "spec.source",
+            "names neither git nor image",
+        ));
+    };
+    let Some(git) = &project.spec.git else {
+        return Err(InvalidField::new(
+            "spec.source.git",
+            format!(
+                "Project {project_name} runs a prebuilt image and has no git repository: deploy spec.source.image instead"
+            ),
+        ));
+    };
+    let Some(repository) = render::repository(project, config.default_registry.as_deref()) else {
+        return Err(InvalidField::new(
+            "spec.registry",
+            format!(
+                "Project {project_name} names no registry to push builds to, and the operator has no default registry"
+            ),
+        ));
+    };
+    Ok(Plan::Build {
+        git,
+        revision,
+        build: project.spec.build.as_ref(),
+        repository,
+    })
+}
+
+fn is_dns_1035_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.ends_with('-')
+}
+
+enum BuildError {
+    Invalid(InvalidField),
+    Kube(kube::Error),
+}
+
+impl From<kube::Error> for BuildError {
+    fn from(err: kube::Error) -> Self {
+        BuildError::Kube(err)
+    }
+}
+
+/// Creates the build Job once (deterministic name: a restarted operator finds it and never
+/// starts a second build) and reads where it is: (state, build pod, built commit).
+async fn run_build(
+    client: &Client,
+    namespace: &str,
+    input: &BuildJobInput<'_>,
+) -> Result<(BuildState, Option<String>, Option<String>), BuildError> {
+    let jobs = Api::<Job>::namespaced(client.clone(), namespace);
+    let job_name = input.meta.name.clone().unwrap_or_default();
+    let job = match jobs.get_opt(&job_name).await? {
+        Some(job) => job,
+        None => {
+            // The template of an existing Job is immutable: apply only to create.
+            let desired = build::build_job(input).map_err(BuildError::Invalid)?;
+            jobs.patch(
+                &job_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?
+        }
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await?;
+    let pod = pods
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone());
+    Ok(observe_build(&job, pod, namespace))
+}
+
+/// Reads the build's state from its Job and Pod.
+pub fn observe_build(
+    job: &Job,
+    pod: Option<&Pod>,
+    namespace: &str,
+) -> (BuildState, Option<String>, Option<String>) {
+    let pod_name = pod.map(ResourceExt::name_any);
+    let job_status = job.status.clone().unwrap_or_default();
+    let condition = |type_: &str| {
+        job_status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .cloned()
+    };
+    let statuses = pod.and_then(|p| p.status.as_ref());
+    let terminated = |init: bool, name: &str| {
+        let list = if init {
+            statuses.and_then(|s| s.init_container_statuses.as_ref())
+        } else {
+            statuses.and_then(|s| s.container_statuses.as_ref())
+        };
+        list.into_iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .and_then(|c| c.state.as_ref()?.terminated.clone())
+    };
+    let logs = |container: &str| match &pod_name {
+        Some(pod) => format!("; logs: kubectl logs -n {namespace} {pod} -c {container}"),
+        None => String::new(),
+    };
+    if condition("Complete").is_some() || condition("SuccessCriteriaMet").is_some() {
+        let result = terminated(false, build::job::BUILD_CONTAINER)
+            .and_then(|t| t.message)
+            .and_then(|m| parse_termination_message(&m));
+        return match result {
+            Some(result) => (
+                BuildState::Succeeded {
+                    digest: result.digest,
+                },
+                pod_name,
+                result.commit,
+            ),
+            None => (
+                BuildState::NoResult {
+                    pod: pod_name.clone(),
+                },
+                pod_name,
+                None,
+            ),
+        };
+    }
+    if let Some(failed) = condition("Failed").or_else(|| condition("FailureTarget")) {
+        if failed.reason.as_deref() == Some("DeadlineExceeded") {
+            let deadline = job
+                .spec
+                .as_ref()
+                .and_then(|s| s.active_deadline_seconds)
+                .unwrap_or_default();
+            let message = format!(
+                "the build ran longer than its timeout ({deadline}s, spec.build.timeout of the Project){}",
+                logs("build")
+            );
+            return (
+                BuildState::Failed {
+                    reason: "BuildTimedOut",
+                    message,
+                },
+                pod_name,
+                None,
+            );
+        }
+        if let Some(clone) =
+            terminated(true, build::job::CLONE_CONTAINER).filter(|t| t.exit_code != 0)
+        {
+            let message = format!(
+                "cloning the source failed (exit code {}): check the Project's spec.git url, branch, commit and credentials{}",
+                clone.exit_code,
+                logs("clone")
+            );
+            return (
+                BuildState::Failed {
+                    reason: "SourceNotFound",
+                    message,
+                },
+                pod_name,
+                None,
+            );
+        }
+        let exit = terminated(false, build::job::BUILD_CONTAINER)
+            .map(|t| format!(" (exit code {})", t.exit_code))
+            .unwrap_or_default();
+        let message = format!("the build failed{exit}{}", logs("build"));
+        return (
+            BuildState::Failed {
+                reason: "BuildFailed",
+                message,
+            },
+            pod_name,
+            None,
+        );
+    }
+    let running = job_status.ready.unwrap_or_default() > 0
+        || statuses
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| matches!(p, "Running" | "Succeeded" | "Failed"));
+    if running {
+        (
+            BuildState::Running {
+                pod: pod_name.clone(),
+            },
+            pod_name,
+            None,
+        )
+    } else {
+        (BuildState::Pending, pod_name, None)
+    }
+}
+
+/// Reads the rollout's state from the applied workload and, when it is not available,
+/// from its pods (image pull errors only show there).
+async fn observe_rollout(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    workload: &Workload,
+) -> Result<RolloutState> {
+    let state = rollout_state(workload);
+    if !matches!(state, RolloutState::Progressing { .. }) {
+        return Ok(state);
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(
+            &ListParams::default()
+                .labels(&format!("{DEPLOYMENT_LABEL}={name},{COMPONENT_LABEL}=app")),
+        )
+        .await?;
+    for pod in &pods.items {
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        for container in statuses.into_iter().flatten() {
+            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if matches!(
+                reason,
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
+            ) {
+                return Ok(RolloutState::ImagePullFailed {
+                    message: format!(
+                        "pod {} cannot pull image {}: {reason}: {}",
+                        pod.name_any(),
+                        container.image,
+                        waiting
+                            .message
+                            .as_deref()
+                            .unwrap_or("check the image name and the registry's pull credentials")
+                    ),
+                });
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// Ready when the current generation is rolled out and every replica is updated and
+/// available; stalled when Kubernetes reports the progress deadline passed.
+pub fn rollout_state(workload: &Workload) -> RolloutState {
+    let desired = workload.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = workload.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or_default()
+        >= workload.metadata.generation.unwrap_or_default();
+    if let Some(progressing) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing")
+        && progressing.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    {
+        return RolloutState::Stalled {
+            message: format!(
+                "the rollout made no progress for {}s: {}",
+                render::PROGRESS_DEADLINE_SECONDS,
+                progressing
+                    .message
+                    .as_deref()
+                    .unwrap_or("pods did not become ready")
+            ),
+        };
+    }
+    let available = status.available_replicas.unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or_default();
+    if current && updated >= desired && available >= desired {
+        RolloutState::Available
+    } else {
+        RolloutState::Progressing { available, desired }
+    }
+}
+
+/// Makes the Project an owner (not the controller) of the Deployment, so deleting the
+/// Project deletes its Deployments and, through theirs, everything they created.
+async fn adopt_by_project(
+    client: &Client,
+    deployment: &Deployment,
+    project: &Project,
+) -> Result<()> {
+    let uid = project.metadata.uid.clone().unwrap_or_default();
+    if deployment.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    let owner = OwnerReference {
+        api_version: "clouddeck.io/v1alpha1".into(),
+        kind: "Project".into(),
+        name: project.name_any(),
+        uid,
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    };
+    let patch = json!({
+        "apiVersion": "clouddeck.io/v1alpha1",
+        "kind": "Deployment",
+        "metadata": { "name": deployment.name_any(), "ownerReferences": [owner] }
+    });
+    let api =
+        Api::<Deployment>::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
+    api.patch(
+        &deployment.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reports a spec or reference problem: `Stalled` naming the field, and a Warning Event.
+async fn stall(
+    client: &Client,
+    recorder: &Recorder,
+    deployment: &Deployment,
+    reason: &'static str,
+    message: &str,
+) -> Result<()> {
+    let mut status = deployment.status.clone().unwrap_or_default();
+    let already = is_stalled_with(&status.conditions, message);
+    Conditions::new(&mut status.conditions, deployment.metadata.generation)
+        .stalled(reason, message);
+    status.observed_generation = deployment.metadata.generation;
+    write_status(client, deployment, &status).await?;
+    if already {
+        return Ok(()); // told once; every watched change would repeat it
+    }
+    publish(
+        recorder,
+        deployment,
+        EventType::Warning,
+        reason,
+        "Validate",
+        message,
+    )
+    .await;
+    Ok(())
+}
+
+/// Whether the conditions already say `Stalled` with this message.
+pub fn is_stalled_with(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    message: &str,
+) -> bool {
+    crate::api::conditions::find(conditions, crate::api::conditions::STALLED)
+        .is_some_and(|c| c.status == "True" && c.message == message)
+}
+
+async fn write_status(
+    client: &Client,
+    deployment: &Deployment,
+    status: &DeploymentStatus,
+) -> Result<()> {
+    let api =
+        Api::<Deployment>::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
+    let patch =
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment", "status": status });
+    api.patch_status(
+        &deployment.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_build_job(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let jobs = Api::<Job>::namespaced(client.clone(), namespace);
+    match jobs
+        .delete(&build_job_name(name), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(conditions: serde_json::Value, ready: i32) -> Job {
+        serde_json::from_value(json!({
+            "metadata": { "name": "web-1-build" },
+            "spec": { "activeDeadlineSeconds": 900, "template": { "spec": { "containers": [] } } },
+            "status": { "conditions": conditions, "ready": ready }
+        }))
+        .unwrap()
+    }
+
+    fn pod(build_state: serde_json::Value, clone_exit: i32) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "web-1-build-abcde" },
+            "status": {
+                "phase": "Running",
+                "initContainerStatuses": [{ "name": "clone", "image": "git", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": { "terminated": { "exitCode": clone_exit } } }],
+                "containerStatuses": [{ "name": "build", "image": "bk", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": build_state }]
+            }
+        }))
+        .unwrap()
+    }
+
+    const DIGEST: &str = "sha256:4c1f0d4f3ad1b4e7c2d2b0f4f0d6e6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d";
+
+    #[test]
+    fn a_complete_job_yields_the_digest_from_the_termination_message() {
+        let job = job(json!([{ "type": "Complete", "status": "True" }]), 0);
+        let message = format!(r#"{{"digest":"{DIGEST}","commit":"abcdef1"}}"#);
+        let pod = pod(
+            json!({ "terminated": { "exitCode": 0, "message": message } }),
+            0,
+        );
+        let (state, pod_name, commit) = observe_build(&job, Some(&pod), "team");
+        assert_eq!(
+            state,
+            BuildState::Succeeded {
+                digest: DIGEST.into()
+            }
+        );
+        assert_eq!(pod_name.as_deref(), Some("web-1-build-abcde"));
+        assert_eq!(commit.as_deref(), Some("abcdef1"));
+    }
+
+    #[test]
+    fn failures_say_what_to_do() {
+        let failed = job(
+            json!([{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded" }]),
+            0,
+        );
+        let (state, ..) = observe_build(
+            &failed,
+            Some(&pod(json!({ "terminated": { "exitCode": 1 } }), 0)),
+            "team",
+        );
+        let BuildState::Failed { reason, message } = state else {
+            panic!("{state:?}")
+        };
+        assert_eq!(reason, "BuildFailed");
+        assert!(
+            message.contains("exit code 1")
+                && message.contains("kubectl logs -n team web-1-build-abcde -c build"),
+            "{message}"
+        );
+
+        let (state, ..) = observe_build(&failed, Some(&pod(json!({ "waiting": {} }), 128)), "team");
+        assert!(
+            matches!(
+                state,
+                BuildState::Failed {
+                    reason: "SourceNotFound",
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+
+        let timed_out = job(
+            json!([{ "type": "Failed", "status": "True", "reason": "DeadlineExceeded" }]),
+            0,
+        );
+        let (state, ..) = observe_build(&timed_out, None, "team");
+        assert!(
+            matches!(
+                state,
+                BuildState::Failed {
+                    reason: "BuildTimedOut",
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+    }
+
+    #[test]
+    fn pending_then_running() {
+        assert_eq!(
+            observe_build(&job(json!([]), 0), None, "team").0,
+            BuildState::Pending
+        );
+        let (state, ..) = observe_build(
+            &job(json!([]), 1),
+            Some(&pod(json!({ "running": {} }), 0)),
+            "team",
+        );
+        assert_eq!(
+            state,
+            BuildState::Running {
+                pod: Some("web-1-build-abcde".into())
+            }
+        );
+    }
+
+    fn workload(generation: i64, status: serde_json::Value) -> Workload {
+        serde_json::from_value(json!({
+            "metadata": { "name": "web-1", "generation": generation },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_is_available_only_when_current_updated_and_available() {
+        let done = workload(
+            2,
+            json!({ "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2 }),
+        );
+        assert_eq!(rollout_state(&done), RolloutState::Available);
+        let stale = workload(
+            3,
+            json!({ "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2 }),
+        );
+        assert!(matches!(
+            rollout_state(&stale),
+            RolloutState::Progressing { .. }
+        ));
+        let half = workload(
+            2,
+            json!({ "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 1 }),
+        );
+        assert_eq!(
+            rollout_state(&half),
+            RolloutState::Progressing {
+                available: 1,
+                desired: 2
+            }
+        );
+        let stuck = workload(
+            2,
+            json!({ "observedGeneration": 2, "conditions": [
+            { "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet web-1-x has timed out progressing." }
+        ] }),
+        );
+        assert!(matches!(
+            rollout_state(&stuck),
+            RolloutState::Stalled { .. }
+        ));
+    }
+
+    #[test]
+    fn names_must_be_service_names() {
+        assert!(is_dns_1035_label("web-1"));
+        assert!(!is_dns_1035_label("1web"));
+        assert!(!is_dns_1035_label("web.1"));
+        assert!(!is_dns_1035_label(&"a".repeat(64)));
+    }
+}

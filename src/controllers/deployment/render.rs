@@ -1,0 +1,361 @@
+//! The desired children of a CloudDeck Deployment, as pure functions of the Deployment,
+//! its Project and the operator configuration: metadata (labels, owner), the apps/v1
+//! Deployment and Service that run it, the build Job and the preview HTTPRoute.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::Deployment as Workload;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde_json::json;
+
+use crate::api::deployment::{Deployment, Target};
+use crate::api::project::Project;
+use crate::config::RoutingConfig;
+use crate::routing::{self, SERVICE_PORT};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const PROJECT_LABEL: &str = "clouddeck.io/project";
+pub const DEPLOYMENT_LABEL: &str = "clouddeck.io/deployment";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
+/// How long a rollout may make no progress before it counts as stalled.
+pub const PROGRESS_DEADLINE_SECONDS: i32 = 300;
+
+/// The labels every child of a Deployment carries; `component` tells the build pod from
+/// the application's pods.
+pub fn labels(project: &str, deployment: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (PROJECT_LABEL.to_owned(), project.to_owned()),
+        (DEPLOYMENT_LABEL.to_owned(), deployment.to_owned()),
+        (COMPONENT_LABEL.to_owned(), component.to_owned()),
+    ])
+}
+
+/// Metadata of a child: name, the Deployment's namespace, the standard labels and the
+/// Deployment as controller owner (so garbage collection removes the child with it).
+pub fn child_meta(
+    deployment: &Deployment,
+    name: &str,
+    component: &str,
+    owner: &OwnerReference,
+) -> ObjectMeta {
+    let dep_name = deployment.metadata.name.clone().unwrap_or_default();
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: deployment.metadata.namespace.clone(),
+        labels: Some(labels(
+            &deployment.spec.project_ref.name,
+            &dep_name,
+            component,
+        )),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// Replicas of a Deployment's workload: the Project's count in production, one for a
+/// preview, none while it waits on standby for a rollback (beyond `spec.keepWarm`).
+pub fn replicas(deployment: &Deployment, project: &Project, standby: bool) -> i32 {
+    if standby {
+        return 0;
+    }
+    match deployment.spec.target {
+        Target::Production => project.spec.runtime.replicas,
+        Target::Preview => 1,
+    }
+}
+
+/// The apps/v1 Deployment running `image` with the Project's runtime settings and
+/// `replicas` (see [`replicas`]).
+pub fn workload(
+    deployment: &Deployment,
+    project: &Project,
+    image: &str,
+    replicas: i32,
+    owner: &OwnerReference,
+) -> Workload {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let meta = child_meta(deployment, &name, "app", owner);
+    let pod_labels = meta.labels.clone().unwrap_or_default();
+    let runtime = &project.spec.runtime;
+    let mut env = vec![json!({ "name": "PORT", "value": runtime.port.to_string() })];
+    env.extend(
+        runtime
+            .env
+            .iter()
+            .filter(|e| e.name != "PORT")
+            .map(|e| json!(e)),
+    );
+    let probe = |failures: i32, period: i32| {
+        json!({
+            "httpGet": { "path": runtime.health_check_path, "port": "http" },
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        })
+    };
+    let mut container = json!({
+        "name": "app",
+        "image": image,
+        "ports": [{ "name": "http", "containerPort": runtime.port, "protocol": "TCP" }],
+        "env": env,
+        "readinessProbe": probe(3, 5),
+        "livenessProbe": probe(6, 10),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" }
+        },
+    });
+    if !runtime.command.is_empty() {
+        container["command"] = json!(runtime.command);
+    }
+    if !runtime.args.is_empty() {
+        container["args"] = json!(runtime.args);
+    }
+    if !runtime.env_from.is_empty() {
+        container["envFrom"] = json!(runtime.env_from);
+    }
+    if let Some(resources) = &runtime.resources {
+        container["resources"] = json!(resources);
+    }
+    let selector = BTreeMap::from([
+        (DEPLOYMENT_LABEL.to_owned(), name.clone()),
+        (COMPONENT_LABEL.to_owned(), "app".to_owned()),
+    ]);
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "revisionHistoryLimit": 2,
+            "selector": { "matchLabels": selector },
+            "template": {
+                "metadata": { "labels": pod_labels },
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "securityContext": { "seccompProfile": { "type": "RuntimeDefault" } },
+                    "containers": [container],
+                }
+            }
+        }
+    }))
+    .expect("the workload is a valid apps/v1 Deployment")
+}
+
+/// The Service in front of the workload, on [`SERVICE_PORT`].
+pub fn service(deployment: &Deployment, owner: &OwnerReference) -> Service {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let meta = child_meta(deployment, &name, "app", owner);
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": { DEPLOYMENT_LABEL: name, COMPONENT_LABEL: "app" },
+            "ports": [{ "name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP" }],
+        }
+    }))
+    .expect("the Service is valid")
+}
+
+/// The preview hostname of a Deployment: `<project>-<short id>.<base domain>`.
+pub fn preview_hostname(deployment: &Deployment, routing: &RoutingConfig) -> String {
+    let uid = deployment.metadata.uid.as_deref().unwrap_or_default();
+    routing::preview_hostname(&deployment.spec.project_ref.name, uid, &routing.base_domain)
+}
+
+/// The preview HTTPRoute: the Deployment's own hostname to its Service.
+pub fn preview_route(
+    deployment: &Deployment,
+    routing: &RoutingConfig,
+    owner: &OwnerReference,
+) -> HttpRoute {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let meta = child_meta(deployment, &name, "route", owner);
+    routing::http_route(meta, &preview_hostname(deployment, routing), &name, routing)
+}
+
+/// The image a git Deployment runs: the pushed repository pinned by the digest.
+pub fn pinned_image(repository: &str, digest: &str) -> String {
+    format!("{repository}@{digest}")
+}
+
+/// The repository a Project's images are pushed to: its own registry, else
+/// `<default>/<namespace>/<project>`.
+pub fn repository(project: &Project, default_registry: Option<&str>) -> Option<String> {
+    if let Some(registry) = &project.spec.registry {
+        return Some(registry.repository.clone());
+    }
+    let namespace = project.metadata.namespace.as_deref().unwrap_or("default");
+    let name = project.metadata.name.as_deref().unwrap_or_default();
+    default_registry.map(|base| format!("{}/{namespace}/{name}", base.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> Project {
+        serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "web", "namespace": "team" },
+            "spec": {
+                "git": { "url": "https://github.com/acme/web.git" },
+                "runtime": {
+                    "port": 8080, "replicas": 3, "healthCheckPath": "/healthz",
+                    "command": ["node", "server.js"],
+                    "env": [{ "name": "MODE", "value": "prod" }],
+                    "envFrom": [{ "secretRef": { "name": "web-env" } }]
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn deployment(target: &str) -> Deployment {
+        serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": "web-1", "namespace": "team", "uid": "7f3c9a21-0b4e-4c1d-9e8f-123456789abc" },
+            "spec": { "projectRef": { "name": "web" }, "target": target, "source": { "git": { "branch": "main" } } }
+        }))
+        .unwrap()
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "clouddeck.io/v1alpha1".into(),
+            kind: "Deployment".into(),
+            name: "web-1".into(),
+            uid: "7f3c9a21-0b4e-4c1d-9e8f-123456789abc".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn routing() -> RoutingConfig {
+        RoutingConfig {
+            gateway_name: "edge".into(),
+            gateway_namespace: "net".into(),
+            base_domain: "apps.example.com".into(),
+        }
+    }
+
+    #[test]
+    fn workload_runs_the_pinned_image_with_the_project_runtime() {
+        let image = pinned_image("registry.example.com/acme/web", "sha256:abc");
+        assert_eq!(image, "registry.example.com/acme/web@sha256:abc");
+        let d = deployment("production");
+        let w = workload(
+            &d,
+            &project(),
+            &image,
+            replicas(&d, &project(), false),
+            &owner(),
+        );
+        let meta = &w.metadata;
+        assert_eq!(meta.labels.as_ref().unwrap()[MANAGED_BY], "clouddeck");
+        assert_eq!(meta.labels.as_ref().unwrap()[PROJECT_LABEL], "web");
+        assert_eq!(meta.labels.as_ref().unwrap()[DEPLOYMENT_LABEL], "web-1");
+        assert_eq!(
+            meta.owner_references.as_ref().unwrap()[0].controller,
+            Some(true)
+        );
+        let spec = w.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(
+            spec.progress_deadline_seconds,
+            Some(PROGRESS_DEADLINE_SECONDS)
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(image.as_str()));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["node".to_owned(), "server.js".to_owned()][..])
+        );
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/healthz"));
+        let env: Vec<_> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(env, [("PORT", Some("8080")), ("MODE", Some("prod"))]);
+        assert_eq!(
+            c.env_from.as_ref().unwrap()[0]
+                .secret_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "web-env"
+        );
+        // The selector matches the pod labels.
+        let selector = spec.selector.match_labels.unwrap();
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn previews_run_one_replica() {
+        let d = deployment("preview");
+        assert_eq!(replicas(&d, &project(), false), 1);
+        let w = workload(&d, &project(), "img@sha256:abc", 1, &owner());
+        assert_eq!(w.spec.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn standby_deployments_scale_to_zero() {
+        assert_eq!(replicas(&deployment("production"), &project(), true), 0);
+        assert_eq!(replicas(&deployment("production"), &project(), false), 3);
+    }
+
+    #[test]
+    fn service_selects_the_app_pods_only() {
+        let s = service(&deployment("preview"), &owner());
+        let spec = s.spec.unwrap();
+        let selector = spec.selector.unwrap();
+        assert_eq!(selector[COMPONENT_LABEL], "app");
+        assert_eq!(selector[DEPLOYMENT_LABEL], "web-1");
+        assert_eq!(spec.ports.unwrap()[0].port, SERVICE_PORT);
+    }
+
+    #[test]
+    fn preview_route_uses_the_short_id_hostname() {
+        let route = preview_route(&deployment("preview"), &routing(), &owner());
+        assert_eq!(
+            route.spec.hostnames.unwrap(),
+            ["web-7f3c9a21.apps.example.com"]
+        );
+        assert_eq!(route.metadata.owner_references.unwrap()[0].name, "web-1");
+    }
+
+    #[test]
+    fn repository_from_project_or_operator_default() {
+        let mut p = project();
+        assert_eq!(repository(&p, None), None);
+        assert_eq!(
+            repository(&p, Some("registry.local:5000/")).as_deref(),
+            Some("registry.local:5000/team/web")
+        );
+        p.spec.registry =
+            Some(serde_json::from_value(json!({ "repository": "r.example/web" })).unwrap());
+        assert_eq!(repository(&p, Some("x")).as_deref(), Some("r.example/web"));
+    }
+}

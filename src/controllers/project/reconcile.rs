@@ -1,0 +1,292 @@
+//! One reconcile of a Project: read its Deployments → decide (pure, in `render`) → apply
+//! the routes, supersede and prune → status and Events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span};
+
+use super::{NAME, PROJECT_FAILURES, render, status};
+use crate::api::conditions::Conditions;
+use crate::api::deployment::{Deployment, DeploymentPhase, Target};
+use crate::api::project::{Project, ProjectStatus};
+use crate::api::validation::{self, InvalidField};
+use crate::controllers::deployment::reconcile::{
+    is_stalled_with, publish, recorder, reject_malformed,
+};
+use crate::controllers::deployment::{
+    Error, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
+};
+use crate::controllers::{Context, FIELD_MANAGER};
+use crate::routing;
+
+pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>) -> Result<Action> {
+    let project = match &guard.0 {
+        Ok(project) => project,
+        Err(invalid) => {
+            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let key = format!(
+        "{}/{}",
+        project.namespace().unwrap_or_default(),
+        project.name_any()
+    );
+    let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
+    let started = Instant::now();
+    let result = reconcile_project(project, &ctx).instrument(span).await;
+    record(
+        &ctx.metrics,
+        NAME,
+        started,
+        result.as_ref().err().map(Error::reason),
+    );
+    if result.is_ok() {
+        reset_backoff(&PROJECT_FAILURES, &key);
+    }
+    result
+}
+
+async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let namespace = project.namespace().unwrap_or_default();
+    let name = project.name_any();
+    let recorder = recorder(client);
+    let previous = project.status.clone().unwrap_or_default();
+
+    // Validate what the apiserver cannot.
+    if let Err(invalid) = validation::project(&project.spec) {
+        return stall(ctx, &recorder, project, &previous, invalid).await;
+    }
+
+    // Read.
+    let deployments_api = Api::<Deployment>::namespaced(client.clone(), &namespace);
+    let deployments = deployments_api
+        .list(&ListParams::default().fields(&format!("spec.projectRef.name={name}")))
+        .await?
+        .items;
+
+    // Supersede older builds of a branch.
+    for (older, newer) in render::superseded(&deployments) {
+        let patch = json!({ "metadata": { "annotations": { SUPERSEDED_BY: newer } } });
+        deployments_api
+            .patch(&older, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        info!(deployment = %older, by = %newer, "superseded");
+    }
+
+    // Production: spec.rollbackTo or the newest Ready one. Production moves to it once it
+    // is warm (a standby Deployment is scaled up first); until then the current one serves.
+    let chosen = match render::production(project, &deployments) {
+        Ok(chosen) => chosen,
+        Err(invalid) => return stall(ctx, &recorder, project, &previous, invalid).await,
+    };
+    let current = previous
+        .production_deployment
+        .as_deref()
+        .and_then(|p| deployments.iter().find(|d| d.name_any() == p));
+    let serving = match chosen {
+        Some(d) if render::is_warm(d) => Some(d),
+        Some(_) => current,
+        None => None,
+    };
+    let warming = chosen.filter(|c| serving.is_none_or(|s| s.name_any() != c.name_any()));
+    debug!(
+        chosen = ?chosen.map(ResourceExt::name_any),
+        serving = ?serving.map(ResourceExt::name_any),
+        warming = ?warming.map(ResourceExt::name_any),
+        deployments = deployments.len(),
+        "production"
+    );
+
+    let owner = project
+        .controller_owner_ref(&())
+        .expect("a Project read from the API has a name and uid");
+    let mut next = ProjectStatus {
+        conditions: previous.conditions.clone(),
+        ..Default::default()
+    };
+    let production_url = routing::url(&routing::production_hostname(
+        &name,
+        &ctx.config.routing.base_domain,
+    ));
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    if let Some(serving) = serving {
+        let route =
+            render::production_route(project, &serving.name_any(), &ctx.config.routing, &owner);
+        routes
+            .patch(&route.name_any(), &apply, &Patch::Apply(&route))
+            .await?;
+        next.production_deployment = Some(serving.name_any());
+        next.production_url = Some(production_url.clone());
+    }
+    for (branch, deployment) in render::branch_aliases(&deployments) {
+        let route =
+            render::branch_route(project, &branch, &deployment, &ctx.config.routing, &owner);
+        routes
+            .patch(&route.name_any(), &apply, &Patch::Apply(&route))
+            .await?;
+    }
+
+    // Keep `retain` old production Deployments for rollback (`keepWarm` of them running),
+    // delete older ones.
+    let keep: Vec<String> = [chosen, serving]
+        .into_iter()
+        .flatten()
+        .map(|d| d.name_any())
+        .collect();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    for (deployment, standby) in render::standby_changes(project, &deployments, &keep) {
+        let value = if standby { json!("true") } else { json!(null) };
+        let patch = json!({ "metadata": { "annotations": { STANDBY: value } } });
+        deployments_api
+            .patch(&deployment, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        info!(%deployment, standby, "standby changed");
+    }
+    for old in render::pruned(project, &deployments, &keep) {
+        match deployments_api
+            .delete(&old, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                info!(deployment = %old, "pruned beyond spec.retain");
+                publish(
+                    &recorder,
+                    project,
+                    EventType::Normal,
+                    "Pruned",
+                    "Prune",
+                    &format!("deleted Deployment {old}: beyond spec.retain"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    // Status and Events.
+    next.latest_deployments = render::latest_per_branch(&deployments);
+    let in_progress = deployments.iter().any(|d| {
+        d.spec.target == Target::Production
+            && !matches!(
+                d.status.as_ref().and_then(|s| s.phase),
+                Some(
+                    DeploymentPhase::Failed
+                        | DeploymentPhase::Canceled
+                        | DeploymentPhase::Superseded
+                        | DeploymentPhase::Ready
+                )
+            )
+    });
+    let serving_pair = next
+        .production_deployment
+        .as_deref()
+        .map(|d| (d, production_url.as_str()));
+    let now = Time(Timestamp::now());
+    status::set_conditions(
+        &mut next.conditions,
+        project.metadata.generation,
+        now.clone(),
+        serving_pair,
+        in_progress,
+    );
+    if let Some(warming) = warming {
+        Conditions::at(&mut next.conditions, project.metadata.generation, now).reconciling(
+            "WarmingUp",
+            &format!(
+                "waiting for Deployment {} to be available before production moves to it",
+                warming.name_any()
+            ),
+        );
+    }
+    next.observed_generation = project.metadata.generation;
+    write_status(ctx, project, &next).await?;
+
+    let rollback = project.spec.rollback_to.is_some();
+    if let Some((reason, message)) = status::production_change(
+        previous.production_deployment.as_deref(),
+        next.production_deployment.as_deref(),
+        rollback,
+        &production_url,
+    ) {
+        publish(
+            &recorder,
+            project,
+            EventType::Normal,
+            reason,
+            "Promote",
+            &message,
+        )
+        .await;
+        if let Some(serving) = serving {
+            publish(
+                &recorder,
+                serving,
+                EventType::Normal,
+                reason,
+                "Promote",
+                &message,
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Reports an invalid spec: `Stalled` naming the field, a Warning Event, production left
+/// where it is; the Project waits for a change.
+async fn stall(
+    ctx: &Context,
+    recorder: &kube::runtime::events::Recorder,
+    project: &Project,
+    previous: &ProjectStatus,
+    invalid: InvalidField,
+) -> Result<Action> {
+    let mut next = previous.clone();
+    let already = is_stalled_with(&previous.conditions, &invalid.to_string());
+    Conditions::new(&mut next.conditions, project.metadata.generation)
+        .stalled(invalid.reason(), &invalid.to_string());
+    next.observed_generation = project.metadata.generation;
+    write_status(ctx, project, &next).await?;
+    if already {
+        // Told once; every change of a Deployment would repeat it.
+        return Err(Error::InvalidSpec(invalid));
+    }
+    publish(
+        recorder,
+        project,
+        EventType::Warning,
+        invalid.reason(),
+        "Validate",
+        &invalid.to_string(),
+    )
+    .await;
+    Err(Error::InvalidSpec(invalid))
+}
+
+async fn write_status(ctx: &Context, project: &Project, status: &ProjectStatus) -> Result<()> {
+    let api =
+        Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
+    let patch =
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project", "status": status });
+    api.patch_status(
+        &project.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! Pure decisions of the Project controller: which Deployment production serves, which
+//! Deployment each branch alias serves, which builds a newer Deployment supersedes, which
+//! old production Deployments are pruned, and the Project's HTTPRoutes.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+
+use crate::api::deployment::{Deployment, DeploymentPhase, Target};
+use crate::api::project::{BranchDeployment, Project};
+use crate::api::validation::InvalidField;
+use crate::config::RoutingConfig;
+use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL};
+use crate::controllers::deployment::status::AVAILABLE_REASON;
+use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
+use crate::routing;
+
+fn phase(d: &Deployment) -> Option<DeploymentPhase> {
+    d.status.as_ref().and_then(|s| s.phase)
+}
+
+fn branch(d: &Deployment) -> Option<&str> {
+    d.spec.source.git.as_ref().map(|g| g.branch.as_str())
+}
+
+/// Newest first: by creation time, then name (creation times have one-second resolution).
+fn newest_first(deployments: &[Deployment]) -> Vec<&Deployment> {
+    let mut sorted: Vec<&Deployment> = deployments.iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = |d: &Deployment| (d.metadata.creation_timestamp.clone(), d.name_any());
+        key(b).cmp(&key(a))
+    });
+    sorted
+}
+
+/// The Deployment production serves: `spec.rollbackTo` when set (it must be a Ready
+/// Deployment of this Project), else the newest Ready production Deployment.
+pub fn production<'a>(
+    project: &Project,
+    deployments: &'a [Deployment],
+) -> Result<Option<&'a Deployment>, InvalidField> {
+    if let Some(pinned) = &project.spec.rollback_to {
+        let Some(found) = deployments.iter().find(|d| &d.name_any() == pinned) else {
+            return Err(InvalidField::new(
+                "spec.rollbackTo",
+                format!("Deployment {pinned:?} does not exist or belongs to another Project"),
+            ));
+        };
+        if phase(found) != Some(DeploymentPhase::Ready) {
+            return Err(InvalidField::new(
+                "spec.rollbackTo",
+                format!(
+                    "Deployment {pinned:?} is not Ready (phase {:?}): only a Ready Deployment can serve production",
+                    phase(found)
+                ),
+            ));
+        }
+        return Ok(Some(found));
+    }
+    Ok(newest_first(deployments)
+        .into_iter()
+        .find(|d| d.spec.target == Target::Production && phase(d) == Some(DeploymentPhase::Ready)))
+}
+
+/// Older Deployments still queued or building that a newer Deployment of the same branch
+/// and target supersedes: (older, newer).
+pub fn superseded(deployments: &[Deployment]) -> Vec<(String, String)> {
+    let mut newest: BTreeMap<(String, bool), String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for d in newest_first(deployments) {
+        let Some(branch) = branch(d) else { continue };
+        let key = (branch.to_owned(), d.spec.target == Target::Production);
+        match newest.get(&key) {
+            None => {
+                newest.insert(key, d.name_any());
+            }
+            Some(newer) => {
+                let building = matches!(
+                    phase(d),
+                    None | Some(DeploymentPhase::Queued | DeploymentPhase::Building)
+                );
+                if building && !d.annotations().contains_key(SUPERSEDED_BY) {
+                    out.push((d.name_any(), newer.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Production Deployments that were once Ready, other than those in `keep` (what
+/// production serves or is about to), newest first: the rollback candidates.
+fn rollback_candidates<'a>(deployments: &'a [Deployment], keep: &[&str]) -> Vec<&'a Deployment> {
+    newest_first(deployments)
+        .into_iter()
+        .filter(|d| d.spec.target == Target::Production)
+        .filter(|d| !keep.contains(&d.name_any().as_str()))
+        .filter(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.timings.as_ref())
+                .and_then(|t| t.ready_at.as_ref())
+                .is_some()
+        })
+        .collect()
+}
+
+/// Production Deployments beyond the `retain` most recent rollback candidates, never one
+/// in `keep`: pruned with everything they own.
+pub fn pruned(project: &Project, deployments: &[Deployment], keep: &[&str]) -> Vec<String> {
+    let retain = usize::try_from(project.spec.retain).unwrap_or(0);
+    rollback_candidates(deployments, keep)
+        .into_iter()
+        .skip(retain)
+        .map(|d| d.name_any())
+        .collect()
+}
+
+fn on_standby(d: &Deployment) -> bool {
+    d.annotations().get(STANDBY).is_some_and(|v| v == "true")
+}
+
+/// The standby changes to make: the `keepWarm` most recent retained Deployments and those
+/// in `keep` run at full scale, the other retained ones wait scaled to zero.
+/// Returns (Deployment, whether it should be on standby) for each one that must change.
+pub fn standby_changes(
+    project: &Project,
+    deployments: &[Deployment],
+    keep: &[&str],
+) -> Vec<(String, bool)> {
+    let retain = usize::try_from(project.spec.retain).unwrap_or(0);
+    let warm = usize::try_from(project.spec.keep_warm).unwrap_or(0);
+    let mut changes = Vec::new();
+    let retained = rollback_candidates(deployments, keep)
+        .into_iter()
+        .take(retain);
+    for (i, d) in retained.enumerate() {
+        let want = i >= warm;
+        if on_standby(d) != want {
+            changes.push((d.name_any(), want));
+        }
+    }
+    for d in deployments
+        .iter()
+        .filter(|d| keep.contains(&d.name_any().as_str()))
+    {
+        if on_standby(d) {
+            changes.push((d.name_any(), false));
+        }
+    }
+    changes
+}
+
+/// Whether a Deployment can take production traffic now: Ready with every pod available,
+/// not on standby (a standby Deployment is scaled up first, then production moves).
+pub fn is_warm(d: &Deployment) -> bool {
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    !on_standby(d)
+        && phase(d) == Some(DeploymentPhase::Ready)
+        && ready.is_some_and(|c| c.status == "True" && c.reason == AVAILABLE_REASON)
+}
+
+/// The most recent Deployment of each branch, for the Project's status.
+pub fn latest_per_branch(deployments: &[Deployment]) -> Vec<BranchDeployment> {
+    let mut seen = BTreeMap::new();
+    for d in newest_first(deployments) {
+        let Some(branch) = branch(d) else { continue };
+        seen.entry(branch.to_owned())
+            .or_insert_with(|| BranchDeployment {
+                branch: branch.to_owned(),
+                deployment: d.name_any(),
+                commit: d.status.as_ref().and_then(|s| s.commit.clone()),
+                url: d.status.as_ref().and_then(|s| s.url.clone()),
+            });
+    }
+    seen.into_values().collect()
+}
+
+/// The newest Ready Deployment of each branch: what its alias hostname serves.
+pub fn branch_aliases(deployments: &[Deployment]) -> BTreeMap<String, String> {
+    let mut aliases = BTreeMap::new();
+    for d in newest_first(deployments) {
+        if phase(d) != Some(DeploymentPhase::Ready) {
+            continue;
+        }
+        if let Some(branch) = branch(d) {
+            aliases
+                .entry(branch.to_owned())
+                .or_insert_with(|| d.name_any());
+        }
+    }
+    aliases
+}
+
+fn route_meta(project: &Project, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: project.namespace(),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+            (PROJECT_LABEL.to_owned(), project.name_any()),
+        ])),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// The production HTTPRoute: `<project>.<base domain>` to the served Deployment's Service.
+pub fn production_route(
+    project: &Project,
+    service: &str,
+    routing: &RoutingConfig,
+    owner: &OwnerReference,
+) -> HttpRoute {
+    let name = project.name_any();
+    let meta = route_meta(project, routing::production_route_name(&name), owner);
+    routing::http_route(
+        meta,
+        &routing::production_hostname(&name, &routing.base_domain),
+        service,
+        routing,
+    )
+}
+
+/// A branch alias HTTPRoute: `<project>-git-<branch>.<base domain>`.
+pub fn branch_route(
+    project: &Project,
+    branch: &str,
+    service: &str,
+    routing: &RoutingConfig,
+    owner: &OwnerReference,
+) -> HttpRoute {
+    let name = project.name_any();
+    let meta = route_meta(project, routing::branch_route_name(&name, branch), owner);
+    routing::http_route(
+        meta,
+        &routing::branch_hostname(&name, branch, &routing.base_domain),
+        service,
+        routing,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn project(extra: serde_json::Value) -> Project {
+        let mut spec = json!({ "git": { "url": "https://github.com/acme/web.git" }, "retain": 1 });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "web", "namespace": "team", "uid": "p-uid" },
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn deployment(
+        name: &str,
+        created: &str,
+        target: &str,
+        branch: &str,
+        phase: Option<&str>,
+    ) -> Deployment {
+        let ready = phase == Some("Ready");
+        serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": name, "namespace": "team", "creationTimestamp": created },
+            "spec": { "projectRef": { "name": "web" }, "target": target, "source": { "git": { "branch": branch } } },
+            "status": {
+                "phase": phase,
+                "url": format!("https://{name}.example"),
+                "timings": if ready { json!({ "readyAt": created }) } else { json!({}) }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn set() -> Vec<Deployment> {
+        vec![
+            deployment(
+                "web-1",
+                "2026-11-29T10:00:00Z",
+                "production",
+                "main",
+                Some("Ready"),
+            ),
+            deployment(
+                "web-2",
+                "2026-11-29T11:00:00Z",
+                "production",
+                "main",
+                Some("Ready"),
+            ),
+            deployment(
+                "web-3",
+                "2026-11-29T12:00:00Z",
+                "production",
+                "main",
+                Some("Building"),
+            ),
+            deployment(
+                "pr-1",
+                "2026-11-29T12:30:00Z",
+                "preview",
+                "feature/x",
+                Some("Ready"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_newest_ready_production_deployment_serves() {
+        let deployments = set();
+        let served = production(&project(json!({})), &deployments)
+            .unwrap()
+            .unwrap();
+        assert_eq!(served.name_any(), "web-2");
+    }
+
+    #[test]
+    fn rollback_pins_production_to_a_ready_deployment() {
+        let deployments = set();
+        let served = production(&project(json!({ "rollbackTo": "web-1" })), &deployments)
+            .unwrap()
+            .unwrap();
+        assert_eq!(served.name_any(), "web-1");
+        let error =
+            production(&project(json!({ "rollbackTo": "web-3" })), &deployments).unwrap_err();
+        assert_eq!(error.field, "spec.rollbackTo");
+        assert!(error.message.contains("not Ready"));
+        let error =
+            production(&project(json!({ "rollbackTo": "nope" })), &deployments).unwrap_err();
+        assert!(error.message.contains("does not exist"));
+    }
+
+    #[test]
+    fn a_newer_deployment_supersedes_older_builds_of_its_branch() {
+        let mut deployments = set();
+        deployments.push(deployment(
+            "web-4",
+            "2026-11-29T13:00:00Z",
+            "production",
+            "main",
+            None,
+        ));
+        // web-3 is building and older than web-4; Ready ones are kept; previews are separate.
+        assert_eq!(
+            superseded(&deployments),
+            [("web-3".to_owned(), "web-4".to_owned())]
+        );
+        deployments[2].metadata.annotations = Some(BTreeMap::from([(
+            SUPERSEDED_BY.to_owned(),
+            "web-4".to_owned(),
+        )]));
+        assert!(superseded(&deployments).is_empty());
+    }
+
+    #[test]
+    fn only_the_retained_production_deployments_are_kept() {
+        let deployments = set();
+        // retain 1: web-2 serves, web-1 is the one retained, nothing else was Ready.
+        assert!(pruned(&project(json!({})), &deployments, &["web-2"]).is_empty());
+        let none = project(json!({ "retain": 0 }));
+        assert_eq!(pruned(&none, &deployments, &["web-2"]), ["web-1"]);
+        // The rollback target is never pruned.
+        assert_eq!(pruned(&none, &deployments, &["web-1"]), ["web-2"]);
+    }
+
+    #[test]
+    fn retained_deployments_beyond_keep_warm_wait_on_standby() {
+        let mut deployments = set();
+        deployments.insert(
+            0,
+            deployment(
+                "web-0",
+                "2026-11-29T09:00:00Z",
+                "production",
+                "main",
+                Some("Ready"),
+            ),
+        );
+        let p = project(json!({ "retain": 2, "keepWarm": 1 }));
+        // web-2 serves; web-1 stays warm, web-0 waits scaled to zero.
+        assert_eq!(
+            standby_changes(&p, &deployments, &["web-2"]),
+            [("web-0".to_owned(), true)]
+        );
+        deployments[0].metadata.annotations =
+            Some(BTreeMap::from([(STANDBY.to_owned(), "true".to_owned())]));
+        assert!(standby_changes(&p, &deployments, &["web-2"]).is_empty());
+        // Rolling back to web-0 wakes it up.
+        let changes = standby_changes(&p, &deployments, &["web-0", "web-2"]);
+        assert!(
+            changes.contains(&("web-0".to_owned(), false)),
+            "{changes:?}"
+        );
+        assert!(!is_warm(&deployments[0]));
+    }
+
+    #[test]
+    fn warm_means_ready_and_available() {
+        let mut d = deployment(
+            "web-9",
+            "2026-11-29T09:00:00Z",
+            "production",
+            "main",
+            Some("Ready"),
+        );
+        assert!(!is_warm(&d), "no Ready condition yet");
+        d.status.as_mut().unwrap().conditions = vec![
+            serde_json::from_value(json!({
+                "type": "Ready", "status": "True", "reason": "Available", "message": "",
+                "lastTransitionTime": "2026-11-29T09:00:00Z"
+            }))
+            .unwrap(),
+        ];
+        assert!(is_warm(&d));
+        d.status.as_mut().unwrap().conditions[0].reason = "Standby".into();
+        assert!(!is_warm(&d));
+    }
+
+    #[test]
+    fn branches() {
+        let deployments = set();
+        let latest = latest_per_branch(&deployments);
+        assert_eq!(latest.len(), 2);
+        assert_eq!(
+            latest
+                .iter()
+                .find(|b| b.branch == "main")
+                .unwrap()
+                .deployment,
+            "web-3"
+        );
+        let aliases = branch_aliases(&deployments);
+        assert_eq!(aliases["main"], "web-2");
+        assert_eq!(aliases["feature/x"], "pr-1");
+    }
+
+    #[test]
+    fn routes() {
+        let routing = RoutingConfig {
+            gateway_name: "gw".into(),
+            gateway_namespace: "net".into(),
+            base_domain: "apps.example.com".into(),
+        };
+        let owner = OwnerReference {
+            name: "web".into(),
+            uid: "p-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let p = project(json!({}));
+        let route = production_route(&p, "web-2", &routing, &owner);
+        assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
+        assert_eq!(
+            route.spec.hostnames.as_ref().unwrap()[0],
+            "web.apps.example.com"
+        );
+        assert_eq!(routing::backend_service(&route), Some("web-2"));
+        let alias = branch_route(&p, "feature/x", "pr-1", &routing, &owner);
+        assert_eq!(
+            alias.spec.hostnames.as_ref().unwrap()[0],
+            "web-git-feature-x.apps.example.com"
+        );
+        assert_eq!(
+            alias.metadata.labels.as_ref().unwrap()[PROJECT_LABEL],
+            "web"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! Routing: the Gateway API HTTPRoutes that give deployments their URLs — a preview
+//! route per Deployment (`<project>-<id>.<base domain>`), a branch alias per branch
+//! (`<project>-git-<branch>.<base domain>`) and the production route of a Project
+//! (`<project>.<base domain>`) — all attached to the Gateway the operator is configured with.
+
+use gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::RoutingConfig;
+
+/// The port every CloudDeck Service exposes; it forwards to the application's port.
+pub const SERVICE_PORT: i32 = 80;
+
+/// Longest DNS label (and longest label value, Service or Job name).
+const MAX_LABEL: usize = 63;
+
+/// `<base>-<suffix>`, kept within a DNS label: when too long, the base is cut and a hash
+/// of the whole name keeps distinct inputs distinct. Deterministic, so the same input
+/// always names the same object.
+pub fn bounded_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}-{suffix}");
+    if full.len() <= MAX_LABEL {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a(full.as_bytes()));
+    if suffix.len() <= 20 {
+        let keep = MAX_LABEL - suffix.len() - hash.len() - 2;
+        let head = cut(base, keep);
+        format!("{head}-{hash}-{suffix}")
+    } else {
+        let head = cut(&full, MAX_LABEL - hash.len() - 1);
+        format!("{head}-{hash}")
+    }
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].trim_end_matches(['-', '.'])
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A short, stable id of a Deployment for its preview hostname: the first 8 hex digits
+/// of its UID.
+pub fn short_id(uid: &str) -> String {
+    uid.chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// A branch name as a DNS label fragment: `feature/New_Checkout` → `feature-new-checkout`.
+pub fn branch_slug(branch: &str) -> String {
+    let mut slug = String::with_capacity(branch.len());
+    for c in branch.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() {
+        "branch".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+/// `<project>-<short id>.<base domain>`: one Deployment.
+pub fn preview_hostname(project: &str, uid: &str, base_domain: &str) -> String {
+    format!("{}.{base_domain}", bounded_name(project, &short_id(uid)))
+}
+
+/// `<project>-git-<branch>.<base domain>`: the latest Ready Deployment of a branch.
+pub fn branch_hostname(project: &str, branch: &str, base_domain: &str) -> String {
+    format!("{}.{base_domain}", branch_route_name(project, branch))
+}
+
+/// `<project>.<base domain>`: production.
+pub fn production_hostname(project: &str, base_domain: &str) -> String {
+    format!("{project}.{base_domain}")
+}
+
+/// Name of a branch's alias HTTPRoute (also the first label of its hostname).
+pub fn branch_route_name(project: &str, branch: &str) -> String {
+    bounded_name(&format!("{project}-git"), &branch_slug(branch))
+}
+
+/// Name of a Project's production HTTPRoute.
+pub fn production_route_name(project: &str) -> String {
+    bounded_name(project, "production")
+}
+
+/// The URL users open for a hostname. The Gateway terminates TLS.
+pub fn url(hostname: &str) -> String {
+    format!("https://{hostname}")
+}
+
+/// An HTTPRoute sending every request for `hostname` to `service` (port [`SERVICE_PORT`]),
+/// attached to the configured Gateway. `meta` carries name, namespace, labels and owner.
+pub fn http_route(
+    meta: ObjectMeta,
+    hostname: &str,
+    service: &str,
+    gateway: &RoutingConfig,
+) -> HttpRoute {
+    let spec = HttpRouteSpec {
+        hostnames: Some(vec![hostname.to_owned()]),
+        parent_refs: Some(vec![HttpRouteParentRefs {
+            group: Some("gateway.networking.k8s.io".into()),
+            kind: Some("Gateway".into()),
+            name: gateway.gateway_name.clone(),
+            namespace: Some(gateway.gateway_namespace.clone()),
+            ..Default::default()
+        }]),
+        rules: Some(vec![HttpRouteRules {
+            backend_refs: Some(vec![HttpRouteRulesBackendRefs {
+                group: Some(String::new()),
+                kind: Some("Service".into()),
+                name: service.to_owned(),
+                port: Some(SERVICE_PORT),
+                weight: Some(1),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+    };
+    HttpRoute {
+        metadata: meta,
+        spec,
+        status: None,
+    }
+}
+
+/// The Service an HTTPRoute sends traffic to (its first backend).
+pub fn backend_service(route: &HttpRoute) -> Option<&str> {
+    route
+        .spec
+        .rules
+        .as_ref()?
+        .first()?
+        .backend_refs
+        .as_ref()?
+        .first()
+        .map(|b| b.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> RoutingConfig {
+        RoutingConfig {
+            gateway_name: "edge".into(),
+            gateway_namespace: "net".into(),
+            base_domain: "apps.example.com".into(),
+        }
+    }
+
+    const UID: &str = "7f3c9a21-0b4e-4c1d-9e8f-123456789abc";
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(
+            preview_hostname("web", UID, "apps.example.com"),
+            "web-7f3c9a21.apps.example.com"
+        );
+        assert_eq!(
+            branch_hostname("web", "feature/New_Checkout", "apps.example.com"),
+            "web-git-feature-new-checkout.apps.example.com"
+        );
+        assert_eq!(
+            production_hostname("web", "apps.example.com"),
+            "web.apps.example.com"
+        );
+        assert_eq!(url("web.apps.example.com"), "https://web.apps.example.com");
+    }
+
+    #[test]
+    fn long_names_stay_dns_labels_and_distinct() {
+        let project = "p".repeat(60);
+        let a = branch_route_name(
+            &project,
+            "feature/a-very-long-branch-name-that-goes-on-and-on",
+        );
+        let b = branch_route_name(
+            &project,
+            "feature/a-very-long-branch-name-that-goes-on-and-on-2",
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        let preview = preview_hostname(&project, UID, "x.io");
+        assert!(preview.split('.').next().unwrap().len() <= 63);
+        assert!(
+            preview.starts_with("ppp") && preview.contains("-7f3c9a21."),
+            "{preview}"
+        );
+        assert!(!a.ends_with('-') && !a.contains("--"), "{a}");
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(branch_slug("main"), "main");
+        assert_eq!(branch_slug("Feature//X_y"), "feature-x-y");
+        assert_eq!(branch_slug("_"), "branch");
+    }
+
+    #[test]
+    fn route_attaches_to_the_configured_gateway_and_targets_the_service() {
+        let meta = ObjectMeta {
+            name: Some("web-production".into()),
+            namespace: Some("team".into()),
+            ..Default::default()
+        };
+        let route = http_route(meta, "web.apps.example.com", "web-2", &gateway());
+        let parent = &route.spec.parent_refs.as_ref().unwrap()[0];
+        assert_eq!(
+            (parent.name.as_str(), parent.namespace.as_deref()),
+            ("edge", Some("net"))
+        );
+        assert_eq!(
+            route.spec.hostnames.as_deref(),
+            Some(&["web.apps.example.com".to_owned()][..])
+        );
+        assert_eq!(backend_service(&route), Some("web-2"));
+        let backend = &route.spec.rules.as_ref().unwrap()[0]
+            .backend_refs
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(backend.port, Some(SERVICE_PORT));
+        let json = serde_json::to_value(&route).unwrap();
+        assert_eq!(json["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(json["kind"], "HTTPRoute");
+    }
+}

@@ -1,0 +1,878 @@
+//! The build → roll out → route → promote → roll back pipeline of Projects and Deployments,
+//! against the local control plane with the operator binary running.
+//!
+//! The build pod and the kubelet. kwok makes pods Running and Ready, and its `pod-complete`
+//! stage makes Job pods Succeeded, but it cannot write a container's termination message,
+//! which is how a build reports its image digest. So these tests act as the kubelet for
+//! build pods: as soon as a build pod exists they annotate it with
+//! `pod-complete.stage.kwok.x-k8s.io/delay: 1h` (so kwok does not finish it first), wait
+//! until kwok reports it Running, then write its final status themselves — the build
+//! container `terminated` with exit code 0 and the `{"digest":…,"commit":…}` message (or a
+//! non-zero exit code for a failed build) and the pod phase. Everything else — the Job
+//! controller, the Deployment controller, scheduling, ReplicaSets, pods of the workload,
+//! garbage collection — is the real control plane and kwok.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clouddeck::api::{Deployment, DeploymentPhase, Project};
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::Deployment as Workload;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::support::{self, TestNamespace, eventually};
+
+const DIGEST: &str = "sha256:4c1f0d4f3ad1b4e7c2d2b0f4f0d6e6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d";
+const COMMIT: &str = "3f9c2ab7d1e04b5c9a8f6e2d1c0b9a8f7e6d5c4b";
+const IMAGE: &str = "registry.example/acme/hello@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The operator of one test: `clouddeck run` with its own Lease, started once it leads,
+/// and holding the suite-wide guard so no other test's operator reconciles at the same
+/// time (every operator watches the whole cluster). On a failing test it prints what the
+/// namespace holds; the operator prints its log.
+struct Pipeline {
+    namespace: String,
+    operator: Option<support::Operator>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Pipeline {
+    async fn start(namespace: &str) -> Self {
+        let serial = support::one_operator_test_at_a_time().await;
+        let mut pipeline = Pipeline {
+            namespace: namespace.to_owned(),
+            operator: None,
+            _serial: serial,
+        };
+        pipeline.restart().await;
+        pipeline
+    }
+
+    /// Kills the operator (SIGKILL, no clean shutdown) if it runs, and starts a new one.
+    async fn restart(&mut self) {
+        drop(self.operator.take());
+        let operator = support::Operator::builder(&self.namespace, "pipeline")
+            .start_leading()
+            .await;
+        self.operator = Some(operator);
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let objects = support::kubectl(&[
+                "get",
+                "projects.clouddeck.io,deployments.clouddeck.io,httproutes,deployments.apps,jobs,pods",
+                "-n",
+                &self.namespace,
+                "-o",
+                "yaml",
+            ]);
+            eprintln!(
+                "--- objects ---\n{}",
+                String::from_utf8_lossy(&objects.stdout)
+            );
+        }
+    }
+}
+
+async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("create")
+}
+
+fn git_project(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+        "metadata": { "name": name },
+        "spec": {
+            "git": { "url": "https://git.example/acme/web.git", "branch": "main" },
+            "registry": { "repository": "registry.example/acme/web" },
+            "runtime": { "port": 8080, "replicas": 2, "healthCheckPath": "/healthz" }
+        }
+    })
+}
+
+fn image_project(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+        "metadata": { "name": name },
+        "spec": { "image": IMAGE, "retain": 3, "keepWarm": 1 }
+    })
+}
+
+fn deployment(
+    name: &str,
+    project: &str,
+    target: &str,
+    source: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": { "projectRef": { "name": project }, "target": target, "source": source }
+    })
+}
+
+fn phase(d: &Deployment) -> Option<DeploymentPhase> {
+    d.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn wait_phase(api: &Api<Deployment>, name: &str, want: DeploymentPhase) -> Deployment {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let found = api.get(name).await.ok();
+        if let Some(d) = &found
+            && phase(d) == Some(want)
+        {
+            return d.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for Deployment {name} to be {want:?}; last status: {:?}",
+            found.and_then(|d| d.status)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Acts as the kubelet for the build pod of `job`: holds kwok back, then terminates the
+/// build container with `exit_code` and `message` as its termination message.
+async fn finish_build_pod(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    exit_code: i32,
+    message: &str,
+) -> String {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    let pod = eventually(&format!("a pod of Job {job}"), TIMEOUT, || async {
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let name = pod.metadata.name.clone().unwrap();
+    let hold = json!({ "metadata": { "annotations": { "pod-complete.stage.kwok.x-k8s.io/delay": "1h" } } });
+    pods.patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    eventually(&format!("build pod {name} to run"), TIMEOUT, || async {
+        let pod = pods.get(&name).await.ok()?;
+        let status = pod.status?;
+        let ready = status
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        (status.phase.as_deref() == Some("Running") && ready).then_some(())
+    })
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let (phase, reason) = if exit_code == 0 {
+        ("Succeeded", "Completed")
+    } else {
+        ("Failed", "Error")
+    };
+    let status = json!({ "status": {
+        "phase": phase,
+        "containerStatuses": [{
+            "name": "build", "image": "moby/buildkit", "imageID": "", "ready": false, "restartCount": 0, "started": false,
+            "state": { "terminated": {
+                "exitCode": exit_code, "reason": reason, "message": message, "startedAt": now, "finishedAt": now
+            } }
+        }]
+    } });
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write the build pod's status");
+    name
+}
+
+async fn route_backend(routes: &Api<HttpRoute>, name: &str) -> Option<String> {
+    let route = routes.get(name).await.ok()?;
+    Some(
+        route
+            .spec
+            .rules?
+            .first()?
+            .backend_refs
+            .as_ref()?
+            .first()?
+            .name
+            .clone(),
+    )
+}
+
+async fn events(client: &Client, namespace: &str, object: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(object))
+        .collect()
+}
+
+/// User story: "I deploy a prebuilt image and get a Ready Deployment with its own URL,
+/// served by an HTTPRoute on the platform's Gateway — no build."
+#[tokio::test]
+async fn an_image_deployment_becomes_ready_with_a_preview_route() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-image").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        image_project("hello"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment("hello-1", "hello", "preview", json!({ "image": IMAGE })),
+    )
+    .await;
+
+    let ready = wait_phase(&deployments, "hello-1", DeploymentPhase::Ready).await;
+    let status = ready.status.unwrap();
+    let url = status.url.expect("a URL");
+    assert!(
+        url.starts_with("https://hello-") && url.ends_with(".clouddeck.localhost"),
+        "{url}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(
+        status.build_pod.is_none(),
+        "an image deployment is not built"
+    );
+
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    let route = routes.get("hello-1").await.expect("preview HTTPRoute");
+    assert_eq!(
+        route.spec.hostnames.as_ref().unwrap()[0],
+        url.trim_start_matches("https://")
+    );
+    let parent = &route.spec.parent_refs.as_ref().unwrap()[0];
+    assert_eq!(
+        (parent.name.as_str(), parent.namespace.as_deref()),
+        ("clouddeck", Some("clouddeck-system"))
+    );
+    assert_eq!(
+        route_backend(&routes, "hello-1").await.as_deref(),
+        Some("hello-1")
+    );
+
+    let workload = Api::<Workload>::namespaced(client.clone(), &ns.name)
+        .get("hello-1")
+        .await
+        .unwrap();
+    let labels = workload.metadata.labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "clouddeck");
+    assert_eq!(labels["clouddeck.io/project"], "hello");
+    assert_eq!(labels["clouddeck.io/deployment"], "hello-1");
+    let pod = workload.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some(IMAGE));
+    assert!(
+        Api::<Job>::namespaced(client.clone(), &ns.name)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let out = support::kubectl_ok(&["get", "deployments.clouddeck.io", "-n", &ns.name]);
+    assert!(out.contains("Ready") && out.contains(&url), "{out}");
+}
+
+/// User story: "I deploy a commit of my git repository; it is queued, built in the cluster
+/// by a Job, rolled out pinned to the pushed digest and Ready — and the operator never
+/// starts a second build Job for it."
+#[tokio::test]
+async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-build").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        git_project("web"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment(
+            "web-1",
+            "web",
+            "production",
+            json!({ "git": { "branch": "main", "commit": COMMIT } }),
+        ),
+    )
+    .await;
+
+    // Record every phase the Deployment goes through.
+    let watcher = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<DeploymentPhase> = Vec::new();
+            for _ in 0..600 {
+                if let Ok(d) = deployments.get("web-1").await
+                    && let Some(p) = phase(&d)
+                    && seen.last() != Some(&p)
+                {
+                    seen.push(p);
+                    if p == DeploymentPhase::Ready {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        })
+    };
+
+    let building = wait_phase(&deployments, "web-1", DeploymentPhase::Building).await;
+    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
+    let pod = finish_build_pod(&client, &ns.name, "web-1-build", 0, &message).await;
+    let ready = wait_phase(&deployments, "web-1", DeploymentPhase::Ready).await;
+    let phases = watcher.await.unwrap();
+    assert_eq!(
+        phases,
+        [
+            DeploymentPhase::Queued,
+            DeploymentPhase::Building,
+            DeploymentPhase::Deploying,
+            DeploymentPhase::Ready
+        ],
+        "phases seen"
+    );
+    assert!(
+        building
+            .status
+            .as_ref()
+            .unwrap()
+            .timings
+            .as_ref()
+            .unwrap()
+            .build_started_at
+            .is_some()
+    );
+
+    let status = ready.status.unwrap();
+    assert_eq!(
+        status.image_digest.as_deref(),
+        Some(format!("registry.example/acme/web@{DIGEST}").as_str())
+    );
+    assert_eq!(status.build_pod.as_deref(), Some(pod.as_str()));
+    assert_eq!(status.commit.as_deref(), Some(COMMIT));
+    let timings = status.timings.unwrap();
+    assert!(timings.build_finished_at.is_some() && timings.ready_at.is_some());
+
+    let workload = Api::<Workload>::namespaced(client.clone(), &ns.name)
+        .get("web-1")
+        .await
+        .unwrap();
+    let spec = workload.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let container = &spec.template.spec.unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(format!("registry.example/acme/web@{DIGEST}").as_str())
+    );
+    Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("web-1")
+        .await
+        .expect("a Service");
+
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs.len(), 1, "exactly one build Job");
+    let job_pod = jobs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(job_pod.automount_service_account_token, Some(false));
+
+    let reasons: Vec<String> = events(&client, &ns.name, "web-1")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["BuildStarted", "BuildSucceeded", "RolloutStarted", "Ready"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event in {reasons:?}"
+        );
+    }
+    // A production deployment that is Ready is promoted.
+    let project = eventually(
+        "the Project to name its production deployment",
+        TIMEOUT,
+        || async {
+            let p = Api::<Project>::namespaced(client.clone(), &ns.name)
+                .get("web")
+                .await
+                .ok()?;
+            (p.status.as_ref()?.production_deployment.as_deref() == Some("web-1")).then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(
+        project.status.unwrap().production_url.as_deref(),
+        Some("https://web.clouddeck.localhost")
+    );
+}
+
+/// User story: "My build fails; the Deployment says Failed, tells me why and where the
+/// logs are, and a Warning Event records it."
+#[tokio::test]
+async fn a_failing_build_fails_the_deployment_with_a_warning_event() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-fail").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        git_project("web"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment(
+            "web-bad",
+            "web",
+            "preview",
+            json!({ "git": { "branch": "broken" } }),
+        ),
+    )
+    .await;
+
+    let pod = finish_build_pod(&client, &ns.name, "web-bad-build", 1, "").await;
+    let failed = wait_phase(&deployments, "web-bad", DeploymentPhase::Failed).await;
+    let status = failed.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BuildFailed")
+    );
+    assert!(
+        ready.message.contains("exit code 1") && ready.message.contains(&pod),
+        "{}",
+        ready.message
+    );
+
+    let warning = eventually("a BuildFailed Warning Event", TIMEOUT, || async {
+        events(&client, &ns.name, "web-bad")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("BuildFailed") && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+    assert!(warning.message.unwrap_or_default().contains("kubectl logs"));
+    let described = support::kubectl_ok(&[
+        "describe",
+        "deployments.clouddeck.io",
+        "-n",
+        &ns.name,
+        "web-bad",
+    ]);
+    assert!(described.contains("BuildFailed"), "{described}");
+}
+
+/// User story: "A second production deployment is promoted and the production route moves
+/// to it; the first is kept; setting `spec.rollbackTo` moves production back in seconds,
+/// with no rebuild."
+#[tokio::test]
+async fn promotion_moves_production_and_rollback_moves_it_back() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-promote").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    create(&projects, image_project("shop")).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    let production_backend = |want: &'static str| {
+        let routes = routes.clone();
+        async move {
+            eventually(
+                &format!("the production route to point at {want}"),
+                TIMEOUT,
+                || async {
+                    (route_backend(&routes, "shop-production").await.as_deref() == Some(want))
+                        .then_some(())
+                },
+            )
+            .await
+        }
+    };
+
+    create(
+        &deployments,
+        deployment("shop-1", "shop", "production", json!({ "image": IMAGE })),
+    )
+    .await;
+    wait_phase(&deployments, "shop-1", DeploymentPhase::Ready).await;
+    production_backend("shop-1").await;
+    let route = routes.get("shop-production").await.unwrap();
+    assert_eq!(route.spec.hostnames.unwrap(), ["shop.clouddeck.localhost"]);
+
+    let second = IMAGE.replace("sha256:1111", "sha256:2222");
+    create(
+        &deployments,
+        deployment("shop-2", "shop", "production", json!({ "image": second })),
+    )
+    .await;
+    wait_phase(&deployments, "shop-2", DeploymentPhase::Ready).await;
+    production_backend("shop-2").await;
+    let project = projects.get("shop").await.unwrap();
+    assert_eq!(
+        project.status.unwrap().production_deployment.as_deref(),
+        Some("shop-2")
+    );
+    assert_eq!(
+        phase(&deployments.get("shop-1").await.unwrap()),
+        Some(DeploymentPhase::Ready),
+        "the first is kept"
+    );
+
+    let started = std::time::Instant::now();
+    let rollback = json!({ "spec": { "rollbackTo": "shop-1" } });
+    projects
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&rollback))
+        .await
+        .unwrap();
+    production_backend("shop-1").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "rollback took {:?}",
+        started.elapsed()
+    );
+    let rolled_back = eventually("a RolledBack Event", TIMEOUT, || async {
+        events(&client, &ns.name, "shop")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RolledBack"))
+    })
+    .await;
+    assert_eq!(rolled_back.type_.as_deref(), Some("Normal"));
+    let reasons: Vec<String> = events(&client, &ns.name, "shop-2")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Promoted"), "{reasons:?}");
+
+    // Rolling back to something that cannot serve is refused and production stays put.
+    let bad = json!({ "spec": { "rollbackTo": "shop-404" } });
+    projects
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .unwrap();
+    let stalled = eventually(
+        "the Project to stall on spec.rollbackTo",
+        TIMEOUT,
+        || async {
+            let p = projects.get("shop").await.ok()?;
+            p.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.status == "True")
+        },
+    )
+    .await;
+    assert!(
+        stalled.message.starts_with("spec.rollbackTo:"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(
+        route_backend(&routes, "shop-production").await.as_deref(),
+        Some("shop-1")
+    );
+}
+
+/// User story: "I delete a Project and everything CloudDeck made for it goes away: its
+/// Deployments, their workloads, Services and routes, and the production route."
+#[tokio::test]
+async fn deleting_the_project_removes_what_it_created() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-delete").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    create(&projects, image_project("gone")).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment("gone-1", "gone", "production", json!({ "image": IMAGE })),
+    )
+    .await;
+    wait_phase(&deployments, "gone-1", DeploymentPhase::Ready).await;
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    eventually("the production route", TIMEOUT, || async {
+        routes.get("gone-production").await.ok()
+    })
+    .await;
+
+    projects
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    let managed = ListParams::default().labels("clouddeck.io/project=gone");
+    eventually(
+        "everything of the Project to be garbage-collected",
+        Duration::from_secs(120),
+        || async {
+            let left: BTreeMap<&str, usize> = BTreeMap::from([
+                (
+                    "deployments.clouddeck.io",
+                    deployments
+                        .list(&ListParams::default())
+                        .await
+                        .ok()?
+                        .items
+                        .len(),
+                ),
+                ("httproutes", routes.list(&managed).await.ok()?.items.len()),
+                (
+                    "deployments.apps",
+                    Api::<Workload>::namespaced(client.clone(), &ns.name)
+                        .list(&managed)
+                        .await
+                        .ok()?
+                        .items
+                        .len(),
+                ),
+                (
+                    "services",
+                    Api::<Service>::namespaced(client.clone(), &ns.name)
+                        .list(&managed)
+                        .await
+                        .ok()?
+                        .items
+                        .len(),
+                ),
+            ]);
+            left.values().all(|n| *n == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// User story: "The operator is killed in the middle of a build and comes back: the build
+/// goes on, and there is still exactly one build Job for the Deployment."
+#[tokio::test]
+async fn an_operator_killed_mid_build_leaves_exactly_one_build_job() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-restart").await;
+    let mut pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        git_project("web"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment(
+            "web-1",
+            "web",
+            "production",
+            json!({ "git": { "branch": "main", "commit": COMMIT } }),
+        ),
+    )
+    .await;
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
+    eventually("the build Job", TIMEOUT, || async {
+        jobs.get("web-1-build").await.ok()
+    })
+    .await;
+    pipeline.restart().await; // SIGKILL mid-build, then a new operator
+
+    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
+    finish_build_pod(&client, &ns.name, "web-1-build", 0, &message).await;
+    let ready = wait_phase(&deployments, "web-1", DeploymentPhase::Ready).await;
+    assert!(
+        ready
+            .status
+            .unwrap()
+            .image_digest
+            .unwrap()
+            .ends_with(DIGEST)
+    );
+    let all = jobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        all.len(),
+        1,
+        "one build Job, not {:?}",
+        all.iter()
+            .map(|j| j.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=web-1-build"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1, "one build pod");
+}
+
+/// User story: "I push twice in a row to production's branch: the older build, still
+/// running, is superseded and its build stopped; the newer one ships."
+#[tokio::test]
+async fn a_newer_deployment_of_the_branch_supersedes_a_running_build() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-supersede").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        git_project("web"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment(
+            "web-1",
+            "web",
+            "production",
+            json!({ "git": { "branch": "main" } }),
+        ),
+    )
+    .await;
+    wait_phase(&deployments, "web-1", DeploymentPhase::Queued).await;
+    // Creation times have one-second resolution: make the second one clearly newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create(
+        &deployments,
+        deployment(
+            "web-2",
+            "web",
+            "production",
+            json!({ "git": { "branch": "main" } }),
+        ),
+    )
+    .await;
+
+    let superseded = wait_phase(&deployments, "web-1", DeploymentPhase::Superseded).await;
+    let ready = superseded
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "Superseded");
+    assert!(ready.message.contains("web-2"), "{}", ready.message);
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the superseded build Job to be deleted",
+        TIMEOUT,
+        || async {
+            jobs.get_opt("web-1-build")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
+    finish_build_pod(&client, &ns.name, "web-2-build", 0, &message).await;
+    wait_phase(&deployments, "web-2", DeploymentPhase::Ready).await;
+}
+
+/// User story: "Old production deployments beyond `keepWarm` cost nothing: they are scaled
+/// to zero. Rolling back to one scales it up first, then moves production to it."
+#[tokio::test]
+async fn rollback_to_a_cold_deployment_scales_it_up_before_moving_production() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-cold").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    let mut project = image_project("cold");
+    project["spec"]["keepWarm"] = json!(0);
+    create(&projects, project).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let workloads = Api::<Workload>::namespaced(client.clone(), &ns.name);
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+
+    create(
+        &deployments,
+        deployment("cold-1", "cold", "production", json!({ "image": IMAGE })),
+    )
+    .await;
+    wait_phase(&deployments, "cold-1", DeploymentPhase::Ready).await;
+    let second = IMAGE.replace("sha256:1111", "sha256:3333");
+    create(
+        &deployments,
+        deployment("cold-2", "cold", "production", json!({ "image": second })),
+    )
+    .await;
+    eventually("production on cold-2", TIMEOUT, || async {
+        (route_backend(&routes, "cold-production").await.as_deref() == Some("cold-2")).then_some(())
+    })
+    .await;
+    eventually("cold-1 scaled to zero on standby", TIMEOUT, || async {
+        let w = workloads.get("cold-1").await.ok()?;
+        let d = deployments.get("cold-1").await.ok()?;
+        let ready = d
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (w.spec?.replicas == Some(0) && ready.reason == "Standby" && ready.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    let rollback = json!({ "spec": { "rollbackTo": "cold-1" } });
+    projects
+        .patch("cold", &PatchParams::default(), &Patch::Merge(&rollback))
+        .await
+        .unwrap();
+    eventually("production back on cold-1", TIMEOUT, || async {
+        (route_backend(&routes, "cold-production").await.as_deref() == Some("cold-1")).then_some(())
+    })
+    .await;
+    // Production moved only once cold-1 ran again.
+    let w = workloads.get("cold-1").await.unwrap();
+    assert_eq!(w.spec.unwrap().replicas, Some(1));
+    assert!(w.status.unwrap().available_replicas.unwrap_or_default() >= 1);
+    // And the one it left waits on standby in turn.
+    eventually("cold-2 scaled to zero", TIMEOUT, || async {
+        (workloads.get("cold-2").await.ok()?.spec?.replicas == Some(0)).then_some(())
+    })
+    .await;
+}
