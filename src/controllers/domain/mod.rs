@@ -1,0 +1,114 @@
+//! The Domain controller: proves ownership of a hostname through a DNS TXT record, makes
+//! sure no two Domains in the cluster serve one hostname, and once verified routes the
+//! hostname (to the Project's production, a branch, or a redirect) and requests its
+//! certificate from cert-manager.
+//!
+//! Besides its own Domains it watches every Domain in the cluster (the claims on a
+//! hostname, and redirect targets), the Certificates and HTTPRoutes it owns, and the
+//! Projects' production and branch HTTPRoutes (to follow promotions and rollbacks).
+
+pub mod claims;
+pub mod reconcile;
+pub mod render;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use kube::api::DynamicObject;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tracing::error;
+
+use super::{Context, ControllerRun, KindController};
+use crate::api::domain::Domain;
+use crate::config::DomainConfig;
+use crate::dns::TxtResolver;
+
+pub const CONTROLLER: KindController = KindController { name: NAME, run };
+
+/// Metric label, log field and Event reporter of this controller.
+pub const NAME: &str = "domain";
+
+/// What a Domain reconcile gets: the operator's [`Context`] and the Domain machinery.
+pub struct DomainContext {
+    pub ctx: Arc<Context>,
+    pub settings: DomainConfig,
+    pub resolver: TxtResolver,
+    /// Every Domain in the cluster: the claims on each hostname.
+    pub domains: Store<Domain>,
+    pub recorder: Recorder,
+    /// Consecutive failed reconciles per Domain, for the per-object backoff.
+    failures: Mutex<HashMap<ObjectRef<Domain>, u32>>,
+}
+
+fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
+    async move {
+        let settings = run.ctx.config.domains.clone();
+        let resolver = match TxtResolver::new(settings.dns_server) {
+            Ok(resolver) => resolver,
+            Err(err) => {
+                error!(error = %err, "cannot set up the DNS resolver for Domain verification");
+                return;
+            }
+        };
+        let client = run.ctx.client.clone();
+        let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=clouddeck");
+        let certificates = render::certificate_resource();
+
+        let controller = Controller::new(
+            Api::<Domain>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        let domains = controller.store();
+        let related = domains.clone();
+        let followers = domains.clone();
+        let controller = controller
+            .owns::<HttpRoute>(Api::all(client.clone()), managed.clone())
+            .owns_with(
+                Api::<DynamicObject>::all_with(client.clone(), &certificates),
+                certificates,
+                managed.clone(),
+            )
+            .watches(
+                Api::<Domain>::all(client.clone()),
+                watcher::Config::default(),
+                move |d| reconcile::related_domains(&related.state(), &d),
+            )
+            .watches(
+                Api::<HttpRoute>::all(client.clone()),
+                managed,
+                move |route| reconcile::domains_following(&followers.state(), &route),
+            )
+            .graceful_shutdown_on(run.stopped());
+        run.report_cache_sync(controller.store());
+
+        let reporter = Reporter {
+            controller: "clouddeck".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let ctx = Arc::new(DomainContext {
+            recorder: Recorder::new(client, reporter),
+            ctx: run.ctx.clone(),
+            settings,
+            resolver,
+            domains,
+            failures: Mutex::default(),
+        });
+        controller
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    }
+    .boxed()
+}
+
+/// The object reference kube's controller queues for `domain`.
+fn object_ref(domain: &Domain) -> ObjectRef<Domain> {
+    ObjectRef::new(&domain.name_any()).within(&domain.namespace().unwrap_or_default())
+}

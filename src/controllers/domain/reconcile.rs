@@ -1,0 +1,564 @@
+//! One Domain reconcile: read (the claims on the hostname, the Project's routes), verify
+//! (TXT lookup unless the hostname is owned or taken), apply (HTTPRoute, Certificate),
+//! then write the status and the Events that changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::standard::listenersets::ListenerSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::claims::{self, Claim, Standing};
+use super::render::{self, RouteTarget};
+use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
+use super::{DomainContext, NAME, object_ref};
+use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
+use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
+use crate::controllers::FIELD_MANAGER;
+use crate::dns::{self, VerificationRecord};
+use crate::routing;
+use crate::{Error, Result};
+
+/// How often a settled Domain is looked at again (certificate expiry, missed events).
+const RESYNC: Duration = Duration::from_secs(3_600);
+
+#[instrument(skip_all, fields(namespace = domain.namespace().unwrap_or_default(), name = domain.name_any()))]
+pub async fn reconcile(domain: Arc<Domain>, ctx: Arc<DomainContext>) -> Result<Action> {
+    let timer = ctx.ctx.metrics.reconcile.start(NAME);
+    let result = reconcile_domain(&domain, &ctx).await;
+    timer.finish(&result);
+    match &result {
+        Ok(_) => {
+            ctx.failures.lock().unwrap().remove(&object_ref(&domain));
+        }
+        Err(err) => {
+            publish(
+                &ctx,
+                &domain,
+                EventType::Warning,
+                err.reason(),
+                &crate::one_line(err),
+            )
+            .await
+        }
+    }
+    result
+}
+
+/// Transient errors back off per Domain: 5s, 10s, 20s ... capped at 5 minutes.
+pub fn error_policy(domain: Arc<Domain>, err: &Error, ctx: Arc<DomainContext>) -> Action {
+    let mut failures = ctx.failures.lock().unwrap();
+    let count = failures.entry(object_ref(&domain)).or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*count - 1).min(6)))
+        .min(Duration::from_secs(300));
+    warn!(error = %crate::one_line(err), retry_in = ?delay, "domain reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
+    if domain.metadata.deletion_timestamp.is_some() {
+        // Route and Certificate go with it (owner references); the claim is released
+        // by dropping out of the list.
+        return Ok(Action::await_change());
+    }
+    let client = ctx.ctx.client.clone();
+    let namespace = domain.namespace().unwrap_or_default();
+    let name = domain.name_any();
+    let uid = domain.metadata.uid.clone().unwrap_or_default();
+    let settings = &ctx.settings;
+    let previous = domain.status.clone().unwrap_or_default();
+    let mut next = DomainStatus {
+        observed_generation: domain.metadata.generation,
+        conditions: previous.conditions.clone(),
+        ..DomainStatus::default()
+    };
+
+    // Validate: the hostname must be one we can verify and route.
+    let hostname = match dns::normalize(&domain.spec.hostname, settings.allow_wildcard_domains) {
+        Ok(hostname) => hostname,
+        Err(invalid) => {
+            let mut conditions = Conditions::new(&mut next.conditions, domain.metadata.generation);
+            conditions.remove(VERIFIED);
+            conditions.remove(CERTIFICATE_READY);
+            let message = format!("spec.hostname: {invalid}");
+            conditions.stalled("InvalidHostname", &message);
+            if conditions::find(&previous.conditions, conditions::READY)
+                .is_none_or(|c| c.reason != "InvalidHostname")
+            {
+                publish(ctx, domain, EventType::Warning, "InvalidHostname", &message).await;
+            }
+            write_status(ctx, domain, &previous, next).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let record = VerificationRecord::for_domain(&hostname, &uid);
+    let previously_verified_at = previous
+        .verification
+        .as_ref()
+        .and_then(|v| v.verified_at.clone());
+
+    // Who owns the hostname, then (only if nobody does) what DNS says.
+    let all: Vec<Claim> = ctx
+        .domains
+        .state()
+        .iter()
+        .filter_map(|d| Claim::of(d, settings.allow_wildcard_domains))
+        .collect();
+    let me = Claim::of(domain, settings.allow_wildcard_domains).expect("hostname is valid");
+    let base_domain = &ctx.ctx.config.routing.base_domain;
+    let project = &domain.spec.project_ref.name;
+    let internal = dns::is_under(&hostname, base_domain);
+    let mut verified_at = None;
+    let ownership = match claims::standing(&me, &all) {
+        _ if internal && !claims::may_use_internal(&hostname, base_domain, project) => {
+            Ownership::Reserved {
+                base_domain: base_domain.clone(),
+                project: project.clone(),
+            }
+        }
+        Standing::Owner => {
+            verified_at = previously_verified_at.clone();
+            if internal {
+                Ownership::Internal
+            } else {
+                Ownership::Verified
+            }
+        }
+        Standing::Taken {
+            namespace,
+            name,
+            same_namespace,
+        } => Ownership::Taken {
+            namespace,
+            name,
+            same_namespace,
+        },
+        Standing::Unclaimed if internal => {
+            verified_at = Some(Time(Timestamp::now()));
+            Ownership::Internal
+        }
+        Standing::Unclaimed => {
+            let answer = ctx.resolver.lookup(&record.name).await;
+            match dns::judge(&answer, &record.value) {
+                dns::Verification::Verified => {
+                    verified_at = Some(Time(Timestamp::now()));
+                    Ownership::Verified
+                }
+                other => Ownership::Unverified(other),
+            }
+        }
+    };
+    let verified = status::verified_condition(
+        &ownership,
+        &hostname,
+        &record,
+        settings.show_claiming_namespace,
+    );
+    next.verification = Some(DomainVerification {
+        record_name: record.name.clone(),
+        record_value: record.value.clone(),
+        verified_at: verified_at.clone(),
+    });
+
+    let owner = domain
+        .controller_owner_ref(&())
+        .expect("a Domain has a name and uid");
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    let certificates = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &namespace,
+        &render::certificate_resource(),
+    );
+    let listener_sets = Api::<ListenerSet>::namespaced(client.clone(), &namespace);
+    let route_name = render::route_name(&name);
+    let listener_set_name = render::listener_set_name(&name);
+    let certificate_name = render::certificate_name(&name);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+
+    let (serving, certificate) = if verified.is_true() {
+        // Route: production, a branch, or a redirect.
+        let (serving, target) = serving(domain, &routes, &ctx.domains).await?;
+        // Without a target, keep what serves now: a redirect whose target Domain went
+        // away still redirects; production being replaced keeps serving.
+        if let Some(target) = &target {
+            let route = render::route(domain, &hostname, target, &ctx.ctx.config.routing, &owner);
+            routes
+                .patch(&route_name, &apply, &Patch::Apply(&route))
+                .await?;
+        }
+
+        // TLS: the user's Secret, or a cert-manager Certificate.
+        let secret_name = domain.spec.tls.as_ref().and_then(|t| t.secret_name.clone());
+        let state = match &secret_name {
+            Some(secret) => {
+                delete_if_present(&certificates, &certificate_name).await?;
+                let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+                match secrets.get_metadata_opt(secret).await? {
+                    Some(_) => CertificateState::SecretProvided {
+                        name: secret.clone(),
+                    },
+                    None => CertificateState::SecretMissing {
+                        name: secret.clone(),
+                    },
+                }
+            }
+            None => {
+                let issuer = render::issuer(domain, &settings.default_cluster_issuer);
+                let desired = render::certificate(domain, &hostname, &issuer, &owner);
+                let applied = certificates
+                    .patch(&certificate_name, &apply, &Patch::Apply(&desired))
+                    .await?;
+                status::certificate_state(Some(&applied))
+            }
+        };
+        if let CertificateState::Issued {
+            not_after: Some(not_after),
+        } = &state
+            && let Some(days) = status::expiring_in_days(
+                *not_after,
+                Timestamp::now(),
+                settings.certificate_expiry_warning_days,
+            )
+        {
+            publish(
+                ctx,
+                domain,
+                EventType::Warning,
+                "CertificateExpiring",
+                &format!("the certificate for {hostname} expires in {days} day(s), at {not_after}"),
+            )
+            .await;
+        }
+        let secret_name = secret_name.unwrap_or_else(|| certificate_name.clone());
+        let listeners = render::listener_set(
+            domain,
+            &hostname,
+            &secret_name,
+            &ctx.ctx.config.routing,
+            &owner,
+        );
+        listener_sets
+            .patch(&listener_set_name, &apply, &Patch::Apply(&listeners))
+            .await?;
+        next.certificate = Some(CertificateStatus {
+            secret_name: Some(secret_name),
+            not_after: match &state {
+                CertificateState::Issued { not_after } => not_after.map(Time),
+                _ => None,
+            },
+        });
+        (Some(serving), Some(status::certificate_condition(&state)))
+    } else {
+        if previously_verified_at.is_some() {
+            // Lost the hostname (a race another claim won): serve nothing for it.
+            delete_if_present(&routes, &route_name).await?;
+            delete_if_present(&listener_sets, &listener_set_name).await?;
+            delete_if_present(&certificates, &certificate_name).await?;
+        }
+        (None, None)
+    };
+
+    status::set_conditions(
+        &mut Conditions::new(&mut next.conditions, domain.metadata.generation),
+        &verified,
+        serving.as_ref(),
+        certificate.as_ref(),
+    );
+    announce(ctx, domain, &previous, &verified, certificate.as_ref()).await;
+    write_status(ctx, domain, &previous, next).await?;
+
+    Ok(match &ownership {
+        Ownership::Unverified(_) => {
+            let created = domain
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second());
+            let waiting = (Timestamp::now().as_second() - created).max(0) as u64;
+            Action::requeue(status::recheck_after(Duration::from_secs(waiting)))
+        }
+        // The owner's deletion wakes this Domain up (see `related_domains`); the periodic
+        // look is a safety net.
+        Ownership::Taken { .. } => Action::requeue(Duration::from_secs(60)),
+        Ownership::Reserved { .. } => Action::await_change(),
+        _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
+            Action::requeue(Duration::from_secs(300))
+        }
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+/// What the route of a verified Domain points at, read from the Project's own routes so
+/// that a promotion or rollback is followed without the Domain knowing how it happened.
+async fn serving(
+    domain: &Domain,
+    routes: &Api<HttpRoute>,
+    domains: &kube::runtime::reflector::Store<Domain>,
+) -> Result<(Serving, Option<RouteTarget>)> {
+    let project = &domain.spec.project_ref.name;
+    if let Some(redirect) = &domain.spec.redirect_to {
+        let namespace = domain.namespace();
+        let target_exists = domains.state().iter().any(|d| {
+            d.namespace() == namespace
+                && d.spec.hostname == redirect.domain
+                && d.spec.project_ref.name == *project
+                && d.metadata.deletion_timestamp.is_none()
+        });
+        if !target_exists {
+            return Ok((
+                Serving::RedirectTargetMissing(format!(
+                    "spec.redirectTo.domain: no Domain of Project {project} in this namespace has hostname {}",
+                    redirect.domain
+                )),
+                None,
+            ));
+        }
+        return Ok((
+            Serving::Redirect(redirect.domain.clone()),
+            Some(RouteTarget::Redirect {
+                hostname: redirect.domain.clone(),
+                status_code: redirect.status_code,
+            }),
+        ));
+    }
+    let (route_name, what) = match &domain.spec.branch {
+        Some(branch) => (
+            routing::branch_route_name(project, branch),
+            format!("no Ready deployment of branch {branch} of Project {project} yet"),
+        ),
+        None => (
+            routing::production_route_name(project),
+            format!("Project {project} has no production deployment yet"),
+        ),
+    };
+    let service = routes
+        .get_opt(&route_name)
+        .await?
+        .and_then(|route| routing::backend_service(&route).map(str::to_owned));
+    Ok(match service {
+        Some(service) => (
+            Serving::Deployment(service.clone()),
+            Some(RouteTarget::Service(service)),
+        ),
+        None => (Serving::NothingYet(what), None),
+    })
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes the status when it changed, with server-side apply so that a field this
+/// controller no longer sets (a lost `verifiedAt`) is removed.
+async fn write_status(
+    ctx: &DomainContext,
+    domain: &Domain,
+    previous: &DomainStatus,
+    next: DomainStatus,
+) -> Result<()> {
+    if *previous == next && domain.status.is_some() {
+        return Ok(());
+    }
+    let api = Api::<Domain>::namespaced(
+        ctx.ctx.client.clone(),
+        &domain.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": Domain::api_version(&()),
+        "kind": Domain::kind(&()),
+        "status": next,
+    });
+    match api
+        .patch_status(
+            &domain.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        // Deleted while this reconcile ran: nothing left to report on.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Events for what changed: verification won or lost, certificate issued.
+async fn announce(
+    ctx: &DomainContext,
+    domain: &Domain,
+    previous: &DomainStatus,
+    verified: &ConditionValue,
+    certificate: Option<&ConditionValue>,
+) {
+    let before = conditions::find(&previous.conditions, VERIFIED);
+    let changed =
+        before.is_none_or(|c| c.status != verified.status.as_str() || c.reason != verified.reason);
+    if changed {
+        if verified.is_true() {
+            info!(reason = verified.reason, "domain verified");
+            publish(
+                ctx,
+                domain,
+                EventType::Normal,
+                "Verified",
+                &verified.message,
+            )
+            .await;
+        } else {
+            publish(
+                ctx,
+                domain,
+                EventType::Warning,
+                "VerificationFailed",
+                &verified.message,
+            )
+            .await;
+        }
+    }
+    if let Some(cert) = certificate.filter(|c| c.is_true())
+        && !conditions::is_true(&previous.conditions, CERTIFICATE_READY)
+    {
+        publish(
+            ctx,
+            domain,
+            EventType::Normal,
+            "CertificateReady",
+            &cert.message,
+        )
+        .await;
+    }
+}
+
+async fn publish(ctx: &DomainContext, domain: &Domain, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
+        warn!(error = %err, reason, "cannot publish Event");
+    }
+}
+
+/// Domains to look at again when `changed` changes: the other claims on its hostname
+/// (an owner deleted frees it) and the Domains redirecting to it.
+pub fn related_domains(all: &[Arc<Domain>], changed: &Domain) -> Vec<ObjectRef<Domain>> {
+    let hostname = dns::normalize(&changed.spec.hostname, true).ok();
+    all.iter()
+        .filter(|d| !(d.namespace() == changed.namespace() && d.name_any() == changed.name_any()))
+        .filter(|d| {
+            let same_host =
+                hostname.is_some() && dns::normalize(&d.spec.hostname, true).ok() == hostname;
+            let redirects_here = d.namespace() == changed.namespace()
+                && d.spec
+                    .redirect_to
+                    .as_ref()
+                    .is_some_and(|r| r.domain == changed.spec.hostname);
+            same_host || redirects_here
+        })
+        .map(|d| object_ref(d))
+        .collect()
+}
+
+/// Domains serving the Project whose production or branch route `route` is.
+pub fn domains_following(all: &[Arc<Domain>], route: &HttpRoute) -> Vec<ObjectRef<Domain>> {
+    let labels = route.labels();
+    if labels.contains_key(render::DOMAIN_LABEL) {
+        return Vec::new(); // a Domain's own route: `owns` handles it
+    }
+    let Some(project) = labels.get(render::PROJECT_LABEL) else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter(|d| d.namespace() == route.namespace() && d.spec.project_ref.name == *project)
+        .filter(|d| d.spec.redirect_to.is_none())
+        .map(|d| object_ref(d))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(namespace: &str, name: &str, hostname: &str, redirect: Option<&str>) -> Arc<Domain> {
+        let mut spec = json!({ "hostname": hostname, "projectRef": { "name": "storefront" } });
+        if let Some(to) = redirect {
+            spec["redirectTo"] = json!({ "domain": to, "statusCode": 308 });
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": spec,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn names(refs: Vec<ObjectRef<Domain>>) -> Vec<String> {
+        let mut names: Vec<_> = refs
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_change_wakes_the_other_claims_and_the_redirects_to_it() {
+        let owner = domain("a", "shop", "shop.example.com", None);
+        let all = vec![
+            owner.clone(),
+            domain("b", "shop", "shop.example.com", None),
+            domain("a", "www", "www.example.com", Some("shop.example.com")),
+            domain("b", "www", "www.example.com", Some("shop.example.com")),
+            domain("a", "blog", "blog.example.com", None),
+        ];
+        assert_eq!(names(related_domains(&all, &owner)), ["a/www", "b/shop"]);
+    }
+
+    #[test]
+    fn a_production_route_wakes_the_domains_of_its_project() {
+        let all = vec![
+            domain("a", "shop", "shop.example.com", None),
+            domain("a", "www", "www.example.com", Some("shop.example.com")),
+            domain("b", "shop", "shop.example.net", None),
+        ];
+        let route: HttpRoute = serde_json::from_value(json!({
+            "metadata": { "name": "storefront-production", "namespace": "a",
+                          "labels": { "clouddeck.io/project": "storefront" } },
+            "spec": {}
+        }))
+        .unwrap();
+        assert_eq!(names(domains_following(&all, &route)), ["a/shop"]);
+
+        let mut own = route.clone();
+        own.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(render::DOMAIN_LABEL.into(), "shop".into());
+        assert!(domains_following(&all, &own).is_empty());
+    }
+}

@@ -1,0 +1,364 @@
+//! The children of a Domain, as pure functions: its HTTPRoute (serving a deployment's
+//! Service, or redirecting), and its cert-manager Certificate.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::apis::standard::listenersets::ListenerSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
+
+use crate::api::domain::{Domain, IssuerKind, IssuerReference};
+use crate::config::RoutingConfig;
+use crate::routing::{self, bounded_name};
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const PROJECT_LABEL: &str = "clouddeck.io/project";
+pub const DOMAIN_LABEL: &str = "clouddeck.io/domain";
+
+/// cert-manager's Certificate, which the operator does not compile types for.
+pub fn certificate_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+    ))
+}
+
+/// Name of a Domain's HTTPRoute.
+pub fn route_name(domain: &str) -> String {
+    bounded_name(domain, "domain")
+}
+
+/// Name of a Domain's ListenerSet (its HTTPS listener on the Gateway).
+pub fn listener_set_name(domain: &str) -> String {
+    bounded_name(domain, "listener")
+}
+
+/// The listener of a Domain's ListenerSet.
+pub const HTTPS_LISTENER: &str = "https";
+
+/// Name of a Domain's Certificate (and of the Secret cert-manager writes).
+pub fn certificate_name(domain: &str) -> String {
+    bounded_name(domain, "tls")
+}
+
+/// Labels of every child of a Domain.
+pub fn labels(domain: &Domain) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (
+            PROJECT_LABEL.to_owned(),
+            domain.spec.project_ref.name.clone(),
+        ),
+        (
+            DOMAIN_LABEL.to_owned(),
+            domain.metadata.name.clone().unwrap_or_default(),
+        ),
+    ])
+}
+
+fn child_meta(domain: &Domain, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: domain.metadata.namespace.clone(),
+        labels: Some(labels(domain)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// What a verified Domain's route does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Send requests to this Service (the deployment production or the branch serves).
+    Service(String),
+    /// Answer every request with a redirect to this hostname, path and query kept.
+    Redirect { hostname: String, status_code: i32 },
+}
+
+/// The HTTPRoute for `hostname`, attached to the operator's Gateway (its plain HTTP
+/// listeners) and to the Domain's own HTTPS listener (see [`listener_set`]).
+pub fn route(
+    domain: &Domain,
+    hostname: &str,
+    target: &RouteTarget,
+    gateway: &RoutingConfig,
+    owner: &OwnerReference,
+) -> HttpRoute {
+    let domain_name = domain.metadata.name.clone().unwrap_or_default();
+    let meta = child_meta(domain, route_name(&domain_name), owner);
+    let mut route = match target {
+        RouteTarget::Service(service) => routing::http_route(meta, hostname, service, gateway),
+        RouteTarget::Redirect {
+            hostname: to,
+            status_code,
+        } => {
+            // No `path` in the filter: Gateway API keeps the request's path and query.
+            serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": meta,
+                "spec": {
+                    "hostnames": [hostname],
+                    "parentRefs": [{
+                        "group": "gateway.networking.k8s.io",
+                        "kind": "Gateway",
+                        "name": gateway.gateway_name,
+                        "namespace": gateway.gateway_namespace,
+                    }],
+                    "rules": [{
+                        "filters": [{
+                            "type": "RequestRedirect",
+                            "requestRedirect": {
+                                "hostname": to,
+                                "statusCode": status_code,
+                            }
+                        }]
+                    }]
+                }
+            }))
+            .expect("a redirect HTTPRoute is a valid HTTPRoute")
+        }
+    };
+    route
+        .spec
+        .parent_refs
+        .get_or_insert_with(Vec::new)
+        .push(HttpRouteParentRefs {
+            group: Some("gateway.networking.k8s.io".into()),
+            kind: Some("ListenerSet".into()),
+            name: listener_set_name(&domain_name),
+            section_name: Some(HTTPS_LISTENER.into()),
+            ..Default::default()
+        });
+    route
+}
+
+/// The Domain's HTTPS listener, attached to the operator's Gateway through a ListenerSet
+/// in the Domain's namespace: TLS terminated with `secret` (same namespace, so no
+/// ReferenceGrant), and only routes of this namespace attach to it. The Gateway must
+/// allow ListenerSets from the Domains' namespaces (`spec.allowedListeners`).
+pub fn listener_set(
+    domain: &Domain,
+    hostname: &str,
+    secret: &str,
+    gateway: &RoutingConfig,
+    owner: &OwnerReference,
+) -> ListenerSet {
+    let name = listener_set_name(&domain.metadata.name.clone().unwrap_or_default());
+    serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "ListenerSet",
+        "metadata": child_meta(domain, name, owner),
+        "spec": {
+            "parentRef": {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "name": gateway.gateway_name,
+                "namespace": gateway.gateway_namespace,
+            },
+            "listeners": [{
+                "name": HTTPS_LISTENER,
+                "hostname": hostname,
+                "port": 443,
+                "protocol": "HTTPS",
+                "tls": {
+                    "mode": "Terminate",
+                    "certificateRefs": [{ "group": "", "kind": "Secret", "name": secret }],
+                },
+                "allowedRoutes": { "namespaces": { "from": "Same" } },
+            }],
+        }
+    }))
+    .expect("a ListenerSet is a valid ListenerSet")
+}
+
+/// The issuer of a Domain's certificate: its own, else the operator's default.
+pub fn issuer(domain: &Domain, default_cluster_issuer: &str) -> IssuerReference {
+    domain
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.issuer_ref.clone())
+        .unwrap_or_else(|| IssuerReference {
+            name: default_cluster_issuer.to_owned(),
+            kind: IssuerKind::ClusterIssuer,
+        })
+}
+
+/// The cert-manager Certificate for `hostname`, issued by `issuer` into a Secret of the
+/// same name as the Certificate.
+pub fn certificate(
+    domain: &Domain,
+    hostname: &str,
+    issuer: &IssuerReference,
+    owner: &OwnerReference,
+) -> DynamicObject {
+    let name = certificate_name(&domain.metadata.name.clone().unwrap_or_default());
+    let meta = child_meta(domain, name.clone(), owner);
+    let kind = match issuer.kind {
+        IssuerKind::ClusterIssuer => "ClusterIssuer",
+        IssuerKind::Issuer => "Issuer",
+    };
+    let mut object = DynamicObject::new(&name, &certificate_resource()).data(json!({
+        "spec": {
+            "secretName": name,
+            "dnsNames": [hostname],
+            "issuerRef": { "group": "cert-manager.io", "kind": kind, "name": issuer.name },
+            "secretTemplate": { "labels": labels(domain) },
+        }
+    }));
+    object.metadata = meta;
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::ProjectReference;
+    use crate::api::domain::{DomainRedirect, DomainSpec, DomainTls};
+
+    fn domain(tls: Option<DomainTls>) -> Domain {
+        let mut d = Domain::new(
+            "shop",
+            DomainSpec {
+                hostname: "shop.example.com".into(),
+                project_ref: ProjectReference {
+                    name: "storefront".into(),
+                },
+                branch: None,
+                redirect_to: None,
+                tls,
+            },
+        );
+        d.metadata.namespace = Some("team-a".into());
+        d.metadata.uid = Some("uid-1".into());
+        d
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "clouddeck.io/v1alpha1".into(),
+            kind: "Domain".into(),
+            name: "shop".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn gateway() -> RoutingConfig {
+        RoutingConfig {
+            gateway_name: "edge".into(),
+            gateway_namespace: "net".into(),
+            base_domain: "apps.example.com".into(),
+        }
+    }
+
+    #[test]
+    fn route_serves_the_service_for_the_hostname() {
+        let route = route(
+            &domain(None),
+            "shop.example.com",
+            &RouteTarget::Service("web-2".into()),
+            &gateway(),
+            &owner(),
+        );
+        let json = serde_json::to_value(&route).unwrap();
+        assert_eq!(json["metadata"]["name"], "shop-domain");
+        assert_eq!(json["metadata"]["namespace"], "team-a");
+        assert_eq!(json["metadata"]["labels"][MANAGED_BY], "clouddeck");
+        assert_eq!(json["metadata"]["labels"][PROJECT_LABEL], "storefront");
+        assert_eq!(json["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(json["spec"]["hostnames"], json!(["shop.example.com"]));
+        assert_eq!(json["spec"]["parentRefs"][0]["name"], "edge");
+        assert_eq!(json["spec"]["rules"][0]["backendRefs"][0]["name"], "web-2");
+        assert_eq!(
+            json["spec"]["parentRefs"][1],
+            json!({ "group": "gateway.networking.k8s.io", "kind": "ListenerSet",
+                    "name": "shop-listener", "sectionName": "https" })
+        );
+    }
+
+    #[test]
+    fn listener_set_terminates_tls_for_the_hostname_only_for_this_namespace() {
+        let set = listener_set(
+            &domain(None),
+            "shop.example.com",
+            "shop-tls",
+            &gateway(),
+            &owner(),
+        );
+        let json = serde_json::to_value(&set).unwrap();
+        assert_eq!(json["metadata"]["name"], "shop-listener");
+        assert_eq!(json["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(
+            json["spec"]["parentRef"],
+            json!({ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge", "namespace": "net" })
+        );
+        let listener = &json["spec"]["listeners"][0];
+        assert_eq!(listener["name"], HTTPS_LISTENER);
+        assert_eq!(listener["hostname"], "shop.example.com");
+        assert_eq!(listener["port"], 443);
+        assert_eq!(listener["protocol"], "HTTPS");
+        assert_eq!(listener["tls"]["certificateRefs"][0]["name"], "shop-tls");
+        assert_eq!(listener["allowedRoutes"]["namespaces"]["from"], "Same");
+    }
+
+    #[test]
+    fn redirect_route_keeps_path_and_query() {
+        let mut d = domain(None);
+        d.spec.redirect_to = Some(DomainRedirect {
+            domain: "example.com".into(),
+            status_code: 301,
+        });
+        let target = RouteTarget::Redirect {
+            hostname: "example.com".into(),
+            status_code: 301,
+        };
+        let route = route(&d, "www.example.com", &target, &gateway(), &owner());
+        let json = serde_json::to_value(&route).unwrap();
+        let rule = &json["spec"]["rules"][0];
+        assert!(rule.get("backendRefs").is_none());
+        assert_eq!(
+            rule["filters"],
+            json!([{
+                "type": "RequestRedirect",
+                "requestRedirect": { "hostname": "example.com", "statusCode": 301 }
+            }])
+        );
+    }
+
+    #[test]
+    fn certificate_uses_the_domain_issuer_or_the_default() {
+        let d = domain(None);
+        let issuer = issuer(&d, "letsencrypt-prod");
+        let cert = certificate(&d, "shop.example.com", &issuer, &owner());
+        let json = serde_json::to_value(&cert).unwrap();
+        assert_eq!(json["apiVersion"], "cert-manager.io/v1");
+        assert_eq!(json["kind"], "Certificate");
+        assert_eq!(json["metadata"]["name"], "shop-tls");
+        assert_eq!(json["metadata"]["labels"][DOMAIN_LABEL], "shop");
+        assert_eq!(json["spec"]["dnsNames"], json!(["shop.example.com"]));
+        assert_eq!(json["spec"]["secretName"], "shop-tls");
+        assert_eq!(
+            json["spec"]["issuerRef"],
+            json!({ "group": "cert-manager.io", "kind": "ClusterIssuer", "name": "letsencrypt-prod" })
+        );
+
+        let own = domain(Some(DomainTls {
+            issuer_ref: Some(IssuerReference {
+                name: "team-ca".into(),
+                kind: IssuerKind::Issuer,
+            }),
+            secret_name: None,
+        }));
+        let issuer = super::issuer(&own, "letsencrypt-prod");
+        assert_eq!(issuer.name, "team-ca");
+        let json =
+            serde_json::to_value(certificate(&own, "shop.example.com", &issuer, &owner())).unwrap();
+        assert_eq!(json["spec"]["issuerRef"]["kind"], "Issuer");
+    }
+}

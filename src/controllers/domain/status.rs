@@ -1,0 +1,523 @@
+//! A Domain's conditions, from what the reconcile observed: the `Verified` condition for
+//! each verification outcome, `CertificateReady` mirrored from cert-manager, `Ready`
+//! summing up, and when to look again. Pure: unit-tested with plain values.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
+
+use crate::api::conditions::{CERTIFICATE_READY, Conditions, Status, VERIFIED};
+use crate::dns::{Verification, VerificationRecord};
+
+/// One condition's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub status: Status,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ConditionValue {
+    fn new(status: Status, reason: &'static str, message: impl Into<String>) -> Self {
+        ConditionValue {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == Status::True
+    }
+}
+
+/// How the hostname's ownership stands after this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Under the operator's base domain: the operator owns the zone, no record needed.
+    Internal,
+    /// Verified now or earlier (the record was found once; it may be removed since).
+    Verified,
+    /// Not (yet) verified: what the lookup found.
+    Unverified(Verification),
+    /// Under the operator's base domain, but named like another Project's hostnames.
+    Reserved {
+        base_domain: String,
+        project: String,
+    },
+    /// Another Domain owns the hostname.
+    Taken {
+        namespace: String,
+        name: String,
+        same_namespace: bool,
+    },
+}
+
+/// The `Verified` condition. `show_namespace` names the namespace that owns a taken
+/// hostname; off by default, so as not to tell one tenant about another.
+pub fn verified_condition(
+    ownership: &Ownership,
+    hostname: &str,
+    record: &VerificationRecord,
+    show_namespace: bool,
+) -> ConditionValue {
+    let create = format!(
+        "create a TXT record {} with the value {:?}",
+        record.name, record.value
+    );
+    match ownership {
+        Ownership::Internal => ConditionValue::new(
+            Status::True,
+            "InternalHostname",
+            format!("{hostname} is under the operator's base domain: no TXT record needed"),
+        ),
+        Ownership::Reserved {
+            base_domain,
+            project,
+        } => ConditionValue::new(
+            Status::False,
+            "ReservedHostname",
+            format!(
+                "spec.hostname: under {base_domain} the operator names each Project's deployments; \
+                 use {project}.{base_domain}, {project}-<name>.{base_domain} or a hostname of your own"
+            ),
+        ),
+        Ownership::Verified => ConditionValue::new(
+            Status::True,
+            "RecordFound",
+            format!("the TXT record {} holds this Domain's token", record.name),
+        ),
+        Ownership::Taken {
+            namespace,
+            name,
+            same_namespace,
+        } => {
+            let message = if *same_namespace {
+                format!("{hostname} is already served by Domain {name} in this namespace")
+            } else if show_namespace {
+                format!(
+                    "{hostname} is already claimed by a verified Domain in namespace {namespace}"
+                )
+            } else {
+                format!("{hostname} is already claimed by a verified Domain in another namespace")
+            };
+            ConditionValue::new(Status::False, "HostnameClaimed", message)
+        }
+        Ownership::Unverified(verification) => match verification {
+            Verification::Verified => ConditionValue::new(
+                Status::True,
+                "RecordFound",
+                format!("the TXT record {} holds this Domain's token", record.name),
+            ),
+            Verification::RecordMissing => ConditionValue::new(
+                Status::False,
+                "RecordMissing",
+                format!("no TXT record at {}: {create}", record.name),
+            ),
+            Verification::WrongValue { found, count } => ConditionValue::new(
+                Status::False,
+                "RecordMismatch",
+                format!(
+                    "{count} TXT record(s) at {} but none holds this Domain's token (found {found:?}): {create}",
+                    record.name
+                ),
+            ),
+            Verification::NameNotFound => ConditionValue::new(
+                Status::False,
+                "NameNotFound",
+                format!("{} does not exist (NXDOMAIN): {create}", record.name),
+            ),
+            Verification::ResolverUnreachable(why) => ConditionValue::new(
+                Status::Unknown,
+                "ResolverUnreachable",
+                format!("cannot check {} yet, will retry: {why}", record.name),
+            ),
+            Verification::LookupFailed(why) => ConditionValue::new(
+                Status::Unknown,
+                "LookupFailed",
+                format!("cannot check {} yet, will retry: {why}", record.name),
+            ),
+        },
+    }
+}
+
+/// Where the certificate for a verified Domain stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateState {
+    /// cert-manager reports the Certificate Ready.
+    Issued { not_after: Option<Timestamp> },
+    /// cert-manager has not issued it (yet), with its message.
+    Pending { message: String },
+    /// A user-managed Secret serves the hostname.
+    SecretProvided { name: String },
+    /// The named Secret does not exist.
+    SecretMissing { name: String },
+}
+
+/// Reads a cert-manager Certificate's `Ready` condition and `notAfter`.
+pub fn certificate_state(certificate: Option<&DynamicObject>) -> CertificateState {
+    let Some(status) = certificate.and_then(|c| c.data.get("status")) else {
+        return CertificateState::Pending {
+            message: "waiting for cert-manager to issue the certificate".into(),
+        };
+    };
+    let ready = status
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|list| list.iter().find(|c| c["type"] == "Ready"));
+    match ready {
+        Some(ready) if ready["status"] == "True" => CertificateState::Issued {
+            not_after: status
+                .get("notAfter")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.parse().ok()),
+        },
+        Some(ready) => CertificateState::Pending {
+            message: format!(
+                "cert-manager: {}",
+                ready["message"]
+                    .as_str()
+                    .unwrap_or("the certificate is not ready")
+            ),
+        },
+        None => CertificateState::Pending {
+            message: "waiting for cert-manager to issue the certificate".into(),
+        },
+    }
+}
+
+/// The `CertificateReady` condition.
+pub fn certificate_condition(state: &CertificateState) -> ConditionValue {
+    match state {
+        CertificateState::Issued { not_after } => ConditionValue::new(
+            Status::True,
+            "CertificateIssued",
+            match not_after {
+                Some(t) => format!("the certificate is valid until {t}"),
+                None => "the certificate is issued".into(),
+            },
+        ),
+        CertificateState::Pending { message } => {
+            ConditionValue::new(Status::False, "CertificatePending", message.clone())
+        }
+        CertificateState::SecretProvided { name } => ConditionValue::new(
+            Status::True,
+            "SecretProvided",
+            format!("serving the certificate of Secret {name}"),
+        ),
+        CertificateState::SecretMissing { name } => ConditionValue::new(
+            Status::False,
+            "SecretNotFound",
+            format!("spec.tls.secretName: Secret {name} does not exist in this namespace"),
+        ),
+    }
+}
+
+/// Days left when a certificate expires within `warning_days` of `now` (0 when already
+/// expired), else `None`.
+pub fn expiring_in_days(not_after: Timestamp, now: Timestamp, warning_days: u32) -> Option<i64> {
+    let left = not_after.as_second() - now.as_second();
+    let days = left.div_euclid(86_400).max(0);
+    (left < i64::from(warning_days) * 86_400).then_some(days)
+}
+
+/// What the route of a verified Domain does, or why it has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// The route sends traffic to this deployment's Service.
+    Deployment(String),
+    /// The route redirects to this hostname.
+    Redirect(String),
+    /// Nothing to serve yet (no production deployment, no Ready deployment of the branch).
+    NothingYet(String),
+    /// `spec.redirectTo` names no Domain of the same Project in this namespace.
+    RedirectTargetMissing(String),
+}
+
+/// Sets every condition of a Domain whose hostname is valid.
+pub fn set_conditions(
+    conditions: &mut Conditions<'_>,
+    verified: &ConditionValue,
+    serving: Option<&Serving>,
+    certificate: Option<&ConditionValue>,
+) {
+    conditions.set(
+        VERIFIED,
+        verified.status,
+        verified.reason,
+        &verified.message,
+    );
+    if !verified.is_true() {
+        conditions.remove(CERTIFICATE_READY);
+        if matches!(verified.reason, "HostnameClaimed" | "ReservedHostname") {
+            conditions.stalled(verified.reason, &verified.message);
+        } else {
+            conditions.reconciling(verified.reason, &verified.message);
+        }
+        return;
+    }
+    if let Some(cert) = certificate {
+        conditions.set(CERTIFICATE_READY, cert.status, cert.reason, &cert.message);
+    }
+    match serving {
+        Some(Serving::NothingYet(message)) => {
+            return conditions.reconciling("AwaitingDeployment", message);
+        }
+        Some(Serving::RedirectTargetMissing(message)) => {
+            return conditions.stalled("RedirectTargetNotFound", message);
+        }
+        _ => {}
+    }
+    if let Some(cert) = certificate.filter(|c| !c.is_true()) {
+        if cert.reason == "SecretNotFound" {
+            return conditions.stalled(cert.reason, &cert.message);
+        }
+        return conditions.reconciling(cert.reason, &cert.message);
+    }
+    match serving {
+        Some(Serving::Redirect(to)) => {
+            conditions.ready("Redirecting", &format!("redirecting to {to}"))
+        }
+        Some(Serving::Deployment(service)) => {
+            conditions.ready("Serving", &format!("serving deployment {service}"))
+        }
+        _ => conditions.ready("Verified", &verified.message),
+    }
+}
+
+/// When to look up an unverified Domain's record again: often at first (the user is
+/// probably creating it right now), then less and less, so a forgotten Domain costs
+/// little. `waiting` is how long the Domain has existed unverified.
+pub fn recheck_after(waiting: Duration) -> Duration {
+    match waiting.as_secs() {
+        0..600 => Duration::from_secs(10),
+        600..3_600 => Duration::from_secs(60),
+        3_600..86_400 => Duration::from_secs(300),
+        _ => Duration::from_secs(1_800),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::ApiResource;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::conditions::{self, READY, RECONCILING, STALLED};
+
+    fn record() -> VerificationRecord {
+        VerificationRecord::for_domain("shop.example.com", "uid-1")
+    }
+
+    fn verified(ownership: Ownership) -> ConditionValue {
+        verified_condition(&ownership, "shop.example.com", &record(), false)
+    }
+
+    #[test]
+    fn each_verification_outcome_has_its_reason_and_tells_what_to_do() {
+        let cases = [
+            (Verification::RecordMissing, Status::False, "RecordMissing"),
+            (
+                Verification::WrongValue {
+                    found: "clouddeck-verification=0000".into(),
+                    count: 1,
+                },
+                Status::False,
+                "RecordMismatch",
+            ),
+            (Verification::NameNotFound, Status::False, "NameNotFound"),
+            (
+                Verification::ResolverUnreachable("timeout".into()),
+                Status::Unknown,
+                "ResolverUnreachable",
+            ),
+            (
+                Verification::LookupFailed("SERVFAIL".into()),
+                Status::Unknown,
+                "LookupFailed",
+            ),
+            (Verification::Verified, Status::True, "RecordFound"),
+        ];
+        for (outcome, status, reason) in cases {
+            let c = verified(Ownership::Unverified(outcome.clone()));
+            assert_eq!((c.status, c.reason), (status, reason), "{outcome:?}");
+            assert!(conditions::is_camel_case_reason(c.reason));
+            if status == Status::False {
+                assert!(c.message.contains(&record().name), "{}", c.message);
+                assert!(c.message.contains(&record().value), "{}", c.message);
+            }
+        }
+        let wrong = verified(Ownership::Unverified(Verification::WrongValue {
+            found: "clouddeck-verification=0000".into(),
+            count: 1,
+        }));
+        assert!(wrong.message.contains("clouddeck-verification=0000"));
+        assert_eq!(verified(Ownership::Internal).reason, "InternalHostname");
+        let reserved = verified(Ownership::Reserved {
+            base_domain: "apps.example.com".into(),
+            project: "storefront".into(),
+        });
+        assert_eq!(
+            (reserved.status, reserved.reason),
+            (Status::False, "ReservedHostname")
+        );
+        assert!(
+            reserved
+                .message
+                .contains("storefront-<name>.apps.example.com")
+        );
+    }
+
+    #[test]
+    fn a_taken_hostname_does_not_name_the_other_namespace_unless_configured() {
+        let taken = Ownership::Taken {
+            namespace: "team-secret".into(),
+            name: "shop".into(),
+            same_namespace: false,
+        };
+        let hidden = verified_condition(&taken, "shop.example.com", &record(), false);
+        assert_eq!(hidden.reason, "HostnameClaimed");
+        assert!(
+            !hidden.message.contains("team-secret"),
+            "{}",
+            hidden.message
+        );
+        assert!(!hidden.message.contains("shop\""), "{}", hidden.message);
+        let shown = verified_condition(&taken, "shop.example.com", &record(), true);
+        assert!(shown.message.contains("team-secret"), "{}", shown.message);
+    }
+
+    fn cert(status: serde_json::Value) -> DynamicObject {
+        let ar = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "cert-manager.io",
+            "v1",
+            "Certificate",
+        ));
+        DynamicObject::new("shop-tls", &ar).data(json!({ "spec": {}, "status": status }))
+    }
+
+    #[test]
+    fn certificate_ready_mirrors_cert_manager() {
+        assert!(matches!(
+            certificate_state(None),
+            CertificateState::Pending { .. }
+        ));
+        let issued = cert(json!({
+            "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready", "message": "ok" }],
+            "notAfter": "2027-01-01T00:00:00Z"
+        }));
+        assert_eq!(
+            certificate_state(Some(&issued)),
+            CertificateState::Issued {
+                not_after: Some("2027-01-01T00:00:00Z".parse().unwrap())
+            }
+        );
+        let failing = cert(json!({
+            "conditions": [{ "type": "Ready", "status": "False", "reason": "Failed", "message": "ACME order failed" }]
+        }));
+        let state = certificate_state(Some(&failing));
+        let condition = certificate_condition(&state);
+        assert_eq!(condition.status, Status::False);
+        assert!(condition.message.contains("ACME order failed"));
+    }
+
+    #[test]
+    fn expiry_warning_window() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let in_days = |d: i64| Timestamp::from_second(now.as_second() + d * 86_400).unwrap();
+        assert_eq!(expiring_in_days(in_days(30), now, 14), None);
+        assert_eq!(expiring_in_days(in_days(10), now, 14), Some(10));
+        assert_eq!(expiring_in_days(in_days(-1), now, 14), Some(0));
+    }
+
+    fn time() -> Time {
+        Time(Timestamp::from_second(1_000).unwrap())
+    }
+
+    #[test]
+    fn ready_needs_verification_route_and_certificate() {
+        let mut list = Vec::new();
+        let unverified = verified(Ownership::Unverified(Verification::RecordMissing));
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &unverified,
+            None,
+            None,
+        );
+        assert!(conditions::is_true(&list, RECONCILING));
+        assert_eq!(
+            conditions::find(&list, READY).unwrap().reason,
+            "RecordMissing"
+        );
+
+        let ok = verified(Ownership::Verified);
+        let pending = certificate_condition(&CertificateState::Pending {
+            message: "issuing".into(),
+        });
+        let serving = Serving::Deployment("web-2".into());
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &ok,
+            Some(&serving),
+            Some(&pending),
+        );
+        assert!(conditions::is_true(&list, VERIFIED));
+        assert_eq!(
+            conditions::find(&list, READY).unwrap().reason,
+            "CertificatePending"
+        );
+
+        let issued = certificate_condition(&CertificateState::Issued { not_after: None });
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &ok,
+            Some(&serving),
+            Some(&issued),
+        );
+        assert!(conditions::is_true(&list, READY));
+        assert!(conditions::is_true(&list, CERTIFICATE_READY));
+    }
+
+    #[test]
+    fn a_taken_hostname_stalls() {
+        let mut list = Vec::new();
+        let taken = verified(Ownership::Taken {
+            namespace: "b".into(),
+            name: "x".into(),
+            same_namespace: false,
+        });
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &taken,
+            None,
+            None,
+        );
+        assert!(conditions::is_true(&list, STALLED));
+        assert_eq!(
+            conditions::find(&list, VERIFIED).unwrap().reason,
+            "HostnameClaimed"
+        );
+    }
+
+    #[test]
+    fn rechecks_slow_down() {
+        assert_eq!(
+            recheck_after(Duration::from_secs(5)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            recheck_after(Duration::from_secs(1_200)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            recheck_after(Duration::from_secs(7_200)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            recheck_after(Duration::from_secs(200_000)),
+            Duration::from_secs(1_800)
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! Custom domains against a real DNS server: dnsmasq on loopback (started by
+//! `hack/dnsmasq`), the operator pointed at it with `--dns-server`. No query leaves
+//! 127.0.0.1: dnsmasq answers from its records file and never forwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use clouddeck::api::conditions::{self, CERTIFICATE_READY, READY, VERIFIED};
+use clouddeck::api::domain::Domain;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::standard::listenersets::ListenerSet;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::support::{self, Operator, TestNamespace, eventually};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const ISSUER: &str = "e2e-issuer";
+
+/// dnsmasq on a free loopback port, serving the TXT records the test sets; stopped when
+/// dropped.
+struct Dns {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Dns {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(support::repo_root().join("hack/dnsmasq"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run hack/dnsmasq");
+        assert!(
+            out.status.success(),
+            "hack/dnsmasq start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        Dns { dir, port }
+    }
+
+    /// Replaces every TXT record dnsmasq serves (one record per value).
+    fn set_txt(&self, records: &BTreeMap<String, Vec<String>>) {
+        let mut conf = String::new();
+        for (name, values) in records {
+            for value in values {
+                conf.push_str(&format!("txt-record={name},\"{value}\"\n"));
+            }
+        }
+        std::fs::write(self.dir.path().join("records.conf"), conf).unwrap();
+        hack_dnsmasq("reload", self.dir.path());
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        hack_dnsmasq("stop", self.dir.path());
+    }
+}
+
+fn hack_dnsmasq(command: &str, dir: &Path) {
+    let out = Command::new(support::repo_root().join("hack/dnsmasq"))
+        .arg(command)
+        .arg(dir)
+        .output()
+        .expect("run hack/dnsmasq");
+    assert!(
+        out.status.success(),
+        "hack/dnsmasq {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `clouddeck run` asking `dns` for TXT records; killed when dropped.
+fn start_operator(lease_namespace: &str, dns: &Dns) -> Operator {
+    Operator::builder(lease_namespace, "domains")
+        .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
+        .args(["--default-cluster-issuer", ISSUER])
+        .args(["--base-domain", "apps.e2e.test"])
+        .start()
+}
+
+fn domain(name: &str, hostname: &str, extra: serde_json::Value) -> Domain {
+    let mut spec = json!({ "hostname": hostname, "projectRef": { "name": "storefront" } });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+        "metadata": { "name": name }, "spec": spec
+    }))
+    .unwrap()
+}
+
+/// Stands in for the Project controller's production route: the Domain follows it.
+async fn production_route(client: &Client, namespace: &str, service: &str) {
+    let route: HttpRoute = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {
+            "name": clouddeck::routing::production_route_name("storefront"),
+            "labels": { "app.kubernetes.io/managed-by": "clouddeck", "clouddeck.io/project": "storefront" }
+        },
+        "spec": {
+            "hostnames": ["storefront.apps.e2e.test"],
+            "rules": [{ "backendRefs": [{ "name": service, "port": 80 }] }]
+        }
+    }))
+    .unwrap();
+    Api::<HttpRoute>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("create production route");
+}
+
+/// Waits until the Domain's condition `type_` has `status` and `reason`.
+async fn wait_condition(
+    api: &Api<Domain>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Domain {
+    eventually(
+        &format!("Domain {name} {type_}={status} ({reason})"),
+        TIMEOUT,
+        || async {
+            let d = api.get(name).await.ok()?;
+            let c = conditions::find(&d.status.as_ref()?.conditions, type_)?;
+            (c.status == status && c.reason == reason).then_some(d)
+        },
+    )
+    .await
+}
+
+fn condition_message(domain: &Domain, type_: &str) -> String {
+    conditions::find(&domain.status.as_ref().unwrap().conditions, type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// The TXT record the Domain's status asks for, once shown.
+async fn record(api: &Api<Domain>, name: &str) -> (String, String) {
+    eventually(
+        &format!("Domain {name} to show its TXT record"),
+        TIMEOUT,
+        || async {
+            let v = api.get(name).await.ok()?.status?.verification?;
+            Some((v.record_name, v.record_value))
+        },
+    )
+    .await
+}
+
+fn certificates(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cert-manager.io",
+        "v1",
+        "Certificate",
+    ));
+    Api::namespaced_with(client.clone(), namespace, &ar)
+}
+
+/// User story: "I add my shop's hostname. The Domain tells me which TXT record to create;
+/// until it exists, and while it holds a wrong value, the Domain says so. Once I fix the
+/// record — without touching the Domain — it becomes Verified, a certificate is requested
+/// from the default issuer for exactly that hostname, and the hostname serves production.
+/// My www Domain redirects to the apex with the status code I chose. When the certificate
+/// is about to expire I get a Warning Event."
+#[tokio::test]
+async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_routes() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-domains").await;
+    let dns = Dns::start();
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = start_operator(&ns.name, &dns);
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    production_route(&client, &ns.name, "storefront-v1").await;
+
+    domains
+        .create(
+            &PostParams::default(),
+            &domain(
+                "shop",
+                "shop.example.test",
+                // The Domain's own issuer rather than the operator default: operators of
+                // other e2e tests, running at the same time, have another default.
+                json!({ "tls": { "issuerRef": { "name": "team-ca", "kind": "Issuer" } } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let (name, value) = record(&domains, "shop").await;
+    assert_eq!(name, "_clouddeck.shop.example.test");
+    assert!(value.starts_with("clouddeck-verification="), "{value}");
+
+    // No record at all: NXDOMAIN, and the message says what to create.
+    let d = wait_condition(&domains, "shop", VERIFIED, "False", "NameNotFound").await;
+    let message = condition_message(&d, VERIFIED);
+    assert!(
+        message.contains(&name) && message.contains(&value),
+        "{message}"
+    );
+    assert!(!conditions::is_true(&d.status.unwrap().conditions, READY));
+
+    // A wrong value.
+    let mut records = BTreeMap::new();
+    records.insert(
+        name.clone(),
+        vec!["clouddeck-verification=not-mine".to_owned()],
+    );
+    dns.set_txt(&records);
+    let d = wait_condition(&domains, "shop", VERIFIED, "False", "RecordMismatch").await;
+    assert!(
+        condition_message(&d, VERIFIED).contains("clouddeck-verification=not-mine"),
+        "{}",
+        condition_message(&d, VERIFIED)
+    );
+
+    // The right value, next to an unrelated record: verified without touching the Domain.
+    let generation = d.metadata.generation;
+    records.insert(name.clone(), vec!["v=spf1 -all".to_owned(), value.clone()]);
+    dns.set_txt(&records);
+    let d = wait_condition(&domains, "shop", VERIFIED, "True", "RecordFound").await;
+    assert_eq!(d.metadata.generation, generation);
+    assert!(
+        d.status
+            .as_ref()
+            .unwrap()
+            .verification
+            .as_ref()
+            .unwrap()
+            .verified_at
+            .is_some()
+    );
+
+    // The certificate: exactly the hostname, from the Domain's issuer.
+    let certs = certificates(&client, &ns.name);
+    let cert = eventually("the Certificate shop-tls", TIMEOUT, || async {
+        certs.get_opt("shop-tls").await.ok()?
+    })
+    .await;
+    assert_eq!(cert.data["spec"]["dnsNames"], json!(["shop.example.test"]));
+    assert_eq!(cert.data["spec"]["secretName"], "shop-tls");
+    assert_eq!(
+        cert.data["spec"]["issuerRef"],
+        json!({ "group": "cert-manager.io", "kind": "Issuer", "name": "team-ca" })
+    );
+    assert_eq!(
+        cert.metadata.owner_references.as_ref().unwrap()[0].name,
+        "shop"
+    );
+    wait_condition(&domains, "shop", READY, "False", "CertificatePending").await;
+
+    // The route: the hostname, to the Service production serves.
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    let route = eventually("the HTTPRoute shop-domain", TIMEOUT, || async {
+        routes.get_opt("shop-domain").await.ok()?
+    })
+    .await;
+    assert_eq!(
+        route.spec.hostnames,
+        Some(vec!["shop.example.test".to_owned()])
+    );
+    assert_eq!(
+        clouddeck::routing::backend_service(&route),
+        Some("storefront-v1")
+    );
+
+    // The Gateway serves the hostname over HTTPS with the Domain's certificate Secret,
+    // through a ListenerSet in the Domain's namespace that the route attaches to.
+    let listener_sets = Api::<ListenerSet>::namespaced(client.clone(), &ns.name);
+    let listeners = eventually("the ListenerSet shop-listener", TIMEOUT, || async {
+        listener_sets.get_opt("shop-listener").await.ok()?
+    })
+    .await;
+    let listener = &listeners.spec.listeners[0];
+    assert_eq!(listener.hostname.as_deref(), Some("shop.example.test"));
+    assert_eq!((listener.port, listener.protocol.as_str()), (443, "HTTPS"));
+    let secret_ref = &listener
+        .tls
+        .as_ref()
+        .unwrap()
+        .certificate_refs
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(secret_ref.name, "shop-tls");
+    assert!(
+        route
+            .spec
+            .parent_refs
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.kind.as_deref() == Some("ListenerSet") && p.name == "shop-listener"),
+        "the route attaches to the Domain's listener"
+    );
+
+    // cert-manager issues it (simulated: no cert-manager runs here), expiring in 5 days.
+    let not_after = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(5 * 24))
+        .unwrap();
+    let issued = json!({ "status": {
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready",
+                         "message": "Certificate is up to date and has not expired",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+        "notAfter": not_after.to_string(),
+    }});
+    certs
+        .patch_status("shop-tls", &PatchParams::default(), &Patch::Merge(&issued))
+        .await
+        .expect("patch the Certificate's status");
+    wait_condition(
+        &domains,
+        "shop",
+        CERTIFICATE_READY,
+        "True",
+        "CertificateIssued",
+    )
+    .await;
+    wait_condition(&domains, "shop", READY, "True", "Serving").await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let expiring = eventually("a CertificateExpiring Event", TIMEOUT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("CertificateExpiring"))
+    })
+    .await;
+    assert_eq!(expiring.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        expiring.regarding.as_ref().unwrap().name.as_deref(),
+        Some("shop")
+    );
+    assert!(
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Verified")),
+        "a Normal Verified Event"
+    );
+
+    // www → apex, 301, path and query kept (no path rewrite in the filter).
+    domains
+        .create(
+            &PostParams::default(),
+            &domain(
+                "www",
+                "www.example.test",
+                json!({ "redirectTo": { "domain": "shop.example.test", "statusCode": 301 } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let (www_name, www_value) = record(&domains, "www").await;
+    records.insert(www_name, vec![www_value]);
+    dns.set_txt(&records);
+    wait_condition(&domains, "www", VERIFIED, "True", "RecordFound").await;
+    let route = eventually("the HTTPRoute www-domain", TIMEOUT, || async {
+        routes.get_opt("www-domain").await.ok()?
+    })
+    .await;
+    let route = serde_json::to_value(&route).unwrap();
+    assert_eq!(route["spec"]["hostnames"], json!(["www.example.test"]));
+    let filter = &route["spec"]["rules"][0]["filters"][0];
+    assert_eq!(filter["type"], "RequestRedirect");
+    assert_eq!(filter["requestRedirect"]["hostname"], "shop.example.test");
+    assert_eq!(filter["requestRedirect"]["statusCode"], 301);
+    assert!(filter["requestRedirect"].get("path").is_none(), "{filter}");
+    assert!(route["spec"]["rules"][0].get("backendRefs").is_none());
+
+    // Deleting the apex Domain removes its route, listener and Certificate, and nothing
+    // else: the www Domain keeps redirecting, and says that its target is gone.
+    domains
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    let listener_sets = Api::<ListenerSet>::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the apex Domain's children to be deleted",
+        TIMEOUT,
+        || async {
+            let route = routes.get_opt("shop-domain").await.ok()?;
+            let listeners = listener_sets.get_opt("shop-listener").await.ok()?;
+            let cert = certs.get_opt("shop-tls").await.ok()?;
+            (route.is_none() && listeners.is_none() && cert.is_none()).then_some(())
+        },
+    )
+    .await;
+    let production = clouddeck::routing::production_route_name("storefront");
+    assert!(routes.get_opt(&production).await.unwrap().is_some());
+    assert!(routes.get_opt("www-domain").await.unwrap().is_some());
+    wait_condition(&domains, "www", READY, "False", "RedirectTargetNotFound").await;
+}
+
+/// User story: "Another team creates a Domain for the hostname my team verified. They
+/// are refused, and the refusal does not tell them who we are. When we delete our Domain
+/// the hostname is free: theirs verifies with its own record."
+#[tokio::test]
+async fn a_hostname_verified_in_one_namespace_cannot_be_taken_from_another() {
+    let client = support::client().await;
+    let first = TestNamespace::new(&client, "e2e-domain-owner").await;
+    let second = TestNamespace::new(&client, "e2e-domain-taker").await;
+    let dns = Dns::start();
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = start_operator(&first.name, &dns);
+    let owner = Api::<Domain>::namespaced(client.clone(), &first.name);
+    let taker = Api::<Domain>::namespaced(client.clone(), &second.name);
+    let hostname = format!("{}.example.test", second.name);
+
+    owner
+        .create(
+            &PostParams::default(),
+            &domain("shop", &hostname, json!({})),
+        )
+        .await
+        .unwrap();
+    let (name, owner_value) = record(&owner, "shop").await;
+    let mut records = BTreeMap::new();
+    records.insert(name.clone(), vec![owner_value.clone()]);
+    dns.set_txt(&records);
+    wait_condition(&owner, "shop", VERIFIED, "True", "RecordFound").await;
+
+    taker
+        .create(
+            &PostParams::default(),
+            &domain("shop", &hostname, json!({})),
+        )
+        .await
+        .unwrap();
+    let (taker_name, taker_value) = record(&taker, "shop").await;
+    assert_eq!(taker_name, name);
+    assert_ne!(taker_value, owner_value, "each Domain has its own token");
+    let refused = wait_condition(&taker, "shop", VERIFIED, "False", "HostnameClaimed").await;
+    let message = condition_message(&refused, VERIFIED);
+    assert!(
+        !message.contains(&first.name),
+        "leaks the owner's namespace: {message}"
+    );
+    assert!(conditions::is_true(
+        &refused.status.as_ref().unwrap().conditions,
+        conditions::STALLED
+    ));
+
+    // Even with its own record published, the taker stays refused while the owner exists.
+    records.insert(name.clone(), vec![owner_value, taker_value]);
+    dns.set_txt(&records);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_condition(&taker, "shop", VERIFIED, "False", "HostnameClaimed").await;
+    assert!(
+        certificates(&client, &second.name)
+            .get_opt("shop-tls")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused Domain gets no certificate"
+    );
+
+    owner
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_condition(&taker, "shop", VERIFIED, "True", "RecordFound").await;
+}
