@@ -1,0 +1,75 @@
+//! The Webhook controller: checks a subscription (`Stalled` naming the field), shows it
+//! `Ready`, reads the endpoint's health from the delivery log (`Degraded` and a
+//! `WebhookFailing` Warning Event after repeated failures), sends a `webhook.ping` when the
+//! Webhook is created or its `clouddeck.io/ping` annotation changes, and prunes old
+//! deliveries.
+
+pub mod reconcile;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::webhook_delivery::{egress_policy, reporter};
+use super::{Context, ControllerRun, KindController};
+use crate::api::webhook::Webhook;
+use crate::api::webhook_delivery::WebhookDelivery;
+use crate::delivery::{EgressPolicy, Publisher};
+
+pub const CONTROLLER: KindController = KindController {
+    name: "webhook",
+    run,
+};
+
+pub struct WebhookContext {
+    pub ctx: Arc<Context>,
+    pub recorder: Recorder,
+    pub publisher: Publisher,
+    pub policy: EgressPolicy,
+}
+
+fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
+    async move {
+        let client = run.ctx.client.clone();
+        let ctx = Arc::new(WebhookContext {
+            ctx: run.ctx.clone(),
+            recorder: Recorder::new(client.clone(), reporter()),
+            publisher: Publisher::new(client.clone()),
+            policy: egress_policy(&run.ctx.config),
+        });
+        let controller = Controller::new(
+            Api::<Webhook>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        // A delivery's outcome changes its Webhook's health.
+        .owns(
+            Api::<WebhookDelivery>::all(client),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(run.stopped());
+        run.report_cache_sync(controller.store());
+        controller
+            // A burst of deliveries changes the health of the same Webhook many times:
+            // reconcile it once per burst.
+            .with_config(
+                kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)),
+            )
+            .run(reconcile::reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    }
+    .boxed()
+}
+
+fn error_policy(webhook: Arc<Webhook>, err: &crate::Error, _: Arc<WebhookContext>) -> Action {
+    warn!(webhook = %webhook.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,353 @@
+//! One reconcile of a Webhook: check the spec and its Secrets, read the endpoint's health
+//! from the delivery log, report `Ready`/`Stalled`/`Degraded`, send the ping, prune the log.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::WebhookContext;
+use super::status::{self as health_status, Retention};
+use crate::Result;
+use crate::api::conditions::{self, Conditions, DEGRADED, Status};
+use crate::api::validation::{self, InvalidField};
+use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
+use crate::api::webhook_delivery::WebhookDelivery;
+use crate::delivery::egress::EgressPolicy;
+use crate::delivery::publisher::{deliveries_of, endpoint_gone};
+use crate::delivery::{PlatformEvent, keys};
+
+/// Annotation that asks for a `webhook.ping` (any new value):
+/// `kubectl annotate webhook <name> clouddeck.io/ping="$(date +%s)" --overwrite`.
+pub const PING_ANNOTATION: &str = "clouddeck.io/ping";
+/// Written by the operator: the ping request last acted upon (`created` for the ping sent
+/// when the Webhook was created).
+pub const PING_HANDLED_ANNOTATION: &str = "clouddeck.io/ping-handled";
+pub const PING_EVENT: &str = "webhook.ping";
+
+/// Retention runs with each reconcile; this bounds the time between two.
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<WebhookContext>) -> Result<Action> {
+    let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
+    let result = reconcile_inner(&webhook, &ctx).await;
+    timer.finish(&result);
+    result
+}
+
+/// Checks the apiserver cannot make: durations, event patterns, and a URL whose host is an
+/// address the egress policy refuses. Names the field.
+pub fn validate(
+    spec: &WebhookSpec,
+    policy: &EgressPolicy,
+) -> Result<(), (&'static str, InvalidField)> {
+    validation::webhook(spec).map_err(|e| (health_status::INVALID_SPEC, e))?;
+    let url = reqwest::Url::parse(&spec.url).map_err(|e| {
+        (
+            health_status::INVALID_SPEC,
+            InvalidField::new("spec.url", format!("not a URL: {e}")),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err((
+            health_status::INVALID_SPEC,
+            InvalidField::new("spec.url", "must be an http(s) URL"),
+        ));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if let Ok(addr) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        policy.check(host, addr).map_err(|refused| {
+            (
+                health_status::DESTINATION_REFUSED,
+                InvalidField::new("spec.url", refused.to_string()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `https://hooks.example.com`: the URL without path or query, which may hold a token
+/// (Slack's do), for messages.
+pub fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Action> {
+    let namespace = webhook.namespace().unwrap_or_default();
+    let name = webhook.name_any();
+    let generation = webhook.metadata.generation;
+    let webhooks = Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace);
+    let deliveries_api = Api::<WebhookDelivery>::namespaced(ctx.ctx.client.clone(), &namespace);
+
+    let check = validate(&webhook.spec, &ctx.policy);
+    let key_problem = match &check {
+        Ok(()) => keys::load(&ctx.ctx.client, webhook).await?.err(),
+        Err(_) => None,
+    };
+    let deliveries = deliveries_api.list(&deliveries_of(&name)).await?.items;
+    let health = health_status::endpoint_health(&deliveries);
+
+    let old = webhook.status.clone().unwrap_or_default();
+    let was_degraded = conditions::is_true(&old.conditions, DEGRADED);
+    let mut status = WebhookStatus {
+        observed_generation: generation,
+        ..old.clone()
+    };
+    let gone = endpoint_gone(webhook);
+    let mut ready = false;
+    {
+        let mut c = Conditions::new(&mut status.conditions, generation);
+        if let Err((reason, invalid)) = &check {
+            c.stalled(reason, &invalid.to_string());
+        } else if let Some(problem) = &key_problem {
+            c.stalled(health_status::SECRET_UNAVAILABLE, &problem.to_string());
+        } else if gone {
+            // Set by the delivery that got 410 Gone; kept until the spec changes.
+        } else if webhook.spec.disabled {
+            c.failed(
+                health_status::DISABLED,
+                "spec.disabled is true: events are not delivered",
+            );
+        } else {
+            ready = true;
+            let message = format!(
+                "delivering {} to {}",
+                webhook.spec.events.join(", "),
+                origin(&webhook.spec.url)
+            );
+            c.ready(health_status::SUBSCRIBED, &message);
+        }
+        if health.degraded() {
+            let message = format!(
+                "the last {} delivery attempts failed; latest: {}",
+                health.consecutive_failures,
+                health.last_error.as_deref().unwrap_or("unknown")
+            );
+            c.set(
+                DEGRADED,
+                Status::True,
+                health_status::DELIVERIES_FAILING,
+                &message,
+            );
+        } else {
+            c.set(
+                DEGRADED,
+                Status::False,
+                health_status::DELIVERIES_SUCCEEDING,
+                "no run of failed delivery attempts",
+            );
+        }
+    }
+    status.consecutive_failures = Some(health.consecutive_failures);
+    status.last_success_time = health.last_success.map(Time);
+    status.last_failure_time = health.last_failure.map(Time);
+
+    // Ping before the status write: if that write fails, the next reconcile finds the
+    // ping delivery already there (deterministic name) instead of sending another.
+    if ready {
+        ping_if_requested(ctx, &webhooks, webhook).await?;
+    }
+
+    if status != old {
+        let mut next = webhook.clone();
+        next.status = Some(status);
+        match webhooks
+            .replace_status(&name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    if health.degraded() && !was_degraded {
+        alert_failing(ctx, webhook, &health).await;
+    }
+
+    for stale in health_status::to_prune(&deliveries, &Retention::default(), Timestamp::now()) {
+        match deliveries_api
+            .delete(&stale, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let key_retry = key_problem.is_some().then_some(Duration::from_secs(30));
+    Ok(Action::requeue(key_retry.unwrap_or(RESYNC)))
+}
+
+/// The ping GitHub-style: on creation, and whenever the ping annotation gets a new value.
+async fn ping_if_requested(
+    ctx: &WebhookContext,
+    api: &Api<Webhook>,
+    webhook: &Webhook,
+) -> Result<()> {
+    let annotations = webhook.annotations();
+    let handled = annotations.get(PING_HANDLED_ANNOTATION);
+    let requested = annotations.get(PING_ANNOTATION);
+    let request = match (handled, requested) {
+        (None, Some(value)) => value.clone(),
+        (None, None) => "created".to_string(),
+        (Some(done), Some(value)) if done != value => value.clone(),
+        _ => return Ok(()),
+    };
+    let event = ping_event(webhook, &request);
+    let (delivery, created) = ctx.publisher.publish_to(webhook, &event).await?;
+    if created {
+        info!(webhook = %webhook.name_any(), %delivery, "webhook.ping published");
+    }
+    let patch = json!({ "metadata": { "annotations": { PING_HANDLED_ANNOTATION: request } } });
+    api.patch(
+        &webhook.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `webhook.ping` event for one request: its id makes its delivery name, so asking
+/// twice with the same value pings once.
+pub fn ping_event(webhook: &Webhook, request: &str) -> PlatformEvent {
+    let uid = webhook.uid().unwrap_or_default();
+    let name = webhook.name_any();
+    PlatformEvent::new(
+        PING_EVENT,
+        format!("{uid}/{PING_EVENT}/{request}"),
+        &webhook.namespace().unwrap_or_default(),
+        format!(
+            "CloudDeck webhook {name} is set up: it delivers {}",
+            webhook.spec.events.join(", ")
+        ),
+    )
+    .with("webhook", name)
+    .with("events", webhook.spec.events.clone())
+}
+
+/// `WebhookFailing` Warning Event on the Webhook, and the `webhook.failing` and
+/// `alert.webhook_failing` events to the other Webhooks of the namespace.
+async fn alert_failing(
+    ctx: &WebhookContext,
+    webhook: &Webhook,
+    health: &health_status::EndpointHealth,
+) {
+    let name = webhook.name_any();
+    let note = format!(
+        "{} delivery attempts in a row failed to {}; latest: {}",
+        health.consecutive_failures,
+        origin(&webhook.spec.url),
+        health.last_error.as_deref().unwrap_or("unknown")
+    );
+    crate::controllers::webhook_delivery::reconcile::publish_event_with(
+        &ctx.recorder,
+        webhook,
+        EventType::Warning,
+        "WebhookFailing",
+        &note,
+    )
+    .await;
+    let since = health
+        .last_failure
+        .map(|t| t.as_second())
+        .unwrap_or_default();
+    for event_type in ["webhook.failing", "alert.webhook_failing"] {
+        let event = PlatformEvent::new(
+            event_type,
+            format!("{}/{event_type}/{since}", webhook.uid().unwrap_or_default()),
+            &webhook.namespace().unwrap_or_default(),
+            format!("Webhook {name} is failing: {note}"),
+        )
+        .with("webhook", name.clone())
+        .with("reason", "WebhookFailing")
+        .with("message", note.clone())
+        .with("consecutiveFailures", health.consecutive_failures);
+        if let Err(err) = ctx.publisher.publish_except(&event, &name).await {
+            warn!(error = %crate::one_line(&err), "cannot publish {event_type}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> WebhookSpec {
+        serde_json::from_value(
+            json!({ "url": url, "events": ["deployment.*"], "secretRefs": [{ "name": "s" }] }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let policy = EgressPolicy::default();
+        assert!(validate(&spec("https://hooks.example.com/x"), &policy).is_ok());
+        let (reason, err) = validate(&spec("http://169.254.169.254/latest"), &policy).unwrap_err();
+        assert_eq!(reason, health_status::DESTINATION_REFUSED);
+        assert_eq!(err.field, "spec.url");
+        assert!(err.message.contains("cloud metadata"), "{err}");
+        let (_, err) = validate(&spec("http://[::1]:8080/"), &policy).unwrap_err();
+        assert!(err.message.contains("loopback"), "{err}");
+        let allow = EgressPolicy::from_allowlist(&["127.0.0.0/8"]).unwrap();
+        assert!(validate(&spec("http://127.0.0.1:9/"), &allow).is_ok());
+
+        let mut bad = spec("https://hooks.example.com");
+        bad.retry.schedule = vec!["5s".into(), "later".into()];
+        let (reason, err) = validate(&bad, &policy).unwrap_err();
+        assert_eq!(
+            (reason, err.field.as_str()),
+            (health_status::INVALID_SPEC, "spec.retry.schedule[1]")
+        );
+        let mut bad = spec("https://hooks.example.com");
+        bad.events = vec!["deployment.*".into(), "deploy.*".into()];
+        assert_eq!(
+            validate(&bad, &policy).unwrap_err().1.field,
+            "spec.events[1]"
+        );
+    }
+
+    #[test]
+    fn messages_show_the_origin_never_the_path() {
+        assert_eq!(
+            origin("https://hooks.slack.com/services/T0/B0/secret-token"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:8080/hook?key=abc"),
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn ping_events_are_per_request() {
+        let mut w = Webhook::new("w", spec("https://hooks.example.com"));
+        w.metadata.uid = Some("u1".into());
+        w.metadata.namespace = Some("shop".into());
+        let created = ping_event(&w, "created");
+        assert_eq!(created.event_type, "webhook.ping");
+        assert_eq!(created.id, "u1/webhook.ping/created");
+        assert_eq!(created.data["webhook"], "w");
+        assert_ne!(ping_event(&w, "1").id, ping_event(&w, "2").id);
+    }
+}

@@ -1,0 +1,148 @@
+//! The WebhookDelivery controller: the sending half of the outbox. Each WebhookDelivery is
+//! attempted when due, every attempt recorded in its status, retried on the Webhook's
+//! schedule, and attempted again when its `clouddeck.io/redeliver` annotation changes:
+//!
+//! ```sh
+//! kubectl annotate whd <name> clouddeck.io/redeliver="$(date +%s)" --overwrite
+//! ```
+//!
+//! Requeues are timed to `status.nextAttemptTime`; the apiserver holds the schedule, so a
+//! restarted (or newly elected) operator resumes every pending delivery where it was.
+
+pub mod reconcile;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
+use tracing::warn;
+
+use super::{Context, ControllerRun, KindController};
+use crate::api::webhook::Webhook;
+use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
+use crate::config::OperatorConfig;
+use crate::delivery::metrics::DeliveryMetrics;
+use crate::delivery::{EgressPolicy, Sender};
+
+pub const CONTROLLER: KindController = KindController {
+    name: "webhookdelivery",
+    run,
+};
+
+/// What a delivery reconcile needs besides the shared [`Context`]: the HTTP sender (one
+/// connection pool for all deliveries) and an Event recorder.
+pub struct DeliveryContext {
+    pub ctx: Arc<Context>,
+    pub sender: Sender,
+    pub recorder: Recorder,
+    pub metrics: DeliveryMetrics,
+    /// Every Webhook, from a watch: one API call less per attempt. A Webhook missing from
+    /// it (just created) is read from the API.
+    pub webhooks: Store<Webhook>,
+}
+
+/// The egress policy of this operator: `--webhook-allow-cidrs` (checked when parsed).
+pub fn egress_policy(config: &OperatorConfig) -> EgressPolicy {
+    EgressPolicy::from_allowlist(&config.webhooks.allow_cidrs).unwrap_or_else(|err| {
+        warn!(error = %err, "ignoring an invalid --webhook-allow-cidrs: only public destinations are allowed");
+        EgressPolicy::default()
+    })
+}
+
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "clouddeck".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
+    async move {
+        let client = run.ctx.client.clone();
+        let metrics = run.ctx.metrics.delivery.clone();
+        let (webhooks, writer) = reflector::store::<Webhook>();
+        let watch = reflector(
+            writer,
+            watcher(
+                Api::<Webhook>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        );
+        let stopped = run.stopped();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch.for_each(|_| async {}) => {}
+                _ = stopped => {}
+            }
+        });
+        let ctx = Arc::new(DeliveryContext {
+            ctx: run.ctx.clone(),
+            sender: Sender::new(egress_policy(&run.ctx.config)),
+            recorder: Recorder::new(client.clone(), reporter()),
+            metrics: metrics.clone(),
+            webhooks,
+        });
+        let api = Api::<WebhookDelivery>::all(client);
+        let controller =
+            Controller::new(api, watcher::Config::default()).graceful_shutdown_on(run.stopped());
+        run.report_cache_sync(controller.store());
+        tokio::spawn(report_backlog(controller.store(), metrics, run.stopped()));
+        controller
+            // Attempts are network-bound: allow a few in parallel, bounded.
+            .with_config(kube::runtime::controller::Config::default().concurrency(16))
+            .run(reconcile::reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    }
+    .boxed()
+}
+
+/// Pending depth and the age of the oldest pending delivery, from the watch cache.
+async fn report_backlog(
+    store: Store<WebhookDelivery>,
+    metrics: DeliveryMetrics,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        let now = jiff::Timestamp::now();
+        let pending: Vec<jiff::Timestamp> = store
+            .state()
+            .iter()
+            .filter(|d| {
+                let phase = d.status.as_ref().and_then(|s| s.phase);
+                matches!(
+                    phase,
+                    None | Some(DeliveryPhase::Pending | DeliveryPhase::Retrying)
+                )
+            })
+            .map(|d| d.spec.timestamp.0)
+            .collect();
+        let oldest = pending
+            .iter()
+            .min()
+            .and_then(|t| Duration::try_from(now.duration_since(*t)).ok());
+        metrics.backlog(pending.len(), oldest);
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+    }
+}
+
+fn error_policy(
+    delivery: Arc<WebhookDelivery>,
+    err: &crate::Error,
+    _: Arc<DeliveryContext>,
+) -> Action {
+    use kube::ResourceExt;
+    warn!(delivery = %delivery.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}

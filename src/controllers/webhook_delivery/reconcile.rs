@@ -1,0 +1,488 @@
+//! One reconcile of a WebhookDelivery: if an attempt is due, claim it in the status, send
+//! it, record the outcome, and come back when the next attempt is due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use super::DeliveryContext;
+use super::status::{self, AttemptResult, Due, Settled};
+use crate::Result;
+use crate::api::conditions::Conditions;
+use crate::api::webhook::Webhook;
+use crate::api::webhook_delivery::{REDELIVER_ANNOTATION, WebhookDelivery, WebhookDeliveryStatus};
+use crate::delivery::keys;
+use crate::delivery::metrics::DeliveryOutcome;
+use crate::delivery::publisher::{ENDPOINT_GONE, endpoint_gone};
+use crate::delivery::schedule::{RetrySchedule, random_unit};
+use crate::delivery::sender::Outgoing;
+
+/// How soon to look again at a delivery that cannot be attempted yet.
+const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
+
+/// How long past the Webhook's timeout an unrecorded claim is still respected.
+const CLAIM_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(
+    delivery: Arc<WebhookDelivery>,
+    ctx: Arc<DeliveryContext>,
+) -> Result<Action> {
+    let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
+    let result = reconcile_inner(&delivery, &ctx).await;
+    timer.finish(&result);
+    result
+}
+
+async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> Result<Action> {
+    let namespace = delivery.namespace().unwrap_or_default();
+    let api = Api::<WebhookDelivery>::namespaced(ctx.ctx.client.clone(), &namespace);
+    let generation = delivery.metadata.generation;
+    let now = Timestamp::now();
+    let mut current = delivery.clone();
+    let mut status = current.status.clone().unwrap_or_default();
+
+    let webhooks = Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace);
+    let webhook_name = current.spec.webhook_ref.name.clone();
+    let cached = ctx
+        .webhooks
+        .get(&ObjectRef::<Webhook>::new(&webhook_name).within(&namespace));
+    let webhook = match cached {
+        Some(webhook) => Some(Webhook::clone(&webhook)),
+        None => webhooks.get_opt(&webhook_name).await?,
+    };
+
+    // An attempt was claimed and its outcome never recorded. The claim is a lease: the
+    // claimant (a previous leader still shutting down) may still be sending for up to the
+    // Webhook's timeout. After that, record it as lost and go on.
+    if status::in_flight(&status) {
+        let timeout = webhook
+            .as_ref()
+            .map_or(60, |w| w.spec.timeout_seconds.clamp(1, 60)) as u64;
+        let claimed = status.attempts.last().map_or(now, |a| a.time.0);
+        let expires = claimed
+            .checked_add(Duration::from_secs(timeout) + CLAIM_GRACE)
+            .unwrap_or(now);
+        if expires > now {
+            return Ok(Action::requeue(until(expires, now)));
+        }
+        let schedule = webhook
+            .as_ref()
+            .and_then(|w| RetrySchedule::from_policy(&w.spec.retry).ok())
+            .unwrap_or_else(default_schedule);
+        status::settle(
+            &mut status,
+            &AttemptResult::abandoned(),
+            &schedule,
+            random_unit(),
+            generation,
+            now,
+        );
+        let Some(written) = write_status(&api, &current, status.clone()).await? else {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        };
+        warn!(delivery = %current.name_any(), "an attempt was interrupted before its outcome was recorded");
+        current = written;
+    }
+
+    let redelivery = redelivery_request(&current, &status);
+    match status::due(&status, redelivery.as_deref(), now) {
+        Due::Finished => return Ok(Action::await_change()),
+        Due::At(at) => return Ok(Action::requeue(until(at, now))),
+        Due::Now => {}
+    }
+
+    // The Webhook may have been deleted, disabled or stopped since the event.
+    let Some(webhook) = webhook else {
+        let message = format!("Webhook {webhook_name:?} does not exist");
+        return finish_without_attempt(
+            ctx,
+            &api,
+            &current,
+            status,
+            status::WEBHOOK_NOT_FOUND,
+            &message,
+        )
+        .await;
+    };
+    if webhook.spec.disabled {
+        let message = format!(
+            "Webhook {webhook_name:?} is disabled: events raised meanwhile are not delivered"
+        );
+        return finish_without_attempt(
+            ctx,
+            &api,
+            &current,
+            status,
+            status::WEBHOOK_DISABLED,
+            &message,
+        )
+        .await;
+    }
+    if endpoint_gone(&webhook) {
+        let message =
+            format!("Webhook {webhook_name:?} is stopped: its endpoint answered 410 Gone");
+        return finish_without_attempt(
+            ctx,
+            &api,
+            &current,
+            status,
+            status::WEBHOOK_STOPPED,
+            &message,
+        )
+        .await;
+    }
+    // A destination refused by this operator's egress policy is a configuration problem
+    // of the Webhook, whose Stalled condition names spec.url: no attempt is spent and no
+    // status written per delivery; they go out once the URL or the allowlist changes.
+    if let Err(refused) = ctx.sender.check_destination(&webhook.spec.url) {
+        debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
+        return Ok(Action::requeue(WAIT_FOR_FIX));
+    }
+    let schedule = match RetrySchedule::from_policy(&webhook.spec.retry) {
+        Ok(schedule) => schedule,
+        Err(invalid) => {
+            let message = format!("Webhook {webhook_name:?} is invalid: {invalid}");
+            return wait_for_fix(&api, &current, status, status::WEBHOOK_INVALID, &message).await;
+        }
+    };
+    let keys = match keys::load(&ctx.ctx.client, &webhook).await? {
+        Ok(keys) => keys,
+        Err(problem) => {
+            let message = format!("cannot sign: Webhook {webhook_name:?} {problem}");
+            return wait_for_fix(
+                &api,
+                &current,
+                status,
+                status::SIGNING_SECRET_UNAVAILABLE,
+                &message,
+            )
+            .await;
+        }
+    };
+
+    // Claim the attempt before sending: the log shows it even if this process dies now.
+    let body = serde_json::to_vec(&current.spec.payload).expect("a JSON value serializes");
+    // Whole seconds, as the apiserver stores times: the claim is found again by its time.
+    let claimed_at = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(now);
+    status::claim(&mut status, generation, redelivery.as_deref(), claimed_at);
+    let Some(claimed) = write_status(&api, &current, status.clone()).await? else {
+        debug!(delivery = %current.name_any(), "claim lost to a newer version; retrying");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+
+    let outcome = ctx
+        .sender
+        .send(&Outgoing {
+            url: &webhook.spec.url,
+            webhook_id: &current.spec.webhook_id,
+            body: &body,
+            keys: &keys,
+            timeout: Duration::from_secs(webhook.spec.timeout_seconds.clamp(1, 60) as u64),
+        })
+        .await;
+    ctx.metrics.attempt(&outcome);
+    let result = AttemptResult::from(&outcome);
+    let count = status.attempt_count.unwrap_or(1);
+    info!(
+        delivery = %current.name_any(),
+        event = %current.spec.event_type,
+        webhook = %webhook_name,
+        attempt = count,
+        status = ?outcome.status,
+        latency_ms = outcome.latency.as_millis() as u64,
+        error = outcome.error.as_deref().unwrap_or(""),
+        "delivery attempt"
+    );
+
+    let settled = record(&api, claimed, claimed_at, &result, &schedule, generation).await?;
+    match settled {
+        Settled::Delivered => {
+            ctx.metrics.finished(DeliveryOutcome::delivered);
+            Ok(Action::await_change())
+        }
+        Settled::Retrying(at) => Ok(Action::requeue(until(at, Timestamp::now()))),
+        Settled::Failed => {
+            ctx.metrics.finished(DeliveryOutcome::failed);
+            let note = format!(
+                "gave up after {count} attempts: {}",
+                outcome
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("HTTP {}", outcome.status.unwrap_or(0)))
+            );
+            publish_event(ctx, &current, EventType::Warning, "DeliveryFailed", &note).await;
+            Ok(Action::await_change())
+        }
+        Settled::Gone => {
+            ctx.metrics.finished(DeliveryOutcome::gone);
+            stop_webhook(ctx, &webhooks, &webhook).await?;
+            publish_event(
+                ctx,
+                &current,
+                EventType::Warning,
+                ENDPOINT_GONE,
+                "the endpoint answered 410 Gone; its Webhook is stopped",
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The value of the redeliver annotation when it asks for something not yet done.
+fn redelivery_request(
+    delivery: &WebhookDelivery,
+    status: &WebhookDeliveryStatus,
+) -> Option<String> {
+    let value = delivery.annotations().get(REDELIVER_ANNOTATION)?;
+    (status.redelivery_handled.as_ref() != Some(value)).then(|| value.clone())
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now))
+        .unwrap_or(Duration::ZERO)
+        .max(Duration::from_millis(100))
+}
+
+fn default_schedule() -> RetrySchedule {
+    RetrySchedule::from_policy(&Default::default()).expect("the default schedule parses")
+}
+
+/// Replaces the status, guarded by the resourceVersion `current` was read at. `None` when
+/// someone else wrote first: the caller must look again rather than overwrite.
+async fn write_status(
+    api: &Api<WebhookDelivery>,
+    current: &WebhookDelivery,
+    status: WebhookDeliveryStatus,
+) -> Result<Option<WebhookDelivery>> {
+    let mut next = current.clone();
+    next.status = Some(status);
+    match api
+        .replace_status(&current.name_any(), &PostParams::default(), &next)
+        .await
+    {
+        Ok(written) => Ok(Some(written)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Records the outcome on the claimed attempt. The object may have changed since the claim
+/// (an annotation, a label): then re-read it and record on the fresh copy, as long as its
+/// newest attempt is still the one claimed.
+async fn record(
+    api: &Api<WebhookDelivery>,
+    claimed: WebhookDelivery,
+    claimed_at: Timestamp,
+    result: &AttemptResult,
+    schedule: &RetrySchedule,
+    generation: Option<i64>,
+) -> Result<Settled> {
+    let mut current = claimed;
+    for _ in 0..5 {
+        let mut status = current.status.clone().unwrap_or_default();
+        let ours = status::in_flight(&status)
+            && status
+                .attempts
+                .last()
+                .is_some_and(|a| a.time == Time(claimed_at));
+        if !ours {
+            warn!(delivery = %current.name_any(), "the claimed attempt was recorded by someone else");
+            return Ok(Settled::Failed);
+        }
+        let settled = status::settle(
+            &mut status,
+            result,
+            schedule,
+            random_unit(),
+            generation,
+            Timestamp::now(),
+        );
+        if write_status(api, &current, status).await?.is_some() {
+            return Ok(settled);
+        }
+        current = api.get(&current.name_any()).await?;
+    }
+    Err(crate::Error::Kube(Box::new(kube::Error::Api(Box::new(
+        kube::core::Status::failure(
+            "status kept changing while recording an attempt",
+            "Conflict",
+        )
+        .with_code(409),
+    )))))
+}
+
+async fn finish_without_attempt(
+    ctx: &DeliveryContext,
+    api: &Api<WebhookDelivery>,
+    current: &WebhookDelivery,
+    mut status: WebhookDeliveryStatus,
+    reason: &'static str,
+    message: &str,
+) -> Result<Action> {
+    status::give_up(
+        &mut status,
+        reason,
+        message,
+        current.metadata.generation,
+        Timestamp::now(),
+    );
+    if write_status(api, current, status).await?.is_none() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    publish_event(ctx, current, EventType::Warning, reason, message).await;
+    Ok(Action::await_change())
+}
+
+async fn wait_for_fix(
+    api: &Api<WebhookDelivery>,
+    current: &WebhookDelivery,
+    mut status: WebhookDeliveryStatus,
+    reason: &'static str,
+    message: &str,
+) -> Result<Action> {
+    let before = status.clone();
+    status::wait(
+        &mut status,
+        reason,
+        message,
+        current.metadata.generation,
+        Timestamp::now(),
+    );
+    if status != before {
+        write_status(api, current, status).await?;
+    }
+    Ok(Action::requeue(WAIT_FOR_FIX))
+}
+
+/// Stops the Webhook after 410 Gone: `Stalled=True, reason EndpointGone` at its current
+/// generation, which the publisher and this controller honour until the spec changes.
+async fn stop_webhook(ctx: &DeliveryContext, api: &Api<Webhook>, webhook: &Webhook) -> Result<()> {
+    let name = webhook.name_any();
+    for _ in 0..5 {
+        let Some(mut current) = api.get_opt(&name).await? else {
+            return Ok(());
+        };
+        let generation = current.metadata.generation;
+        let mut status = current.status.clone().unwrap_or_default();
+        Conditions::new(&mut status.conditions, generation).stalled(
+            ENDPOINT_GONE,
+            "spec.url: the endpoint answered 410 Gone, so deliveries stopped; change the spec (e.g. the url) to resume",
+        );
+        current.status = Some(status);
+        match api
+            .replace_status(&name, &PostParams::default(), &current)
+            .await
+        {
+            Ok(_) => {
+                publish_event(
+                    ctx,
+                    &current,
+                    EventType::Warning,
+                    ENDPOINT_GONE,
+                    "the endpoint answered 410 Gone; deliveries stopped until the spec changes",
+                )
+                .await;
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a Kubernetes Event; failing to is logged, never fatal.
+pub(crate) async fn publish_event<K>(
+    ctx: &DeliveryContext,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    publish_event_with(&ctx.recorder, obj, type_, reason, note).await;
+}
+
+pub(crate) async fn publish_event_with<K>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Deliver".to_string(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %crate::one_line(&err), reason, "cannot publish a Kubernetes Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(
+        annotation: Option<&str>,
+        handled: Option<&str>,
+    ) -> (WebhookDelivery, WebhookDeliveryStatus) {
+        let mut d: WebhookDelivery = serde_json::from_value(serde_json::json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "WebhookDelivery",
+            "metadata": { "name": "d" },
+            "spec": { "webhookRef": { "name": "w" }, "eventType": "webhook.ping",
+                      "webhookId": "msg_1", "timestamp": "2027-01-15T08:00:00Z", "payload": {} }
+        }))
+        .unwrap();
+        if let Some(value) = annotation {
+            d.metadata.annotations =
+                Some([(REDELIVER_ANNOTATION.to_string(), value.to_string())].into());
+        }
+        let status = WebhookDeliveryStatus {
+            redelivery_handled: handled.map(str::to_owned),
+            ..Default::default()
+        };
+        (d, status)
+    }
+
+    #[test]
+    fn a_redelivery_is_requested_by_a_new_annotation_value_only() {
+        let (d, s) = delivery(None, None);
+        assert_eq!(redelivery_request(&d, &s), None);
+        let (d, s) = delivery(Some("1"), None);
+        assert_eq!(redelivery_request(&d, &s).as_deref(), Some("1"));
+        let (d, s) = delivery(Some("1"), Some("1"));
+        assert_eq!(redelivery_request(&d, &s), None, "already handled");
+        let (d, s) = delivery(Some("2"), Some("1"));
+        assert_eq!(redelivery_request(&d, &s).as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn requeues_are_never_zero() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(
+            until(now.checked_add(Duration::from_secs(5)).unwrap(), now),
+            Duration::from_secs(5)
+        );
+        assert_eq!(until(now, now), Duration::from_millis(100));
+        assert_eq!(
+            until(Timestamp::UNIX_EPOCH, now),
+            Duration::from_millis(100)
+        );
+    }
+}

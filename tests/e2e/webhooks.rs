@@ -1,0 +1,547 @@
+//! Webhooks as a user sees them: a subscription gets a signed ping, failures are retried
+//! and every attempt is in the delivery log, a delivery can be redelivered, and an
+//! operator restart loses nothing. The receivers are real HTTP servers on 127.0.0.1 (the
+//! operator runs with `CLOUDDECK_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8`); no test sends
+//! traffic anywhere else.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use clouddeck::api::webhook::Webhook;
+use clouddeck::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
+use clouddeck::delivery::signing::{SigningKey, verify};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::support::{self, Operator, TestNamespace, eventually};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    at: std::time::Instant,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// Verifies the Standard Webhooks signature as a receiver would.
+    fn assert_signed(&self) {
+        let key = SigningKey::parse(SECRET.as_bytes()).unwrap();
+        let timestamp: i64 = self.header("webhook-timestamp").parse().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        verify(
+            &[key],
+            &self.header("webhook-signature"),
+            &self.header("webhook-id"),
+            timestamp,
+            &self.body,
+            now,
+            300,
+        )
+        .unwrap_or_else(|e| panic!("bad signature on {self:?}: {e}"));
+    }
+}
+
+/// An HTTP receiver on 127.0.0.1 answering with the queued status codes, then 200.
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(answers: &[u16]) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), answers).await
+    }
+
+    async fn start_on(addr: SocketAddr, answers: &[u16]) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let queue = Arc::new(Mutex::new(
+            answers.iter().copied().collect::<VecDeque<u16>>(),
+        ));
+        let log = seen.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let (log, queue) = (log.clone(), queue.clone());
+                async move {
+                    log.lock().unwrap().push(Received {
+                        headers,
+                        body,
+                        at: std::time::Instant::now(),
+                    });
+                    let code = queue.lock().unwrap().pop_front().unwrap_or(200);
+                    (
+                        StatusCode::from_u16(code).unwrap(),
+                        format!("answered {code}"),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, seen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        let what = format!("{count} request(s) at the receiver");
+        eventually(&what, timeout, || async {
+            (self.received().len() >= count).then(|| self.received())
+        })
+        .await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `clouddeck run`, allowed to deliver to loopback, leading before it returns.
+async fn start_operator(namespace: &str) -> Operator {
+    Operator::builder(namespace, &format!("webhooks-{namespace}"))
+        .env("CLOUDDECK_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+        .start_leading()
+        .await
+}
+
+async fn signing_secret(client: &Client, namespace: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "signing" },
+        "stringData": { "secret": SECRET }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+async fn create_webhook(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    url: &str,
+    schedule: &[&str],
+) -> Webhook {
+    let webhook: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": name },
+        "spec": {
+            "url": url,
+            "events": ["deployment.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }],
+            "timeoutSeconds": 5,
+            "retry": { "schedule": schedule },
+        }
+    }))
+    .unwrap();
+    Api::<Webhook>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &webhook)
+        .await
+        .unwrap()
+}
+
+async fn deliveries(client: &Client, namespace: &str) -> Vec<WebhookDelivery> {
+    Api::<WebhookDelivery>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// Waits until the namespace's only delivery is in `phase` with `attempts` attempts.
+async fn wait_delivery(
+    client: &Client,
+    namespace: &str,
+    phase: DeliveryPhase,
+    attempts: i32,
+) -> WebhookDelivery {
+    let what = format!("one delivery {phase:?} after {attempts} attempts");
+    eventually(&what, Duration::from_secs(60), || async {
+        let list = deliveries(client, namespace).await;
+        let [delivery] = list.as_slice() else {
+            return None;
+        };
+        let status = delivery.status.as_ref()?;
+        (status.phase == Some(phase) && status.attempt_count == Some(attempts))
+            .then(|| delivery.clone())
+    })
+    .await
+}
+
+/// User story: "I create a Webhook pointing at my endpoint; it receives a `webhook.ping`
+/// signed with my secret, `kubectl get whd` shows it Delivered, and annotating the
+/// delivery sends it again with the same webhook-id so that I can dedupe."
+#[tokio::test]
+async fn a_new_webhook_gets_a_signed_ping_that_can_be_redelivered() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    let receiver = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(&client, &ns.name, "hooks", &receiver.url(), &["1s"]).await;
+
+    let got = receiver.wait_for(1, Duration::from_secs(60)).await;
+    let ping = &got[0];
+    ping.assert_signed();
+    assert_eq!(ping.json()["type"], "webhook.ping");
+    assert_eq!(ping.json()["data"]["webhook"], "hooks");
+    assert_eq!(ping.json()["data"]["namespace"], ns.name.as_str());
+    let delivery = wait_delivery(&client, &ns.name, DeliveryPhase::Delivered, 1).await;
+    assert_eq!(ping.header("webhook-id"), delivery.spec.webhook_id);
+    let status = delivery.status.clone().unwrap();
+    assert_eq!(status.last_status_code, Some(200));
+    assert_eq!(
+        status.attempts[0].response_body.as_deref(),
+        Some("answered 200")
+    );
+    assert!(status.attempts[0].latency_ms.is_some());
+
+    let webhook = eventually(
+        "the Webhook to be Ready",
+        Duration::from_secs(30),
+        || async {
+            let w = Api::<Webhook>::namespaced(client.clone(), &ns.name)
+                .get("hooks")
+                .await
+                .ok()?;
+            let ready = w
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(w)
+        },
+    )
+    .await;
+    assert_eq!(webhook.status.unwrap().consecutive_failures, Some(0));
+    let table = support::kubectl_ok(&["get", "whd", "-n", &ns.name]);
+    assert!(
+        table.contains("webhook.ping") && table.contains("Delivered"),
+        "{table}"
+    );
+
+    support::kubectl_ok(&[
+        "annotate",
+        "whd",
+        &delivery.name_any(),
+        "-n",
+        &ns.name,
+        "clouddeck.io/redeliver=first",
+        "--overwrite",
+    ]);
+    let got = receiver.wait_for(2, Duration::from_secs(60)).await;
+    got[1].assert_signed();
+    assert_eq!(
+        got[1].header("webhook-id"),
+        got[0].header("webhook-id"),
+        "a redelivery keeps the id"
+    );
+    assert_eq!(got[1].body, got[0].body, "and the payload");
+    let delivery = wait_delivery(&client, &ns.name, DeliveryPhase::Delivered, 2).await;
+    assert_eq!(
+        delivery.status.unwrap().redelivery_handled.as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "one redelivery per annotation value"
+    );
+
+    // Pinging again on request: a new delivery (a new webhook-id), GitHub-style.
+    support::kubectl_ok(&[
+        "annotate",
+        "webhook",
+        "hooks",
+        "-n",
+        &ns.name,
+        "clouddeck.io/ping=again",
+        "--overwrite",
+    ]);
+    let got = receiver.wait_for(3, Duration::from_secs(60)).await;
+    got[2].assert_signed();
+    assert_eq!(got[2].json()["type"], "webhook.ping");
+    assert_ne!(got[2].header("webhook-id"), got[0].header("webhook-id"));
+    assert_eq!(deliveries(&client, &ns.name).await.len(), 2);
+    operator.stop().await;
+}
+
+/// User story: "My endpoint fails twice, then recovers: the delivery is retried on my
+/// schedule and ends Delivered, with all three attempts and their status codes in the log."
+#[tokio::test]
+async fn a_failing_receiver_is_retried_until_delivered() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    let receiver = Receiver::start(&[500, 500]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(
+        &client,
+        &ns.name,
+        "flaky",
+        &receiver.url(),
+        &["1s", "1s", "1s"],
+    )
+    .await;
+
+    let delivery = wait_delivery(&client, &ns.name, DeliveryPhase::Delivered, 3).await;
+    let status = delivery.status.unwrap();
+    let codes: Vec<_> = status.attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(500), Some(200)]);
+    assert_eq!(
+        status.attempts[0].response_body.as_deref(),
+        Some("answered 500")
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    for request in &got {
+        request.assert_signed();
+        assert_eq!(
+            request.header("webhook-id"),
+            delivery.spec.webhook_id,
+            "every attempt carries the same id"
+        );
+    }
+    operator.stop().await;
+}
+
+/// User story: "My endpoint is down while the operator restarts (an upgrade): nothing is
+/// lost — when both are back the delivery completes, with one WebhookDelivery object and
+/// the same webhook-id on every attempt."
+#[tokio::test]
+async fn a_delivery_survives_an_operator_restart_while_the_receiver_is_down() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    // A port with nobody listening: connections are refused.
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}/hook");
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(
+        &client,
+        &ns.name,
+        "down",
+        &url,
+        &["2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s"],
+    )
+    .await;
+
+    let failed = eventually("a failed attempt", Duration::from_secs(60), || async {
+        let list = deliveries(&client, &ns.name).await;
+        let d = list.first()?.clone();
+        (d.status.as_ref()?.phase == Some(DeliveryPhase::Retrying)).then_some(d)
+    })
+    .await;
+    let error = failed.status.as_ref().unwrap().attempts[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.starts_with("connection failed"), "{error}");
+    operator.stop().await;
+
+    let receiver = Receiver::start_on(addr, &[]).await;
+    let operator = start_operator(&ns.name).await;
+    let got = receiver.wait_for(1, Duration::from_secs(60)).await;
+    got[0].assert_signed();
+    assert_eq!(got[0].header("webhook-id"), failed.spec.webhook_id);
+    let delivered = eventually(
+        "the delivery to be Delivered",
+        Duration::from_secs(60),
+        || async {
+            let list = deliveries(&client, &ns.name).await;
+            let d = list.first()?.clone();
+            (d.status.as_ref()?.phase == Some(DeliveryPhase::Delivered)).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(delivered.len(), 1, "one WebhookDelivery object");
+    assert_eq!(delivered[0].name_any(), failed.name_any());
+    let status = delivered[0].status.clone().unwrap();
+    assert!(status.attempt_count.unwrap() >= 2);
+    assert_eq!(status.attempts.last().unwrap().status_code, Some(200));
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "delivered once the receiver was up"
+    );
+    operator.stop().await;
+}
+
+/// Benchmark, not a timed test: deliveries per second and event-to-first-attempt latency
+/// on this machine against a loopback receiver. Run it with
+///
+/// ```sh
+/// hack/cluster up
+/// CLOUDDECK_BENCH_DELIVERIES=500 cargo test --release --test e2e webhooks::benchmark -- --ignored --nocapture
+/// ```
+#[tokio::test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+async fn benchmark_delivery_throughput_and_latency() {
+    use clouddeck::delivery::{PlatformEvent, Publisher};
+    use futures::StreamExt;
+
+    let _serial = support::one_operator_test_at_a_time().await;
+    let count: usize = std::env::var("CLOUDDECK_BENCH_DELIVERIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks-bench").await;
+    let receiver = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(&client, &ns.name, "bench", &receiver.url(), &["1s"]).await;
+    receiver.wait_for(1, Duration::from_secs(60)).await; // the ping: the pipeline is warm
+
+    let publisher = Publisher::new(client.clone());
+    let started = std::time::Instant::now();
+    let published: Vec<(String, std::time::Instant)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (publisher, ns) = (publisher.clone(), ns.name.clone());
+            async move {
+                let event = PlatformEvent::new(
+                    "deployment.ready",
+                    format!("bench/{i}"),
+                    &ns,
+                    format!("bench {i}"),
+                )
+                .with("n", i);
+                let at = std::time::Instant::now();
+                let done = publisher.publish(&event).await.unwrap();
+                assert_eq!(done.created.len(), 1);
+                (i.to_string(), at)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let published: std::collections::HashMap<String, std::time::Instant> =
+        published.into_iter().collect();
+
+    // Arrival times at the receiver, by the event's `n`.
+    let arrivals = eventually(
+        "every delivery at the receiver",
+        Duration::from_secs(600),
+        || async {
+            let mut seen = std::collections::HashMap::new();
+            for request in receiver.received() {
+                let body = request.json();
+                if body["type"] == "deployment.ready" {
+                    seen.entry(body["data"]["n"].to_string())
+                        .or_insert(request.at);
+                }
+            }
+            (seen.len() >= count).then_some(seen)
+        },
+    )
+    .await;
+    let last = arrivals.values().max().copied().unwrap();
+    let elapsed = last.duration_since(started);
+    let mut latencies: Vec<Duration> = published
+        .iter()
+        .map(|(n, at)| arrivals[n].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "webhook delivery benchmark: {count} deliveries in {:.2}s = {:.1} deliveries/s; \
+         event-to-first-attempt latency p50 {:?}, p95 {:?}, p99 {:?}, max {:?}",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        latencies.last().unwrap(),
+    );
+    operator.stop().await;
+}
+
+/// User story: "A tenant points a Webhook at an internal address; CloudDeck refuses it,
+/// says which field is wrong, and sends nothing." (0.0.0.0 would reach the operator's own
+/// host; even if this check failed, no packet could leave the machine.)
+#[tokio::test]
+async fn an_internal_destination_is_refused_and_nothing_is_sent() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(
+        &client,
+        &ns.name,
+        "internal",
+        "http://0.0.0.0:9/hook",
+        &["1s"],
+    )
+    .await;
+
+    let stalled = eventually(
+        "the Webhook to be Stalled",
+        Duration::from_secs(30),
+        || async {
+            let w = Api::<Webhook>::namespaced(client.clone(), &ns.name)
+                .get("internal")
+                .await
+                .ok()?;
+            w.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.status == "True")
+        },
+    )
+    .await;
+    assert_eq!(stalled.reason, "DestinationRefused");
+    assert!(
+        stalled
+            .message
+            .starts_with("spec.url: destination 0.0.0.0 is an unspecified address"),
+        "{}",
+        stalled.message
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for delivery in deliveries(&client, &ns.name).await {
+        let attempts = delivery.status.and_then(|s| s.attempt_count).unwrap_or(0);
+        assert_eq!(attempts, 0, "no attempt to a refused destination");
+    }
+    operator.stop().await;
+}
