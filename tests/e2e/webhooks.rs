@@ -545,3 +545,124 @@ async fn an_internal_destination_is_refused_and_nothing_is_sent() {
     }
     operator.stop().await;
 }
+
+/// User story: "I subscribe a Webhook to `deployment.*`; when my Deployment goes Ready my
+/// endpoint gets exactly one signed `deployment.ready` (and `created`, `promoted`), and a
+/// Webhook subscribed only to alerts hears nothing of it."
+#[tokio::test]
+async fn a_deployment_going_ready_is_delivered_once_to_each_subscribed_webhook() {
+    const IMAGE: &str = "registry.example/acme/hello@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    let deploys = Receiver::start(&[]).await;
+    let alerts = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let _operator = start_operator(&ns.name).await;
+    create_webhook(&client, &ns.name, "deploys", &deploys.url(), &["1s"]).await;
+    let webhooks = Api::<Webhook>::namespaced(client.clone(), &ns.name);
+    let alerting: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": "alerts" },
+        "spec": {
+            "url": alerts.url(), "events": ["alert.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }],
+        }
+    }))
+    .unwrap();
+    webhooks
+        .create(&PostParams::default(), &alerting)
+        .await
+        .unwrap();
+    // Both pings first, so that what follows is only about the Deployment.
+    deploys.wait_for(1, Duration::from_secs(60)).await;
+    alerts.wait_for(1, Duration::from_secs(60)).await;
+
+    let apply = |body: serde_json::Value| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), body.to_string()).unwrap();
+        support::kubectl_ok(&["apply", "-n", &ns.name, "-f", file.path().to_str().unwrap()]);
+    };
+    apply(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+        "metadata": { "name": "hello" },
+        "spec": { "image": IMAGE }
+    }));
+    apply(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+        "metadata": { "name": "hello-1" },
+        "spec": { "projectRef": { "name": "hello" }, "target": "production",
+                  "source": { "image": IMAGE } }
+    }));
+
+    let types = |got: &[Received]| -> Vec<String> {
+        got.iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    eventually(
+        "deployment.ready and deployment.promoted at the receiver",
+        Duration::from_secs(90),
+        || async {
+            let seen = types(&deploys.received());
+            (seen.iter().any(|t| t == "deployment.ready")
+                && seen.iter().any(|t| t == "deployment.promoted"))
+            .then_some(())
+        },
+    )
+    .await;
+    // Later reconciles (the Deployment requeues, the Project follows it) must not repeat.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got = deploys.received();
+    let mut seen = types(&got);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "deployment.created",
+            "deployment.promoted",
+            "deployment.ready",
+            "webhook.ping"
+        ]
+    );
+    for request in &got {
+        request.assert_signed();
+    }
+    let ready = got
+        .iter()
+        .find(|r| r.json()["type"] == "deployment.ready")
+        .unwrap()
+        .json();
+    assert_eq!(ready["data"]["deployment"], "hello-1");
+    assert_eq!(ready["data"]["project"], "hello");
+    assert_eq!(ready["data"]["namespace"], ns.name.as_str());
+    assert!(
+        ready["data"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("https://"),
+        "{ready}"
+    );
+    let ids: std::collections::BTreeSet<_> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), got.len(), "one webhook-id per event");
+
+    // The delivery log: one WebhookDelivery per (event, Webhook), all Delivered.
+    let log = deliveries(&client, &ns.name).await;
+    let of = |webhook: &str| -> Vec<&WebhookDelivery> {
+        log.iter()
+            .filter(|d| d.spec.webhook_ref.name == webhook)
+            .collect()
+    };
+    assert_eq!(of("deploys").len(), 4, "{log:#?}");
+    assert!(
+        of("deploys")
+            .iter()
+            .all(|d| { d.status.as_ref().and_then(|s| s.phase) == Some(DeliveryPhase::Delivered) })
+    );
+    assert_eq!(
+        of("alerts").len(),
+        1,
+        "the alerts Webhook only got its ping"
+    );
+    assert_eq!(alerts.received().len(), 1);
+}

@@ -61,6 +61,10 @@ pub enum Error {
     /// A reference that does not resolve (yet); Stalled until the referent appears.
     #[error("{0}")]
     MissingReference(String),
+
+    /// Writing the WebhookDeliveries of a lifecycle event failed; retried.
+    #[error("cannot publish webhook event")]
+    Publish(#[source] Box<crate::Error>),
 }
 
 impl Error {
@@ -70,6 +74,7 @@ impl Error {
             Error::Kube(_) => "KubeError",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::MissingReference(_) => "MissingReference",
+            Error::Publish(_) => "PublishFailed",
         }
     }
 

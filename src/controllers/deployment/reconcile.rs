@@ -29,6 +29,7 @@ use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::{Context, FIELD_MANAGER};
+use crate::delivery::Publisher;
 use crate::routing;
 
 /// Handles one Deployment, timing it and resetting its backoff on success.
@@ -312,6 +313,18 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     status.observed_generation = deployment.metadata.generation;
     status.url = Some(url);
     status.timings = Some(timings);
+    // Webhook events before the status that records the change: a crash in between
+    // publishes again, and the deliveries' deterministic names make that a no-op.
+    let (_, reason, message) = &step.condition;
+    let publisher = Publisher::new(client.clone());
+    for event in render::platform_events(
+        deployment, &project, previous, step.phase, &status, message, reason,
+    ) {
+        publisher
+            .publish(&event)
+            .await
+            .map_err(|err| Error::Publish(Box::new(err)))?;
+    }
     write_status(client, deployment, &status).await?;
     for event in &step.events {
         publish(

@@ -8,11 +8,13 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
 use serde_json::json;
 
-use crate::api::deployment::{Deployment, Target};
+use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, Target};
 use crate::api::project::Project;
 use crate::config::RoutingConfig;
+use crate::delivery::PlatformEvent;
 use crate::routing::{self, SERVICE_PORT};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -198,6 +200,99 @@ pub fn repository(project: &Project, default_registry: Option<&str>) -> Option<S
     default_registry.map(|base| format!("{}/{namespace}/{name}", base.trim_end_matches('/')))
 }
 
+/// The webhook events a phase change publishes (`deployment.created` on the first one,
+/// `deployment.building|ready|failed`, and an `alert.*` for a failure); none when the
+/// phase stays. Each id is `<uid>/<event type>`, so publishing
+/// again after a crash or a retried reconcile creates no second delivery.
+pub fn platform_events(
+    deployment: &Deployment,
+    project: &Project,
+    previous: Option<DeploymentPhase>,
+    next: DeploymentPhase,
+    status: &DeploymentStatus,
+    message: &str,
+    failure_reason: &str,
+) -> Vec<PlatformEvent> {
+    if previous == Some(next) {
+        return Vec::new();
+    }
+    let name = deployment.name_any();
+    let event = |event_type: &str, summary: String| {
+        let mut event = PlatformEvent::new(
+            event_type,
+            format!("{}/{event_type}", deployment.uid().unwrap_or_default()),
+            &deployment.namespace().unwrap_or_default(),
+            summary,
+        )
+        .with_project(
+            &project.name_any(),
+            project.metadata.labels.clone().unwrap_or_default(),
+        )
+        .with("deployment", name.clone())
+        .with(
+            "target",
+            serde_json::to_value(deployment.spec.target).unwrap_or_default(),
+        )
+        .with("phase", serde_json::to_value(next).unwrap_or_default());
+        if let Some(git) = &deployment.spec.source.git {
+            event = event.with("branch", git.branch.clone());
+        }
+        if let Some(commit) = status.commit.as_ref().or(deployment
+            .spec
+            .source
+            .git
+            .as_ref()
+            .and_then(|g| g.commit.as_ref()))
+        {
+            event = event.with("commit", commit.clone());
+        }
+        for (key, value) in [("url", &status.url), ("image", &status.image_digest)] {
+            if let Some(value) = value {
+                event = event.with(key, value.clone());
+            }
+        }
+        event
+    };
+    let project_name = project.name_any();
+    let mut events = Vec::new();
+    if previous.is_none() {
+        events.push(event(
+            "deployment.created",
+            format!("{project_name}: deployment {name} created"),
+        ));
+    }
+    match next {
+        DeploymentPhase::Building => events.push(event(
+            "deployment.building",
+            format!("{project_name}: deployment {name} is building"),
+        )),
+        DeploymentPhase::Ready => events.push(event(
+            "deployment.ready",
+            format!("{project_name}: deployment {name} is ready"),
+        )),
+        DeploymentPhase::Failed => {
+            let alert = if failure_reason.starts_with("Build") {
+                "alert.build_failed"
+            } else {
+                "alert.rollout_stalled"
+            };
+            let summary = format!("{project_name}: deployment {name} failed: {message}");
+            for event_type in ["deployment.failed", alert] {
+                events.push(
+                    event(event_type, summary.clone())
+                        .with("reason", failure_reason.to_owned())
+                        .with("message", message.to_owned()),
+                );
+            }
+        }
+        DeploymentPhase::Queued
+        | DeploymentPhase::Deploying
+        | DeploymentPhase::Canceled
+        | DeploymentPhase::Superseded => {}
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +340,88 @@ mod tests {
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
         }
+    }
+
+    fn event_types(events: &[PlatformEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.event_type.as_str()).collect()
+    }
+
+    #[test]
+    fn the_first_phase_announces_the_deployment_and_each_change_its_phase() {
+        use DeploymentPhase::*;
+        let (d, p) = (deployment("production"), project());
+        let status = DeploymentStatus {
+            url: Some("https://web-7f3c9a.apps.example.com".into()),
+            commit: Some("3f9c2ab".into()),
+            ..Default::default()
+        };
+        let events = |previous, next| platform_events(&d, &p, previous, next, &status, "m", "r");
+        assert_eq!(event_types(&events(None, Queued)), ["deployment.created"]);
+        assert_eq!(
+            event_types(&events(None, Building)),
+            ["deployment.created", "deployment.building"]
+        );
+        assert_eq!(
+            event_types(&events(Some(Building), Deploying)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            event_types(&events(Some(Deploying), Ready)),
+            ["deployment.ready"]
+        );
+        assert!(events(Some(Ready), Ready).is_empty(), "no change, no event");
+
+        let ready = &events(Some(Deploying), Ready)[0];
+        assert_eq!(
+            ready.id,
+            "7f3c9a21-0b4e-4c1d-9e8f-123456789abc/deployment.ready"
+        );
+        assert_eq!(ready.namespace, "team");
+        assert_eq!(ready.project.as_ref().unwrap().name, "web");
+        assert_eq!(ready.data["url"], "https://web-7f3c9a.apps.example.com");
+        assert_eq!(ready.data["commit"], "3f9c2ab");
+        assert_eq!(ready.data["branch"], "main");
+    }
+
+    #[test]
+    fn a_failure_is_also_an_alert_naming_what_failed() {
+        let (d, p) = (deployment("production"), project());
+        let status = DeploymentStatus::default();
+        let build = platform_events(
+            &d,
+            &p,
+            Some(DeploymentPhase::Building),
+            DeploymentPhase::Failed,
+            &status,
+            "the build container exited with code 1",
+            "BuildFailed",
+        );
+        assert_eq!(
+            event_types(&build),
+            ["deployment.failed", "alert.build_failed"]
+        );
+        assert_eq!(build[1].data["reason"], "BuildFailed");
+        assert_eq!(
+            build[1].data["message"],
+            "the build container exited with code 1"
+        );
+        let rollout = platform_events(
+            &d,
+            &p,
+            Some(DeploymentPhase::Deploying),
+            DeploymentPhase::Failed,
+            &status,
+            "pods cannot pull the image",
+            "ImagePullFailed",
+        );
+        assert_eq!(
+            event_types(&rollout),
+            ["deployment.failed", "alert.rollout_stalled"]
+        );
+        assert_ne!(
+            build[0].id, build[1].id,
+            "each event type is its own delivery"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::controllers::deployment::{
     Error, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
 };
 use crate::controllers::{Context, FIELD_MANAGER};
+use crate::delivery::Publisher;
 use crate::routing;
 
 pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>) -> Result<Action> {
@@ -213,15 +214,32 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
         );
     }
     next.observed_generation = project.metadata.generation;
-    write_status(ctx, project, &next).await?;
-
     let rollback = project.spec.rollback_to.is_some();
-    if let Some((reason, message)) = status::production_change(
+    let change = status::production_change(
         previous.production_deployment.as_deref(),
         next.production_deployment.as_deref(),
         rollback,
         &production_url,
-    ) {
+    );
+    // The webhook event before the status that records the change: a crash in between
+    // publishes again, and the delivery's deterministic name makes that a no-op.
+    if let (Some((_, message)), Some(serving)) = (&change, &next.production_deployment) {
+        let event = render::production_event(
+            project,
+            previous.production_deployment.as_deref(),
+            serving,
+            rollback,
+            &production_url,
+            message,
+        );
+        Publisher::new(ctx.client.clone())
+            .publish(&event)
+            .await
+            .map_err(|err| Error::Publish(Box::new(err)))?;
+    }
+    write_status(ctx, project, &next).await?;
+
+    if let Some((reason, message)) = change {
         publish(
             &recorder,
             project,

@@ -15,6 +15,7 @@ use crate::config::RoutingConfig;
 use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL};
 use crate::controllers::deployment::status::AVAILABLE_REASON;
 use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
+use crate::delivery::PlatformEvent;
 use crate::routing;
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
@@ -245,6 +246,46 @@ pub fn branch_route(
     )
 }
 
+/// The webhook event of a production change (`deployment.promoted` or
+/// `deployment.rolled_back`). Its id names the change and the Project's generation
+/// (`<uid>/<type>/<from>-><to>/<generation>`): publishing it again after a crash creates no
+/// second delivery, while promoting again after a rollback is cleared is a new event.
+pub fn production_event(
+    project: &Project,
+    previous: Option<&str>,
+    next: &str,
+    rollback: bool,
+    url: &str,
+    summary: &str,
+) -> PlatformEvent {
+    let event_type = if rollback {
+        "deployment.rolled_back"
+    } else {
+        "deployment.promoted"
+    };
+    let mut event = PlatformEvent::new(
+        event_type,
+        format!(
+            "{}/{event_type}/{}->{next}/{}",
+            project.uid().unwrap_or_default(),
+            previous.unwrap_or(""),
+            project.metadata.generation.unwrap_or_default()
+        ),
+        &project.namespace().unwrap_or_default(),
+        format!("{}: {summary}", project.name_any()),
+    )
+    .with_project(
+        &project.name_any(),
+        project.metadata.labels.clone().unwrap_or_default(),
+    )
+    .with("deployment", next.to_owned())
+    .with("url", url.to_owned());
+    if let Some(previous) = previous {
+        event = event.with("previousDeployment", previous.to_owned());
+    }
+    event
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -283,6 +324,51 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_production_change_is_one_event_per_transition() {
+        let mut p = project(json!({}));
+        p.metadata.generation = Some(1);
+        let promoted = production_event(
+            &p,
+            Some("web-1"),
+            "web-2",
+            false,
+            "https://web.example",
+            "m",
+        );
+        assert_eq!(promoted.event_type, "deployment.promoted");
+        assert_eq!(promoted.id, "p-uid/deployment.promoted/web-1->web-2/1");
+        assert_eq!(promoted.data["deployment"], "web-2");
+        assert_eq!(promoted.data["previousDeployment"], "web-1");
+        let back = production_event(&p, Some("web-2"), "web-1", true, "https://web.example", "m");
+        assert_eq!(back.event_type, "deployment.rolled_back");
+        let republished = production_event(
+            &p,
+            Some("web-1"),
+            "web-2",
+            false,
+            "https://web.example",
+            "m",
+        );
+        assert_eq!(
+            republished.id, promoted.id,
+            "a crash and retry publishes nothing new"
+        );
+        p.metadata.generation = Some(3); // rolled back, then rollbackTo cleared
+        let again = production_event(
+            &p,
+            Some("web-1"),
+            "web-2",
+            false,
+            "https://web.example",
+            "m",
+        );
+        assert_ne!(again.id, promoted.id, "promoting again is news");
+        let first = production_event(&p, None, "web-1", false, "https://web.example", "m");
+        assert_eq!(first.id, "p-uid/deployment.promoted/->web-1/3");
+        assert!(!first.data.contains_key("previousDeployment"));
     }
 
     fn set() -> Vec<Deployment> {
