@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clouddeck::api::conditions::{self, CERTIFICATE_READY, READY, VERIFIED};
 use clouddeck::api::domain::Domain;
+use clouddeck::api::webhook::Webhook;
+use clouddeck::api::webhook_delivery::WebhookDelivery;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use k8s_openapi::api::events::v1::Event;
@@ -184,6 +186,30 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
     let _operator = start_operator(&ns.name, &dns);
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     production_route(&client, &ns.name, "storefront-v1").await;
+    // A subscriber to domain and alert events. Its loopback URL is refused by the egress
+    // policy (nothing is sent); the delivery log still records each event.
+    let webhook: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": "domain-events" },
+        "spec": {
+            "url": "http://127.0.0.1:9/hook", "events": ["domain.*", "alert.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }]
+        }
+    }))
+    .unwrap();
+    support::kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "signing",
+        "-n",
+        &ns.name,
+        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ]);
+    Api::<Webhook>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &webhook)
+        .await
+        .unwrap();
 
     domains
         .create(
@@ -240,6 +266,50 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
             .unwrap()
             .verified_at
             .is_some()
+    );
+
+    // Each outcome was published to the subscriber, every failure with an alert.
+    let log = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
+    let events = eventually("domain.verified in the delivery log", TIMEOUT, || async {
+        let events: Vec<(String, String)> = log
+            .list(&ListParams::default().labels("clouddeck.io/webhook=domain-events"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .map(|d| {
+                let reason = d.spec.payload["data"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (d.spec.event_type, reason)
+            })
+            .collect();
+        events
+            .iter()
+            .any(|(e, _)| e == "domain.verified")
+            .then_some(events)
+    })
+    .await;
+    let of = |event_type: &str| -> Vec<&str> {
+        let mut reasons: Vec<&str> = events
+            .iter()
+            .filter(|(e, _)| e == event_type)
+            .map(|(_, r)| r.as_str())
+            .collect();
+        reasons.sort();
+        reasons
+    };
+    assert_eq!(of("domain.verified"), ["RecordFound"], "{events:?}");
+    let failures = of("domain.verification_failed");
+    assert!(
+        failures.contains(&"NameNotFound") && failures.contains(&"RecordMismatch"),
+        "{events:?}"
+    );
+    assert_eq!(
+        of("alert.domain_verification_failed"),
+        failures,
+        "{events:?}"
     );
 
     // The certificate: exactly the hostname, from the Domain's issuer.

@@ -24,7 +24,9 @@ use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
 use super::{DomainContext, NAME, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
+use crate::api::project::Project;
 use crate::controllers::FIELD_MANAGER;
+use crate::delivery::{PlatformEvent, Publisher};
 use crate::dns::{self, VerificationRecord};
 use crate::routing;
 use crate::{Error, Result};
@@ -231,12 +233,23 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 settings.certificate_expiry_warning_days,
             )
         {
+            let message =
+                format!("the certificate for {hostname} expires in {days} day(s), at {not_after}");
+            let occurrence = not_after.to_string();
+            publish_webhook_events(
+                ctx,
+                domain,
+                ["certificate.expiring", "alert.certificate_expiring"]
+                    .map(|t| render::platform_event(domain, &hostname, t, &occurrence, &message))
+                    .into(),
+            )
+            .await?;
             publish(
                 ctx,
                 domain,
                 EventType::Warning,
                 "CertificateExpiring",
-                &format!("the certificate for {hostname} expires in {days} day(s), at {not_after}"),
+                &message,
             )
             .await;
         }
@@ -275,7 +288,15 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         serving.as_ref(),
         certificate.as_ref(),
     );
-    announce(ctx, domain, &previous, &verified, certificate.as_ref()).await;
+    announce(
+        ctx,
+        domain,
+        &hostname,
+        &previous,
+        &verified,
+        certificate.as_ref(),
+    )
+    .await?;
     write_status(ctx, domain, &previous, next).await?;
 
     Ok(match &ownership {
@@ -401,17 +422,62 @@ async fn write_status(
     }
 }
 
-/// Events for what changed: verification won or lost, certificate issued.
+/// Events and webhook events for what changed: verification won or lost, certificate
+/// issued. Runs before the status that records the change is written, so a crash in
+/// between announces again (the webhook deliveries' names make that a no-op).
 async fn announce(
     ctx: &DomainContext,
     domain: &Domain,
+    hostname: &str,
     previous: &DomainStatus,
     verified: &ConditionValue,
     certificate: Option<&ConditionValue>,
-) {
+) -> Result<()> {
     let before = conditions::find(&previous.conditions, VERIFIED);
     let changed =
         before.is_none_or(|c| c.status != verified.status.as_str() || c.reason != verified.reason);
+    let certificate_issued = certificate
+        .filter(|c| c.is_true())
+        .filter(|_| !conditions::is_true(&previous.conditions, CERTIFICATE_READY));
+    let mut webhook_events = Vec::new();
+    if changed {
+        let event_types: &[&str] = if verified.is_true() {
+            &["domain.verified"]
+        } else {
+            &[
+                "domain.verification_failed",
+                "alert.domain_verification_failed",
+            ]
+        };
+        for event_type in event_types {
+            webhook_events.push(
+                render::platform_event(
+                    domain,
+                    hostname,
+                    event_type,
+                    verified.reason,
+                    &verified.message,
+                )
+                .with("reason", verified.reason),
+            );
+        }
+    }
+    if let Some(cert) = certificate_issued {
+        // Issued for the first time, or again after it was not ready since that moment.
+        let occurrence = conditions::find(&previous.conditions, CERTIFICATE_READY).map_or_else(
+            || "first".to_owned(),
+            |c| c.last_transition_time.0.to_string(),
+        );
+        webhook_events.push(render::platform_event(
+            domain,
+            hostname,
+            "certificate.ready",
+            &occurrence,
+            &cert.message,
+        ));
+    }
+    publish_webhook_events(ctx, domain, webhook_events).await?;
+
     if changed {
         if verified.is_true() {
             info!(reason = verified.reason, "domain verified");
@@ -434,9 +500,7 @@ async fn announce(
             .await;
         }
     }
-    if let Some(cert) = certificate.filter(|c| c.is_true())
-        && !conditions::is_true(&previous.conditions, CERTIFICATE_READY)
-    {
+    if let Some(cert) = certificate_issued {
         publish(
             ctx,
             domain,
@@ -446,6 +510,33 @@ async fn announce(
         )
         .await;
     }
+    Ok(())
+}
+
+/// Writes the WebhookDeliveries of `events` for the Webhooks that subscribe to them,
+/// with the Project's labels for their project selectors.
+async fn publish_webhook_events(
+    ctx: &DomainContext,
+    domain: &Domain,
+    events: Vec<PlatformEvent>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let namespace = domain.namespace().unwrap_or_default();
+    let project = &domain.spec.project_ref.name;
+    let labels = Api::<Project>::namespaced(ctx.ctx.client.clone(), &namespace)
+        .get_opt(project)
+        .await?
+        .and_then(|p| p.metadata.labels)
+        .unwrap_or_default();
+    let publisher = Publisher::new(ctx.ctx.client.clone());
+    for event in events {
+        publisher
+            .publish(&event.with_project(project, labels.clone()))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn publish(ctx: &DomainContext, domain: &Domain, type_: EventType, reason: &str, note: &str) {

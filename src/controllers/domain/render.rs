@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::api::domain::{Domain, IssuerKind, IssuerReference};
 use crate::config::RoutingConfig;
+use crate::delivery::PlatformEvent;
 use crate::routing::{self, bounded_name};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -214,6 +215,27 @@ pub fn certificate(
     object
 }
 
+/// A `domain.*`, `certificate.*` or `alert.*` webhook event about `domain`. Its id is
+/// `<uid>/<type>/<occurrence>`: the same occurrence (a verification, a failure reason, a
+/// certificate's notAfter) published again is the same delivery, not a second one.
+pub fn platform_event(
+    domain: &Domain,
+    hostname: &str,
+    event_type: &str,
+    occurrence: &str,
+    summary: &str,
+) -> PlatformEvent {
+    let uid = domain.metadata.uid.as_deref().unwrap_or_default();
+    PlatformEvent::new(
+        event_type,
+        format!("{uid}/{event_type}/{occurrence}"),
+        domain.metadata.namespace.as_deref().unwrap_or_default(),
+        format!("{hostname}: {summary}"),
+    )
+    .with("domain", domain.metadata.name.clone().unwrap_or_default())
+    .with("hostname", hostname.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +277,31 @@ mod tests {
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
         }
+    }
+
+    #[test]
+    fn a_domain_event_is_one_delivery_per_occurrence() {
+        let mut domain: Domain = serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+            "metadata": { "name": "shop", "namespace": "team", "uid": "d-uid" },
+            "spec": { "hostname": "shop.example.com", "projectRef": { "name": "web" } }
+        }))
+        .unwrap();
+        let failed = platform_event(
+            &domain,
+            "shop.example.com",
+            "domain.verification_failed",
+            "RecordMissing",
+            "no TXT record",
+        );
+        assert_eq!(failed.id, "d-uid/domain.verification_failed/RecordMissing");
+        assert_eq!(failed.namespace, "team");
+        assert_eq!(failed.summary, "shop.example.com: no TXT record");
+        assert_eq!(failed.data["hostname"], "shop.example.com");
+        assert_eq!(failed.data["domain"], "shop");
+        domain.metadata.uid = Some("other-uid".into());
+        let other = platform_event(&domain, "shop.example.com", "domain.verified", "x", "ok");
+        assert_ne!(other.id, failed.id);
     }
 
     #[test]
