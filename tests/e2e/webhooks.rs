@@ -417,7 +417,9 @@ async fn a_delivery_survives_an_operator_restart_while_the_receiver_is_down() {
 #[tokio::test]
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 async fn benchmark_delivery_throughput_and_latency() {
-    use clouddeck::delivery::{PlatformEvent, Publisher};
+    use clouddeck::delivery::sender::Outgoing;
+    use clouddeck::delivery::signing::SigningKey;
+    use clouddeck::delivery::{EgressPolicy, PlatformEvent, Publisher, Sender};
     use futures::StreamExt;
 
     let _serial = support::one_operator_test_at_a_time().await;
@@ -483,6 +485,40 @@ async fn benchmark_delivery_throughput_and_latency() {
         .collect();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+
+    // Baseline in the same run: the same number of signed POSTs to the same receiver
+    // straight from the sender, with the same concurrency: no outbox, no apiserver.
+    let sender = Sender::new(EgressPolicy::from_allowlist(&["127.0.0.0/8"]).unwrap());
+    let keys = [SigningKey::parse(SECRET.as_bytes()).unwrap()];
+    let url = receiver.url();
+    let body = br#"{"type":"deployment.ready","data":{}}"#;
+    let direct = std::time::Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (sender, keys, url) = (&sender, &keys, &url);
+            async move {
+                let id = format!("msg_baseline_{i}");
+                let outcome = sender
+                    .send(&Outgoing {
+                        url,
+                        webhook_id: &id,
+                        body,
+                        keys,
+                        timeout: Duration::from_secs(5),
+                    })
+                    .await;
+                assert_eq!(outcome.status, Some(200), "{outcome:?}");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let direct = direct.elapsed();
+    println!(
+        "baseline (signed POSTs from the sender, no outbox): {count} in {:.2}s = {:.1}/s",
+        direct.as_secs_f64(),
+        count as f64 / direct.as_secs_f64()
+    );
     println!(
         "webhook delivery benchmark: {count} deliveries in {:.2}s = {:.1} deliveries/s; \
          event-to-first-attempt latency p50 {:?}, p95 {:?}, p99 {:?}, max {:?}",

@@ -240,7 +240,10 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 ctx,
                 domain,
                 ["certificate.expiring", "alert.certificate_expiring"]
-                    .map(|t| render::platform_event(domain, &hostname, t, &occurrence, &message))
+                    .map(|t| {
+                        render::platform_event(domain, &hostname, t, &occurrence, &message)
+                            .with("notAfter", occurrence.clone())
+                    })
                     .into(),
             )
             .await?;
@@ -458,7 +461,8 @@ async fn announce(
                     verified.reason,
                     &verified.message,
                 )
-                .with("reason", verified.reason),
+                .with("reason", verified.reason)
+                .with("message", verified.message.clone()),
             );
         }
     }
