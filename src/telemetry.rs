@@ -50,6 +50,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// `clouddeck_webhook_*`: deliveries by outcome, attempt latency, pending queue.
     pub delivery: crate::delivery::metrics::DeliveryMetrics,
+    /// `clouddeck_builds_*` and `clouddeck_rollouts_*`.
+    pub pipeline: PipelineMetrics,
 }
 
 impl Metrics {
@@ -64,7 +66,72 @@ impl Metrics {
             reconcile: ReconcileMetrics::new(registry),
             leader,
             delivery: crate::delivery::metrics::DeliveryMetrics::new(registry),
+            pipeline: PipelineMetrics::new(registry),
         }
+    }
+}
+
+/// How a build or a rollout ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    succeeded,
+    failed,
+    /// Superseded by a newer Deployment, or canceled.
+    canceled,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: Outcome,
+}
+
+/// Builds and rollouts of CloudDeck Deployments, by outcome.
+#[derive(Clone, Debug)]
+pub struct PipelineMetrics {
+    /// `clouddeck_builds_total{outcome}`
+    pub builds: Family<OutcomeLabels, Counter>,
+    /// `clouddeck_build_duration_seconds{outcome}`: from the build pod running to its end.
+    pub build_duration: Family<OutcomeLabels, Histogram>,
+    /// `clouddeck_rollouts_total{outcome}`
+    pub rollouts: Family<OutcomeLabels, Counter>,
+    /// `clouddeck_rollout_duration_seconds{outcome}`: from the workload applied to Ready.
+    pub rollout_duration: Family<OutcomeLabels, Histogram>,
+}
+
+impl PipelineMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        // 1s .. ~68min: a rollout takes seconds, a cold build many minutes.
+        let buckets = || Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        let metrics = PipelineMetrics {
+            builds: Family::default(),
+            build_duration: Family::new_with_constructor(buckets),
+            rollouts: Family::default(),
+            rollout_duration: Family::new_with_constructor(buckets),
+        };
+        registry.register(
+            "builds",
+            "Builds that ended, by outcome",
+            metrics.builds.clone(),
+        );
+        registry.register_with_unit(
+            "build_duration",
+            "How long builds ran, by outcome",
+            Unit::Seconds,
+            metrics.build_duration.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Rollouts that ended, by outcome",
+            metrics.rollouts.clone(),
+        );
+        registry.register_with_unit(
+            "rollout_duration",
+            "How long rollouts took to become Ready (or fail), by outcome",
+            Unit::Seconds,
+            metrics.rollout_duration.clone(),
+        );
+        metrics
     }
 }
 

@@ -311,7 +311,7 @@ async fn an_image_deployment_becomes_ready_with_a_preview_route() {
 async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-build").await;
-    let _pipeline = Pipeline::start(&ns.name).await;
+    let pipeline = Pipeline::start(&ns.name).await;
     create(
         &Api::<Project>::namespaced(client.clone(), &ns.name),
         git_project("web"),
@@ -447,6 +447,20 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
         project.status.unwrap().production_url.as_deref(),
         Some("https://web.clouddeck.localhost")
     );
+
+    // The operator counted one successful build and one successful rollout.
+    let operator = pipeline.operator.as_ref().unwrap();
+    let (_, metrics) = operator.get("/metrics").await.expect("GET /metrics");
+    for line in [
+        r#"clouddeck_builds_total{outcome="succeeded"} 1"#,
+        r#"clouddeck_rollouts_total{outcome="succeeded"} 1"#,
+        r#"clouddeck_build_duration_seconds_count{outcome="succeeded"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
 }
 
 /// User story: "My build fails; the Deployment says Failed, tells me why and where the

@@ -19,18 +19,21 @@ use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
-use super::status::{self, BuildState, Observed, RolloutState, Stop};
+use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use super::{
     CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
 };
 use crate::api::conditions::Conditions;
-use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, GitRevision};
+use crate::api::deployment::{
+    Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
+};
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
+use crate::telemetry::OutcomeLabels;
 
 /// Handles one Deployment, timing it and resetting its backoff on success.
 pub async fn reconcile(
@@ -302,6 +305,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     if timings.queued_at.is_none() {
         timings.queued_at = deployment.metadata.creation_timestamp.clone();
     }
+    let before = timings.clone();
     status::stamp(&mut timings, previous, step.phase, &now);
     status::apply_condition(
         &mut status.conditions,
@@ -326,6 +330,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
             .map_err(|err| Error::Publish(Box::new(err)))?;
     }
     write_status(client, deployment, &status).await?;
+    record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
             &recorder,
@@ -698,6 +703,36 @@ async fn adopt_by_project(
     )
     .await?;
     Ok(())
+}
+
+/// Counts the build or rollout a phase change finished.
+fn record_finished(
+    ctx: &Context,
+    previous: Option<DeploymentPhase>,
+    step: &status::Step,
+    before: &PhaseTimings,
+    after: Option<&PhaseTimings>,
+) {
+    let Some(after) = after else { return };
+    let metrics = &ctx.metrics.pipeline;
+    for done in status::finished(previous, step.phase, before, after, step.condition.1) {
+        let (count, duration, outcome, seconds) = match done {
+            Finished::Build(outcome, seconds) => {
+                (&metrics.builds, &metrics.build_duration, outcome, seconds)
+            }
+            Finished::Rollout(outcome, seconds) => (
+                &metrics.rollouts,
+                &metrics.rollout_duration,
+                outcome,
+                seconds,
+            ),
+        };
+        let labels = OutcomeLabels { outcome };
+        count.get_or_create(&labels).inc();
+        if let Some(seconds) = seconds {
+            duration.get_or_create(&labels).observe(seconds);
+        }
+    }
 }
 
 /// Reports a spec or reference problem: `Stalled` naming the field, and a Warning Event.

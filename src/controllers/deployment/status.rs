@@ -15,6 +15,7 @@ use kube::runtime::events::EventType;
 
 use crate::api::conditions::Conditions;
 use crate::api::deployment::{DeploymentPhase, PhaseTimings};
+use crate::telemetry::Outcome;
 
 /// What the build Job shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,10 +331,119 @@ pub fn stamp(
     }
 }
 
+/// How a build or a rollout ended, for the `clouddeck_builds_*` and `clouddeck_rollouts_*`
+/// metrics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Finished {
+    Build(Outcome, Option<f64>),
+    Rollout(Outcome, Option<f64>),
+}
+
+/// What a phase change finished, with its duration in seconds when both ends were seen.
+/// `before` and `after` are the timings around [`stamp`].
+pub fn finished(
+    previous: Option<DeploymentPhase>,
+    next: DeploymentPhase,
+    before: &PhaseTimings,
+    after: &PhaseTimings,
+    failure_reason: &str,
+) -> Vec<Finished> {
+    use DeploymentPhase::*;
+    if previous == Some(next) {
+        return Vec::new();
+    }
+    let seconds = |from: &Option<Time>, to: &Option<Time>| match (from, to) {
+        (Some(from), Some(to)) => Some(to.0.duration_since(from.0).as_secs_f64()),
+        _ => None,
+    };
+    let outcome = match next {
+        Failed => Outcome::failed,
+        Canceled | Superseded => Outcome::canceled,
+        _ => Outcome::succeeded,
+    };
+    let mut done = Vec::new();
+    let build_failed = next == Failed && failure_reason.starts_with("Build");
+    if before.build_finished_at.is_none() && after.build_finished_at.is_some() {
+        done.push(Finished::Build(
+            outcome,
+            seconds(&after.build_started_at, &after.build_finished_at),
+        ));
+    } else if build_failed {
+        done.push(Finished::Build(Outcome::failed, None));
+    }
+    if before.ready_at.is_none() && after.ready_at.is_some() {
+        done.push(Finished::Rollout(
+            Outcome::succeeded,
+            seconds(&after.deploy_started_at, &after.ready_at),
+        ));
+    } else if next == Failed && !build_failed {
+        done.push(Finished::Rollout(
+            Outcome::failed,
+            seconds(&after.deploy_started_at, &after.finished_at),
+        ));
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use DeploymentPhase::*;
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn a_build_then_a_rollout_are_each_counted_once_with_their_duration() {
+        let mut timings = PhaseTimings::default();
+        stamp(&mut timings, None, Building, &at(100));
+        let before = timings.clone();
+        stamp(&mut timings, Some(Building), Deploying, &at(160));
+        assert_eq!(
+            finished(Some(Building), Deploying, &before, &timings, "Progressing"),
+            [Finished::Build(Outcome::succeeded, Some(60.0))]
+        );
+        let before = timings.clone();
+        stamp(&mut timings, Some(Deploying), Ready, &at(175));
+        assert_eq!(
+            finished(Some(Deploying), Ready, &before, &timings, "Available"),
+            [Finished::Rollout(Outcome::succeeded, Some(15.0))]
+        );
+        let before = timings.clone();
+        stamp(&mut timings, Some(Ready), Ready, &at(200));
+        assert!(finished(Some(Ready), Ready, &before, &timings, "Available").is_empty());
+    }
+
+    #[test]
+    fn failures_count_against_the_step_that_failed() {
+        let mut timings = PhaseTimings::default();
+        stamp(&mut timings, None, Building, &at(100));
+        let before = timings.clone();
+        stamp(&mut timings, Some(Building), Failed, &at(130));
+        assert_eq!(
+            finished(Some(Building), Failed, &before, &timings, "BuildFailed"),
+            [Finished::Build(Outcome::failed, Some(30.0))]
+        );
+
+        let mut timings = PhaseTimings::default();
+        stamp(&mut timings, None, Deploying, &at(100));
+        let before = timings.clone();
+        stamp(&mut timings, Some(Deploying), Failed, &at(700));
+        assert_eq!(
+            finished(Some(Deploying), Failed, &before, &timings, "RolloutStalled"),
+            [Finished::Rollout(Outcome::failed, Some(600.0))]
+        );
+
+        let mut timings = PhaseTimings::default();
+        stamp(&mut timings, None, Building, &at(100));
+        let before = timings.clone();
+        stamp(&mut timings, Some(Building), Superseded, &at(110));
+        assert_eq!(
+            finished(Some(Building), Superseded, &before, &timings, "Superseded"),
+            [Finished::Build(Outcome::canceled, Some(10.0))]
+        );
+    }
 
     fn observed(build: Option<BuildState>, rollout: Option<RolloutState>) -> Observed {
         Observed {
