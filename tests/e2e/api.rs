@@ -132,7 +132,10 @@ async fn every_sample_applies_and_reads_back_with_defaults() {
         serde_json::json!(["5s", "5m", "30m", "2h", "5h", "10h", "10h"]),
         "the Svix-like retry schedule is the default"
     );
-    assert_eq!(signed["spec"]["disabled"], false);
+    assert_eq!(
+        signed["spec"]["disabled"], true,
+        "the sample Webhooks send nothing until pointed at a receiver"
+    );
     let slack = get_json(&ns.name, "webhooks.clouddeck.io/alerts-to-slack");
     assert_eq!(slack["spec"]["timeoutSeconds"], 15);
 

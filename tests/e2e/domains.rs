@@ -546,3 +546,259 @@ async fn a_hostname_verified_in_one_namespace_cannot_be_taken_from_another() {
         .unwrap();
     wait_condition(&taker, "shop", VERIFIED, "True", "RecordFound").await;
 }
+
+/// `kubectl apply -n <namespace>` of the files of `config/samples` named.
+fn apply_samples(namespace: &str, files: &[&str]) {
+    let samples = support::repo_root().join("config/samples");
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| samples.join(f).to_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec!["apply", "-n", namespace];
+    for path in &paths {
+        args.extend(["-f", path.as_str()]);
+    }
+    support::kubectl_ok(&args);
+}
+
+/// `kubectl get domains -n <namespace>` as the user reads it: each row by NAME, each cell
+/// by its column header (cells are cut at the headers' positions: an empty one is blank).
+fn domains_table(namespace: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let out = support::kubectl_ok(&["get", "domains", "-n", namespace]);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut columns: Vec<(usize, &str)> = Vec::new();
+    for (i, c) in header.char_indices() {
+        if c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' ') {
+            let name = header[i..].split(' ').next().unwrap_or_default();
+            columns.push((i, name));
+        }
+    }
+    lines
+        .map(|line| {
+            let row: BTreeMap<String, String> = columns
+                .iter()
+                .enumerate()
+                .map(|(n, (start, name))| {
+                    let end = columns.get(n + 1).map_or(line.len(), |c| c.0);
+                    let cell = line.get(*start..end.min(line.len())).unwrap_or_default();
+                    (name.to_string(), cell.trim().to_owned())
+                })
+                .collect();
+            (row["NAME"].clone(), row)
+        })
+        .collect()
+}
+
+/// The issue's acceptance, with the real samples: "apply `config/samples` domains, add
+/// the TXT records the status asks for, and see `kubectl get domains` go Verified and
+/// Ready with the certificate requested; the takeover attempt is refused."
+///
+/// Only the samples the Domains need are applied (`secrets.yaml`, `project.yaml`,
+/// `domain.yaml`), not the whole kustomization: the sample Webhooks point at public URLs,
+/// and a delivery resolves its host with the system resolver (`tokio::net::lookup_host`,
+/// see `src/delivery/sender.rs`) before the egress policy can refuse it — a DNS query
+/// leaving the machine, and a real POST if it resolves. The sample Deployments would start
+/// builds. No build runs here, so a stand-in production route plays the Project's
+/// production, and the Certificates are issued by patching their status as cert-manager
+/// would.
+#[tokio::test]
+async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-sample-domains").await;
+    let other = TestNamespace::new(&client, "e2e-sample-taker").await;
+    let dns = Dns::start();
+    let _serial = support::one_operator_test_at_a_time().await;
+    // The samples' hostnames are cluster-wide claims: a Domain left by an earlier run
+    // (its namespace still being deleted) would own them.
+    let everywhere = Api::<Domain>::all(client.clone());
+    eventually(
+        "no other Domain claiming example.com or www.example.com",
+        TIMEOUT,
+        || async {
+            let all = everywhere.list(&ListParams::default()).await.ok()?;
+            all.items
+                .iter()
+                .all(|d| {
+                    !["example.com", "www.example.com"].contains(&d.spec.hostname.as_str())
+                        || d.metadata.namespace.as_deref() == Some(ns.name.as_str())
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let _operator = start_operator(&ns.name, &dns);
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    production_route(&client, &ns.name, "storefront-3f9c2ab").await;
+
+    apply_samples(&ns.name, &["secrets.yaml", "project.yaml", "domain.yaml"]);
+
+    // The status asks for one TXT record per Domain; until it exists, not verified.
+    let mut records = BTreeMap::new();
+    for (name, hostname) in [
+        ("example-com", "example.com"),
+        ("www-example-com", "www.example.com"),
+    ] {
+        let (record_name, record_value) = eventually(
+            &format!("kubectl to show Domain {name}'s TXT record"),
+            TIMEOUT,
+            || async {
+                let out = support::kubectl_ok(&[
+                    "get",
+                    "domain",
+                    name,
+                    "-n",
+                    &ns.name,
+                    "-o",
+                    "jsonpath={.status.verification.recordName} {.status.verification.recordValue}",
+                ]);
+                let (n, v) = out.trim().split_once(' ')?;
+                (!n.is_empty() && !v.is_empty()).then(|| (n.to_owned(), v.to_owned()))
+            },
+        )
+        .await;
+        assert_eq!(record_name, format!("_clouddeck.{hostname}"));
+        assert!(
+            record_value.starts_with("clouddeck-verification="),
+            "{record_value}"
+        );
+        wait_condition(&domains, name, VERIFIED, "False", "NameNotFound").await;
+        records.insert(record_name, vec![record_value]);
+    }
+    let table = domains_table(&ns.name);
+    assert_eq!(table["example-com"]["VERIFIED"], "False", "{table:?}");
+    assert_eq!(table["www-example-com"]["VERIFIED"], "False", "{table:?}");
+
+    // Publish exactly those records: both Domains verify, without being touched.
+    dns.set_txt(&records);
+    for name in ["example-com", "www-example-com"] {
+        wait_condition(&domains, name, VERIFIED, "True", "RecordFound").await;
+    }
+
+    // Each gets a Certificate for exactly its hostname from the sample's ClusterIssuer.
+    let certs = certificates(&client, &ns.name);
+    for (name, hostname) in [
+        ("example-com", "example.com"),
+        ("www-example-com", "www.example.com"),
+    ] {
+        let cert_name = format!("{name}-tls");
+        let cert = eventually(&format!("the Certificate {cert_name}"), TIMEOUT, || async {
+            certs.get_opt(&cert_name).await.ok()?
+        })
+        .await;
+        assert_eq!(cert.data["spec"]["dnsNames"], json!([hostname]));
+        assert_eq!(cert.data["spec"]["secretName"], cert_name.as_str());
+        assert_eq!(
+            cert.data["spec"]["issuerRef"],
+            json!({ "group": "cert-manager.io", "kind": "ClusterIssuer", "name": "letsencrypt-prod" })
+        );
+    }
+    wait_condition(
+        &domains,
+        "example-com",
+        READY,
+        "False",
+        "CertificatePending",
+    )
+    .await;
+
+    // cert-manager issues them (simulated: no cert-manager runs here).
+    let issued = json!({ "status": {
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready",
+                         "message": "Certificate is up to date and has not expired",
+                         "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+        "notAfter": "2099-01-01T00:00:00Z",
+    }});
+    for cert_name in ["example-com-tls", "www-example-com-tls"] {
+        certs
+            .patch_status(cert_name, &PatchParams::default(), &Patch::Merge(&issued))
+            .await
+            .expect("patch the Certificate's status");
+    }
+    wait_condition(&domains, "example-com", READY, "True", "Serving").await;
+    wait_condition(&domains, "www-example-com", READY, "True", "Redirecting").await;
+    for name in ["example-com", "www-example-com"] {
+        wait_condition(
+            &domains,
+            name,
+            CERTIFICATE_READY,
+            "True",
+            "CertificateIssued",
+        )
+        .await;
+    }
+
+    // What the user sees.
+    let table = domains_table(&ns.name);
+    for (name, host) in [
+        ("example-com", "example.com"),
+        ("www-example-com", "www.example.com"),
+    ] {
+        let row = &table[name];
+        assert_eq!(
+            (
+                row["HOST"].as_str(),
+                row["PROJECT"].as_str(),
+                row["READY"].as_str(),
+                row["VERIFIED"].as_str(),
+                row["CERTIFICATE"].as_str()
+            ),
+            (host, "storefront", "True", "True", "True"),
+            "{table:?}"
+        );
+    }
+
+    // The apex serves production; www redirects to it with the sample's status code.
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    let apex = routes.get("example-com-domain").await.unwrap();
+    assert_eq!(apex.spec.hostnames, Some(vec!["example.com".to_owned()]));
+    assert_eq!(
+        clouddeck::routing::backend_service(&apex),
+        Some("storefront-3f9c2ab")
+    );
+    let status_code = domains
+        .get("www-example-com")
+        .await
+        .unwrap()
+        .spec
+        .redirect_to
+        .unwrap()
+        .status_code;
+    assert_eq!(status_code, 308, "the sample's status code");
+    let www = serde_json::to_value(routes.get("www-example-com-domain").await.unwrap()).unwrap();
+    assert_eq!(www["spec"]["hostnames"], json!(["www.example.com"]));
+    let filter = &www["spec"]["rules"][0]["filters"][0];
+    assert_eq!(filter["type"], "RequestRedirect");
+    assert_eq!(filter["requestRedirect"]["hostname"], "example.com");
+    assert_eq!(filter["requestRedirect"]["statusCode"], status_code);
+
+    // The takeover: another namespace applies the same Domains. Refused, without a DNS
+    // lookup and without learning whose hostnames they are.
+    apply_samples(&other.name, &["domain.yaml"]);
+    let taker = Api::<Domain>::namespaced(client.clone(), &other.name);
+    for name in ["example-com", "www-example-com"] {
+        let refused = wait_condition(&taker, name, VERIFIED, "False", "HostnameClaimed").await;
+        let message = condition_message(&refused, VERIFIED);
+        assert!(
+            !message.contains(&ns.name),
+            "leaks the owner's namespace: {message}"
+        );
+        assert!(conditions::is_true(
+            &refused.status.as_ref().unwrap().conditions,
+            conditions::STALLED
+        ));
+    }
+    let table = domains_table(&other.name);
+    assert_eq!(table["example-com"]["VERIFIED"], "False", "{table:?}");
+    assert_eq!(table["example-com"]["READY"], "False", "{table:?}");
+    assert!(
+        certificates(&client, &other.name)
+            .get_opt("example-com-tls")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused Domain gets no certificate"
+    );
+    // The owner is untouched.
+    wait_condition(&domains, "example-com", READY, "True", "Serving").await;
+}
