@@ -35,7 +35,7 @@ build_k8s() {
   local out dir minor
   out=$(tool_bin_dir "kubernetes-$K8S_VERSION")
   if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler && -x $out/kubectl ]]; then return; fi
-  log_build "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (cold build: 15-30 min on 2 cores)"
+  log_build "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (first build: about 10 minutes on 2 cores, then cached)"
   dir=$CACHE_DIR/kubernetes-$K8S_VERSION/src
   go_wrapper "$dir"
   mkdir -p "$out"
