@@ -200,6 +200,36 @@ pub struct WebhookConfig {
         value_parser = parse_webhook_allow_entry
     )]
     pub allow_cidrs: Vec<String>,
+
+    /// Retention: how long a Delivered delivery is kept (e.g. 24h, 90m, 2s, 1d).
+    #[arg(
+        long = "webhook-delivered-ttl",
+        env = "CLOUDDECK_WEBHOOK_DELIVERED_TTL",
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = crate::controllers::webhook::status::parse_ttl
+    )]
+    pub delivered_ttl: Duration,
+
+    /// Retention: how long a Failed delivery is kept (e.g. 7d, 36h, 1d12h).
+    #[arg(
+        long = "webhook-failed-ttl",
+        env = "CLOUDDECK_WEBHOOK_FAILED_TTL",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = crate::controllers::webhook::status::parse_ttl
+    )]
+    pub failed_ttl: Duration,
+
+    /// Retention: at most this many finished (Delivered or Failed) deliveries are kept per
+    /// Webhook, the newest ones. Pending and Retrying deliveries are never pruned.
+    #[arg(
+        long = "webhook-keep-per-webhook",
+        env = "CLOUDDECK_WEBHOOK_KEEP_PER_WEBHOOK",
+        value_name = "COUNT",
+        default_value_t = 100
+    )]
+    pub keep_per_webhook: usize,
 }
 
 fn parse_webhook_allow_entry(input: &str) -> Result<String, String> {

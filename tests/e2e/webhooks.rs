@@ -702,3 +702,159 @@ async fn a_deployment_going_ready_is_delivered_once_to_each_subscribed_webhook()
     );
     assert_eq!(alerts.received().len(), 1);
 }
+
+/// User story: "The delivery log stays bounded as the platform team configured it: with
+/// `--webhook-keep-per-webhook 3` only my newest three finished deliveries remain; with
+/// `--webhook-delivered-ttl 2s` Delivered ones go after two seconds, while a delivery still
+/// being retried is kept however old it is."
+#[tokio::test]
+async fn retention_prunes_as_configured() {
+    use clouddeck::delivery::{PlatformEvent, Publisher};
+
+    /// `clouddeck run` as [`start_operator`] starts it, with the retention flags `args`.
+    async fn start_operator_with(namespace: &str, args: &[&str]) -> Operator {
+        Operator::builder(namespace, &format!("webhooks-{namespace}"))
+            .env("CLOUDDECK_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+            .args(args)
+            .start_leading()
+            .await
+    }
+    /// Publishes `deployment.ready` number `n`; returns the names of its deliveries.
+    async fn publish(client: &Client, namespace: &str, n: usize) -> Vec<String> {
+        let event = PlatformEvent::new(
+            "deployment.ready",
+            format!("retention/{n}"),
+            namespace,
+            format!("retention {n}"),
+        )
+        .with("n", n);
+        Publisher::new(client.clone())
+            .publish(&event)
+            .await
+            .unwrap()
+            .created
+    }
+    fn phase(d: &WebhookDelivery) -> Option<DeliveryPhase> {
+        d.status.as_ref().and_then(|s| s.phase)
+    }
+    fn n(d: &WebhookDelivery) -> Option<u64> {
+        d.spec.payload["data"]["n"].as_u64()
+    }
+
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+
+    // Part 1: keep the newest 3 per Webhook; the TTL (1h) plays no part.
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    let receiver = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator_with(
+        &ns.name,
+        &[
+            "--webhook-keep-per-webhook",
+            "3",
+            "--webhook-delivered-ttl",
+            "1h",
+        ],
+    )
+    .await;
+    create_webhook(&client, &ns.name, "hooks", &receiver.url(), &["1s"]).await;
+    wait_delivery(&client, &ns.name, DeliveryPhase::Delivered, 1).await; // the ping
+    let api = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
+    for i in 0..6 {
+        let [name] = publish(&client, &ns.name, i).await.try_into().unwrap();
+        eventually(
+            &format!("delivery {name} (n={i}) Delivered"),
+            Duration::from_secs(60),
+            || async {
+                let d = api.get_opt(&name).await.unwrap()?;
+                (phase(&d) == Some(DeliveryPhase::Delivered)).then_some(())
+            },
+        )
+        .await;
+        // Attempt times are whole seconds: one second apart, "newest" is unambiguous.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(receiver.received().len(), 7, "the ping and six events");
+    let newest = |list: &[WebhookDelivery]| -> Vec<Option<u64>> {
+        let mut ids: Vec<_> = list.iter().map(n).collect();
+        ids.sort();
+        ids
+    };
+    let kept = eventually(
+        "exactly the newest 3 deliveries to remain",
+        Duration::from_secs(30),
+        || async {
+            let list = deliveries(&client, &ns.name).await;
+            (list.len() == 3).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(newest(&kept), [Some(3), Some(4), Some(5)], "{kept:#?}");
+    assert!(
+        kept.iter()
+            .all(|d| phase(d) == Some(DeliveryPhase::Delivered))
+    );
+    // And no more than that: later passes keep them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        newest(&deliveries(&client, &ns.name).await),
+        [Some(3), Some(4), Some(5)]
+    );
+    operator.stop().await;
+    drop(receiver);
+
+    // Part 2: Delivered deliveries go after 2s; Retrying ones stay.
+    let ns = TestNamespace::new(&client, "e2e-webhooks").await;
+    let ok = Receiver::start(&[]).await;
+    let failing = Receiver::start(&[500; 50]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator_with(&ns.name, &["--webhook-delivered-ttl", "2s"]).await;
+    create_webhook(&client, &ns.name, "ok", &ok.url(), &["1s"]).await;
+    create_webhook(&client, &ns.name, "failing", &failing.url(), &["1h"]).await;
+    ok.wait_for(1, Duration::from_secs(60)).await;
+    failing.wait_for(1, Duration::from_secs(60)).await;
+    for i in 0..2 {
+        assert_eq!(
+            publish(&client, &ns.name, i).await.len(),
+            2,
+            "one per Webhook"
+        );
+    }
+    ok.wait_for(3, Duration::from_secs(60)).await;
+    failing.wait_for(3, Duration::from_secs(60)).await;
+    let of = |list: &[WebhookDelivery], webhook: &str| -> Vec<WebhookDelivery> {
+        list.iter()
+            .filter(|d| d.spec.webhook_ref.name == webhook)
+            .cloned()
+            .collect()
+    };
+    let delivered_at = std::time::Instant::now();
+    let left = eventually(
+        "the Delivered deliveries to be pruned after 2s",
+        Duration::from_secs(30),
+        || async {
+            let list = deliveries(&client, &ns.name).await;
+            of(&list, "ok").is_empty().then_some(list)
+        },
+    )
+    .await;
+    println!(
+        "Delivered deliveries pruned {:?} after the last arrived",
+        delivered_at.elapsed()
+    );
+    let retrying = of(&left, "failing");
+    assert_eq!(retrying.len(), 3, "the ping and two events: {left:#?}");
+    assert!(
+        retrying
+            .iter()
+            .all(|d| phase(d) == Some(DeliveryPhase::Retrying)),
+        "{retrying:#?}"
+    );
+    // Well past the 2s TTL, the Retrying deliveries are still there.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let list = deliveries(&client, &ns.name).await;
+    assert_eq!(of(&list, "failing").len(), 3, "{list:#?}");
+    assert!(of(&list, "ok").is_empty());
+    operator.stop().await;
+}

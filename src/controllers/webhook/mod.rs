@@ -2,7 +2,8 @@
 //! `Ready`, reads the endpoint's health from the delivery log (`Degraded` and a
 //! `WebhookFailing` Warning Event after repeated failures), sends a `webhook.ping` when the
 //! Webhook is created or its `clouddeck.io/ping` annotation changes, and prunes old
-//! deliveries.
+//! deliveries (retention: after each reconcile, which a delivery's change triggers, and
+//! again when the next kept delivery's TTL runs out).
 
 pub mod reconcile;
 pub mod status;
@@ -23,6 +24,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
 use crate::delivery::{EgressPolicy, Publisher};
+use status::Retention;
 
 pub const CONTROLLER: KindController = KindController {
     name: "webhook",
@@ -34,6 +36,8 @@ pub struct WebhookContext {
     pub recorder: Recorder,
     pub publisher: Publisher,
     pub policy: EgressPolicy,
+    /// From `--webhook-delivered-ttl`, `--webhook-failed-ttl`, `--webhook-keep-per-webhook`.
+    pub retention: Retention,
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
@@ -44,12 +48,14 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             recorder: Recorder::new(client.clone(), reporter()),
             publisher: Publisher::new(client.clone()),
             policy: egress_policy(&run.ctx.config),
+            retention: Retention::from_config(&run.ctx.config.webhooks),
         });
         let controller = Controller::new(
             Api::<Webhook>::all(client.clone()),
             watcher::Config::default(),
         )
-        // A delivery's outcome changes its Webhook's health.
+        // A delivery's outcome changes its Webhook's health, and a delivery that finishes
+        // may push an older one out of retention's newest N.
         .owns(
             Api::<WebhookDelivery>::all(client),
             watcher::Config::default(),

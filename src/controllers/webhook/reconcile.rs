@@ -12,10 +12,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::WebhookContext;
-use super::status::{self as health_status, Retention};
+use super::status as health_status;
 use crate::Result;
 use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
@@ -33,7 +33,9 @@ pub const PING_ANNOTATION: &str = "clouddeck.io/ping";
 pub const PING_HANDLED_ANNOTATION: &str = "clouddeck.io/ping-handled";
 pub const PING_EVENT: &str = "webhook.ping";
 
-/// Retention runs with each reconcile; this bounds the time between two.
+/// Retention runs with each reconcile: whenever one of the Webhook's deliveries changes
+/// (the controller owns them), when the next kept delivery passes its TTL, and at least
+/// this often.
 const RESYNC: Duration = Duration::from_secs(300);
 
 pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<WebhookContext>) -> Result<Action> {
@@ -182,19 +184,27 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         alert_failing(ctx, webhook, &health).await;
     }
 
-    for stale in health_status::to_prune(&deliveries, &Retention::default(), Timestamp::now()) {
-        match deliveries_api
-            .delete(&stale, &DeleteParams::default())
-            .await
-        {
+    let now = Timestamp::now();
+    let stale = health_status::to_prune(&deliveries, &ctx.retention, now);
+    for stale in &stale {
+        match deliveries_api.delete(stale, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(err) => return Err(err.into()),
         }
     }
 
+    if !stale.is_empty() {
+        debug!(webhook = %name, pruned = stale.len(), "retention deleted finished deliveries");
+    }
+
     let key_retry = key_problem.is_some().then_some(Duration::from_secs(30));
-    Ok(Action::requeue(key_retry.unwrap_or(RESYNC)))
+    let expiry = health_status::next_expiry(&deliveries, &ctx.retention, now);
+    let next = [key_retry, expiry]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC, Duration::min);
+    Ok(Action::requeue(next))
 }
 
 /// The ping GitHub-style: on creation, and whenever the ping annotation gets a new value.

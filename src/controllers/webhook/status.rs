@@ -1,10 +1,13 @@
 //! What a Webhook's status says, computed from its spec checks and its delivery log:
 //! pure functions, unit-tested with plain values.
 
+use std::time::Duration;
+
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
+use crate::config::WebhookConfig;
 
 /// Consecutive failed attempts after which a Webhook is `Degraded`.
 pub const DEGRADED_AFTER: i32 = 5;
@@ -68,7 +71,8 @@ pub fn endpoint_health(deliveries: &[WebhookDelivery]) -> EndpointHealth {
     health
 }
 
-/// How long finished deliveries are kept, and how many.
+/// How long finished deliveries are kept, and how many: `--webhook-delivered-ttl`,
+/// `--webhook-failed-ttl` and `--webhook-keep-per-webhook` (see [`Retention::from_config`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
     /// Delivered deliveries older than this are deleted.
@@ -79,6 +83,7 @@ pub struct Retention {
     pub keep_newest: usize,
 }
 
+/// The flags' defaults: Delivered for 24h, Failed for 7 days, the newest 100 per Webhook.
 impl Default for Retention {
     fn default() -> Self {
         Retention {
@@ -89,15 +94,60 @@ impl Default for Retention {
     }
 }
 
-/// The deliveries retention deletes: finished ones past their TTL, and finished ones
-/// beyond the newest `keep_newest`. Pending and Retrying deliveries are never pruned, nor
-/// is one with a redelivery request not yet handled.
-pub fn to_prune(
-    deliveries: &[WebhookDelivery],
-    retention: &Retention,
-    now: Timestamp,
-) -> Vec<String> {
-    let mut finished: Vec<(&WebhookDelivery, DeliveryPhase, Timestamp)> = deliveries
+impl Retention {
+    /// The retention the operator was started with.
+    pub fn from_config(config: &WebhookConfig) -> Self {
+        // Durations beyond SignedDuration's range (billions of years) mean "forever".
+        let ttl = |d: Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+        Retention {
+            delivered_ttl: ttl(config.delivered_ttl),
+            failed_ttl: ttl(config.failed_ttl),
+            keep_newest: config.keep_per_webhook,
+        }
+    }
+
+    fn ttl(&self, phase: DeliveryPhase) -> SignedDuration {
+        match phase {
+            DeliveryPhase::Failed => self.failed_ttl,
+            _ => self.delivered_ttl,
+        }
+    }
+}
+
+/// Parses a retention TTL: what `--lease-duration` takes (`90`, `90s`, `15m`, `24h`,
+/// `1h30m`), optionally led by whole days (`7d`, `1d12h`).
+pub fn parse_ttl(input: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {input:?}: use e.g. 7d, 36h, 15m, 2s or 1d12h");
+    let trimmed = input.trim();
+    let (days, rest) = match trimmed.split_once('d') {
+        Some((days, rest)) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => {
+            (days.parse::<u64>().map_err(|_| invalid())?, Some(rest))
+        }
+        Some(_) => return Err(invalid()),
+        None => (0, None),
+    };
+    let rest = match rest {
+        Some("") => Duration::ZERO,
+        Some(rest) => crate::config::parse_seconds(rest).map_err(|_| invalid())?,
+        None => crate::config::parse_seconds(trimmed).map_err(|_| invalid())?,
+    };
+    days.checked_mul(24 * 3600)
+        .and_then(|s| rest.as_secs().checked_add(s))
+        .map(Duration::from_secs)
+        .ok_or_else(invalid)
+}
+
+/// A finished delivery retention may delete: its name, phase and when it finished (its
+/// last attempt; its creation when it has none).
+struct Finished<'a> {
+    name: &'a str,
+    phase: DeliveryPhase,
+    at: Timestamp,
+}
+
+/// Delivered and Failed deliveries without an unhandled redelivery request, newest first.
+fn finished(deliveries: &[WebhookDelivery], now: Timestamp) -> Vec<Finished<'_>> {
+    let mut finished: Vec<Finished<'_>> = deliveries
         .iter()
         .filter_map(|d| {
             let status = d.status.as_ref()?;
@@ -113,28 +163,67 @@ pub fn to_prune(
             if redelivery.is_some() && redelivery != status.redelivery_handled.as_ref() {
                 return None;
             }
-            let finished_at = status
+            let at = status
                 .attempts
                 .last()
                 .map(|a| a.time.0)
                 .or_else(|| d.metadata.creation_timestamp.as_ref().map(|Time(t)| *t))
                 .unwrap_or(now);
-            Some((d, phase, finished_at))
+            Some(Finished {
+                name: d.metadata.name.as_deref()?,
+                phase,
+                at,
+            })
         })
         .collect();
-    finished.sort_by_key(|(_, _, at)| std::cmp::Reverse(*at));
+    // Newest first; the name breaks ties (attempt times are whole seconds) so that every
+    // pass picks the same ones.
+    finished.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| a.name.cmp(b.name)));
     finished
+}
+
+/// The deliveries retention deletes: finished ones past their TTL, and finished ones
+/// beyond the newest `keep_newest`. Pending and Retrying deliveries are never pruned, nor
+/// is one with a redelivery request not yet handled.
+pub fn to_prune(
+    deliveries: &[WebhookDelivery],
+    retention: &Retention,
+    now: Timestamp,
+) -> Vec<String> {
+    finished(deliveries, now)
         .iter()
         .enumerate()
-        .filter(|(rank, (_, phase, at))| {
-            let ttl = match phase {
-                DeliveryPhase::Failed => retention.failed_ttl,
-                _ => retention.delivered_ttl,
-            };
-            *rank >= retention.keep_newest || now.duration_since(*at) > ttl
+        .filter(|(rank, f)| {
+            *rank >= retention.keep_newest || now.duration_since(f.at) > retention.ttl(f.phase)
         })
-        .filter_map(|(_, (d, ..))| d.metadata.name.clone())
+        .map(|(_, f)| f.name.to_owned())
         .collect()
+}
+
+/// How long until one of the deliveries [`to_prune`] keeps now passes its TTL (at least
+/// 1s), or `None` when no kept finished delivery has a TTL ahead. The Webhook controller
+/// requeues after this (or its resync period, if sooner), so a short TTL is honoured.
+pub fn next_expiry(
+    deliveries: &[WebhookDelivery],
+    retention: &Retention,
+    now: Timestamp,
+) -> Option<Duration> {
+    finished(deliveries, now)
+        .iter()
+        .take(retention.keep_newest)
+        .filter_map(|f| {
+            let left = retention
+                .ttl(f.phase)
+                .checked_sub(now.duration_since(f.at))?;
+            (left >= SignedDuration::ZERO).then_some(left)
+        })
+        .min()
+        .map(|left| {
+            // Pruned once strictly older than the TTL: come back just after.
+            let left = Duration::try_from(left).unwrap_or(Duration::MAX);
+            left.saturating_add(Duration::from_millis(100))
+                .max(Duration::from_secs(1))
+        })
 }
 
 #[cfg(test)]
@@ -302,5 +391,184 @@ mod tests {
             to_prune(&[d], &Retention::default(), t(100 * 24 * 3600)),
             ["x"]
         );
+    }
+
+    #[test]
+    fn retention_comes_from_the_flags_whose_defaults_are_the_old_constants() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            webhooks: WebhookConfig,
+        }
+        let env_set = [
+            "CLOUDDECK_WEBHOOK_DELIVERED_TTL",
+            "CLOUDDECK_WEBHOOK_FAILED_TTL",
+            "CLOUDDECK_WEBHOOK_KEEP_PER_WEBHOOK",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+        if !env_set {
+            let cli = Cli::try_parse_from(["clouddeck"]).unwrap();
+            assert_eq!(Retention::from_config(&cli.webhooks), Retention::default());
+        }
+        let cli = Cli::try_parse_from([
+            "clouddeck",
+            "--webhook-delivered-ttl=2s",
+            "--webhook-failed-ttl=1d12h",
+            "--webhook-keep-per-webhook=3",
+        ])
+        .unwrap();
+        assert_eq!(
+            Retention::from_config(&cli.webhooks),
+            Retention {
+                delivered_ttl: SignedDuration::from_secs(2),
+                failed_ttl: SignedDuration::from_hours(36),
+                keep_newest: 3,
+            }
+        );
+        let err = Cli::try_parse_from(["clouddeck", "--webhook-failed-ttl=a week"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--webhook-failed-ttl"), "{err}");
+    }
+
+    #[test]
+    fn ttls_take_days() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(parse_ttl("7d"), Ok(h(7 * 24)));
+        assert_eq!(parse_ttl("1d12h"), Ok(h(36)));
+        assert_eq!(parse_ttl("24h"), Ok(h(24)));
+        assert_eq!(parse_ttl("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("0d"), Ok(Duration::ZERO));
+        for bad in ["", "d", "1.5d", "7dd", "d7", "1h2d", "-1d", "7 days"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn short_ttls_and_counts_as_the_e2e_test_sets_them() {
+        let now = t(97);
+        let ds: Vec<_> = (0..6)
+            .map(|i| {
+                delivery(
+                    &format!("d{i}"),
+                    Some(DeliveryPhase::Delivered),
+                    vec![attempt(90 + i, Some(200), None)],
+                )
+            })
+            .chain([delivery(
+                "retrying",
+                Some(DeliveryPhase::Retrying),
+                vec![attempt(0, Some(500), None)],
+            )])
+            .collect();
+        let keep_three = Retention {
+            keep_newest: 3,
+            delivered_ttl: SignedDuration::from_hours(1),
+            ..Retention::default()
+        };
+        let mut pruned = to_prune(&ds, &keep_three, now);
+        pruned.sort();
+        assert_eq!(pruned, ["d0", "d1", "d2"], "the newest three stay");
+
+        let two_seconds = Retention {
+            delivered_ttl: SignedDuration::from_secs(2),
+            ..Retention::default()
+        };
+        let mut pruned = to_prune(&ds, &two_seconds, now);
+        pruned.sort();
+        assert_eq!(
+            pruned,
+            ["d0", "d1", "d2", "d3", "d4"],
+            "older than 2s (d5 is exactly 2s old); the Retrying one is kept"
+        );
+        assert_eq!(
+            to_prune(&ds, &two_seconds, t(1000)).len(),
+            6,
+            "never the Retrying one"
+        );
+        let none = Retention {
+            keep_newest: 0,
+            ..Retention::default()
+        };
+        assert_eq!(to_prune(&ds, &none, now).len(), 6);
+    }
+
+    #[test]
+    fn ties_in_finish_time_prune_the_same_deliveries_every_time() {
+        let ds: Vec<_> = ["c", "a", "b"]
+            .iter()
+            .map(|n| {
+                delivery(
+                    n,
+                    Some(DeliveryPhase::Delivered),
+                    vec![attempt(5, Some(200), None)],
+                )
+            })
+            .collect();
+        let keep_one = Retention {
+            keep_newest: 1,
+            ..Retention::default()
+        };
+        let mut pruned = to_prune(&ds, &keep_one, t(6));
+        pruned.sort();
+        assert_eq!(pruned, ["b", "c"]);
+    }
+
+    #[test]
+    fn the_next_pass_is_when_the_next_kept_delivery_expires() {
+        let ds = vec![
+            delivery(
+                "delivered",
+                Some(DeliveryPhase::Delivered),
+                vec![attempt(10, Some(200), None)],
+            ),
+            delivery(
+                "failed",
+                Some(DeliveryPhase::Failed),
+                vec![attempt(10, Some(500), None)],
+            ),
+            delivery(
+                "retrying",
+                Some(DeliveryPhase::Retrying),
+                vec![attempt(0, Some(500), None)],
+            ),
+        ];
+        let r = Retention {
+            delivered_ttl: SignedDuration::from_secs(30),
+            failed_ttl: SignedDuration::from_secs(120),
+            keep_newest: 10,
+        };
+        let ms = |n: u64| Some(Duration::from_millis(n));
+        assert_eq!(next_expiry(&ds, &r, t(20)), ms(20_100));
+        assert_eq!(
+            next_expiry(&ds, &r, t(45)),
+            ms(85_100),
+            "the Delivered one is due for pruning now; then the Failed one"
+        );
+        assert_eq!(
+            next_expiry(&ds, &r, t(130)),
+            ms(1_000),
+            "due exactly now (pruned once strictly older): at least 1s"
+        );
+        assert_eq!(
+            next_expiry(&ds, &r, t(200)),
+            None,
+            "everything finished is due"
+        );
+        assert_eq!(
+            next_expiry(&ds[2..], &r, t(20)),
+            None,
+            "Retrying has no TTL"
+        );
+        let forever = Retention {
+            delivered_ttl: SignedDuration::MAX,
+            failed_ttl: SignedDuration::MAX,
+            keep_newest: 10,
+        };
+        assert!(next_expiry(&ds, &forever, t(20)).unwrap() > Duration::from_secs(1 << 40));
     }
 }
