@@ -105,10 +105,21 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         }
     };
     let record = VerificationRecord::for_domain(&hostname, &uid);
-    let previously_verified_at = previous
-        .verification
-        .as_ref()
-        .and_then(|v| v.verified_at.clone());
+    // The claims store may be ahead of the copy this reconcile was handed (it can already
+    // hold the status that recorded the verification): take the time from either, or a
+    // rewrite of the status would drop it.
+    let verified_at_of = |d: &Domain| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .and_then(|v| v.verified_at.clone())
+    };
+    let previously_verified_at = verified_at_of(domain).or_else(|| {
+        ctx.domains
+            .get(&ObjectRef::from_obj(domain))
+            .filter(|stored| stored.metadata.uid == domain.metadata.uid)
+            .and_then(|stored| verified_at_of(&stored))
+    });
 
     // Who owns the hostname, then (only if nobody does) what DNS says.
     let all: Vec<Claim> = ctx
