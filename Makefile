@@ -16,9 +16,12 @@ cluster-up:
 cluster-down:
 	hack/cluster down
 
-# Regenerate crds/ from the Rust types (a unit test fails when they drift).
+# Regenerate crds/ from the Rust types, and the chart's and kustomize's copies (tests
+# fail when any of them drifts).
 crds:
 	cargo run --quiet -- crds > crds/clouddeck.io.yaml
+	cp crds/clouddeck.io.yaml charts/clouddeck/crds/clouddeck.io.yaml
+	cp crds/clouddeck.io.yaml config/crd/clouddeck.io.yaml
 
 lint:
 	cargo fmt --all -- --check

@@ -17,3 +17,5 @@ mod pipeline;
 mod webhooks;
 
 mod domains;
+
+mod chart;
