@@ -233,10 +233,21 @@ pub struct ReconcileTimer {
     result: ReconcileResult,
 }
 
+/// An error with a bounded, CamelCase reason: a metric label and an Event reason.
+pub trait ErrorReason {
+    fn reason(&self) -> &'static str;
+}
+
+impl ErrorReason for crate::Error {
+    fn reason(&self) -> &'static str {
+        crate::Error::reason(self)
+    }
+}
+
 impl ReconcileTimer {
     /// Records the reconcile's outcome; an error also counts in
-    /// `clouddeck_reconcile_failures_total` under its [`crate::Error::reason`].
-    pub fn finish<T>(mut self, result: &crate::Result<T>) {
+    /// `clouddeck_reconcile_failures_total` under its [`ErrorReason::reason`].
+    pub fn finish<T, E: ErrorReason>(mut self, result: &Result<T, E>) {
         match result {
             Ok(_) => self.result = ReconcileResult::success,
             Err(err) => {

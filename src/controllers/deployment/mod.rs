@@ -12,7 +12,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -31,9 +31,6 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
 use crate::api::validation::InvalidField;
-use crate::telemetry::{
-    ControllerLabels, FailureLabels, Metrics, ReconcileLabels, ReconcileResult,
-};
 
 /// Controller name: metric label, log field, Event reporter suffix.
 pub const NAME: &str = "deployment";
@@ -82,6 +79,12 @@ impl Error {
     /// forward, rather than retrying.
     pub fn awaits_change(&self) -> bool {
         matches!(self, Error::InvalidSpec(_) | Error::MissingReference(_))
+    }
+}
+
+impl crate::telemetry::ErrorReason for Error {
+    fn reason(&self) -> &'static str {
+        Error::reason(self)
     }
 }
 
@@ -179,34 +182,6 @@ pub(crate) fn reset_backoff(failures: &Failures, key: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(key);
-}
-
-/// Records one reconcile's duration and outcome in the shared reconcile metrics.
-pub(crate) fn record(
-    metrics: &Metrics,
-    controller: &'static str,
-    started: Instant,
-    outcome: Option<&'static str>,
-) {
-    let reconcile = &metrics.reconcile;
-    reconcile
-        .duration
-        .get_or_create(&ControllerLabels { controller })
-        .observe(started.elapsed().as_secs_f64());
-    let result = match outcome {
-        None => ReconcileResult::success,
-        Some(reason) => {
-            reconcile
-                .failures
-                .get_or_create(&FailureLabels { controller, reason })
-                .inc();
-            ReconcileResult::error
-        }
-    };
-    reconcile
-        .reconciliations
-        .get_or_create(&ReconcileLabels { controller, result })
-        .inc();
 }
 
 #[cfg(test)]

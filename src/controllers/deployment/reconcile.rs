@@ -2,7 +2,7 @@
 //! apply (server-side) → status and Events.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
@@ -21,7 +21,7 @@ use tracing::{Instrument, info_span, warn};
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use super::{
-    CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
+    CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, reset_backoff,
 };
 use crate::api::conditions::Conditions;
 use crate::api::deployment::{
@@ -53,16 +53,11 @@ pub async fn reconcile(
         deployment.name_any()
     );
     let span = info_span!("reconcile", controller = NAME, namespace = %deployment.namespace().unwrap_or_default(), name = %deployment.name_any());
-    let started = Instant::now();
+    let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_deployment(deployment, &ctx)
         .instrument(span)
         .await;
-    record(
-        &ctx.metrics,
-        NAME,
-        started,
-        result.as_ref().err().map(Error::reason),
-    );
+    timer.finish(&result);
     if result.is_ok() {
         reset_backoff(&DEPLOYMENT_FAILURES, &key);
     }

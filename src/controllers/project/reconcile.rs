@@ -2,7 +2,7 @@
 //! the routes, supersede and prune → status and Events.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,9 +23,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::controllers::deployment::reconcile::{
     is_stalled_with, publish, recorder, reject_malformed,
 };
-use crate::controllers::deployment::{
-    Error, Result, STANDBY, SUPERSEDED_BY, record, reset_backoff,
-};
+use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
@@ -44,14 +42,9 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>)
         project.name_any()
     );
     let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
-    let started = Instant::now();
+    let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_project(project, &ctx).instrument(span).await;
-    record(
-        &ctx.metrics,
-        NAME,
-        started,
-        result.as_ref().err().map(Error::reason),
-    );
+    timer.finish(&result);
     if result.is_ok() {
         reset_backoff(&PROJECT_FAILURES, &key);
     }
