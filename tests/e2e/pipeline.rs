@@ -104,6 +104,16 @@ fn git_project(name: &str) -> serde_json::Value {
     })
 }
 
+/// Creates the git Project `web` and returns the API of the namespace's Deployments.
+async fn with_git_project(client: &kube::Client, namespace: &str) -> Api<Deployment> {
+    create(
+        &Api::<Project>::namespaced(client.clone(), namespace),
+        git_project("web"),
+    )
+    .await;
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+}
+
 fn image_project(name: &str) -> serde_json::Value {
     json!({
         "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
@@ -312,12 +322,7 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-build").await;
     let pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        git_project("web"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
         deployment(
@@ -470,12 +475,7 @@ async fn a_failing_build_fails_the_deployment_with_a_warning_event() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-fail").await;
     let _pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        git_project("web"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
         deployment(
@@ -711,12 +711,7 @@ async fn an_operator_killed_mid_build_leaves_exactly_one_build_job() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-restart").await;
     let mut pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        git_project("web"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
         deployment(
@@ -768,12 +763,7 @@ async fn a_newer_deployment_of_the_branch_supersedes_a_running_build() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-supersede").await;
     let _pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        git_project("web"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
         deployment(
