@@ -207,7 +207,7 @@ pub struct WebhookConfig {
         env = "CLOUDDECK_WEBHOOK_DELIVERED_TTL",
         value_name = "DURATION",
         default_value = "24h",
-        value_parser = crate::controllers::webhook::status::parse_ttl
+        value_parser = parse_seconds
     )]
     pub delivered_ttl: Duration,
 
@@ -217,7 +217,7 @@ pub struct WebhookConfig {
         env = "CLOUDDECK_WEBHOOK_FAILED_TTL",
         value_name = "DURATION",
         default_value = "7d",
-        value_parser = crate::controllers::webhook::status::parse_ttl
+        value_parser = parse_seconds
     )]
     pub failed_ttl: Duration,
 
@@ -328,10 +328,13 @@ pub fn parse_seconds(input: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|e| format!("{input}: {e}"));
     }
-    let invalid =
-        || format!("invalid duration {input:?}: use whole seconds like 15, 15s, 2m or 1m30s");
+    let invalid = || {
+        format!("invalid duration {input:?}: use whole seconds like 15, 15s, 2m, 1m30s or 1d12h")
+    };
     let mut total: u64 = 0;
     let mut digits = String::new();
+    // Units from the largest down, each at most once: `1d12h`, not `12h1d` or `1h1h`.
+    let mut smallest_so_far = u64::MAX;
     for c in input.chars() {
         if c.is_ascii_digit() {
             digits.push(c);
@@ -341,8 +344,13 @@ pub fn parse_seconds(input: &str) -> Result<Duration, String> {
             's' => 1,
             'm' => 60,
             'h' => 3600,
+            'd' => 86_400,
             _ => return Err(invalid()),
         };
+        if unit >= smallest_so_far {
+            return Err(invalid());
+        }
+        smallest_so_far = unit;
         let n: u64 = digits.parse().map_err(|_| invalid())?;
         total = n
             .checked_mul(unit)
@@ -511,7 +519,21 @@ mod tests {
         assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_seconds("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_seconds("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "1.5s", "10ms", "5x", "-1", "m5"] {
+        for bad in ["", "s", "1.5s", "10ms", "5x", "-1", "m5", "30s1m", "1m1m"] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durations_take_days_for_retention() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(parse_seconds("7d"), Ok(h(7 * 24)));
+        assert_eq!(parse_seconds("1d12h"), Ok(h(36)));
+        assert_eq!(parse_seconds("24h"), Ok(h(24)));
+        assert_eq!(parse_seconds("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_seconds("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_seconds("0d"), Ok(Duration::ZERO));
+        for bad in ["", "d", "1.5d", "7dd", "d7", "1h2d", "-1d", "7 days"] {
             assert!(parse_seconds(bad).is_err(), "{bad:?} accepted");
         }
     }

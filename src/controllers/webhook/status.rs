@@ -114,29 +114,6 @@ impl Retention {
     }
 }
 
-/// Parses a retention TTL: what `--lease-duration` takes (`90`, `90s`, `15m`, `24h`,
-/// `1h30m`), optionally led by whole days (`7d`, `1d12h`).
-pub fn parse_ttl(input: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {input:?}: use e.g. 7d, 36h, 15m, 2s or 1d12h");
-    let trimmed = input.trim();
-    let (days, rest) = match trimmed.split_once('d') {
-        Some((days, rest)) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => {
-            (days.parse::<u64>().map_err(|_| invalid())?, Some(rest))
-        }
-        Some(_) => return Err(invalid()),
-        None => (0, None),
-    };
-    let rest = match rest {
-        Some("") => Duration::ZERO,
-        Some(rest) => crate::config::parse_seconds(rest).map_err(|_| invalid())?,
-        None => crate::config::parse_seconds(trimmed).map_err(|_| invalid())?,
-    };
-    days.checked_mul(24 * 3600)
-        .and_then(|s| rest.as_secs().checked_add(s))
-        .map(Duration::from_secs)
-        .ok_or_else(invalid)
-}
-
 /// A finished delivery retention may delete: its name, phase and when it finished (its
 /// last attempt; its creation when it has none).
 struct Finished<'a> {
@@ -432,20 +409,6 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("--webhook-failed-ttl"), "{err}");
-    }
-
-    #[test]
-    fn ttls_take_days() {
-        let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(parse_ttl("7d"), Ok(h(7 * 24)));
-        assert_eq!(parse_ttl("1d12h"), Ok(h(36)));
-        assert_eq!(parse_ttl("24h"), Ok(h(24)));
-        assert_eq!(parse_ttl("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_ttl("0d"), Ok(Duration::ZERO));
-        for bad in ["", "d", "1.5d", "7dd", "d7", "1h2d", "-1d", "7 days"] {
-            assert!(parse_ttl(bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]
