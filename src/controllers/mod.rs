@@ -52,6 +52,15 @@ pub const FIELD_MANAGER: &str = "clouddeck";
 /// [`ControllerRun::report_cache_sync`]).
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);
 
+/// Who CloudDeck's Events say reported them: the controller `clouddeck`, and the pod
+/// (`POD_NAME`, from the downward API) when there is one.
+pub fn reporter() -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: "clouddeck".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
 /// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
 pub struct Context {
     pub client: Client,

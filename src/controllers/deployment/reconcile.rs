@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info_span, warn};
@@ -77,11 +77,7 @@ enum Plan<'a> {
 
 /// An Event recorder reporting as `clouddeck`, this replica's Pod when known.
 pub fn recorder(client: &Client) -> Recorder {
-    let reporter = Reporter {
-        controller: "clouddeck".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    Recorder::new(client.clone(), reporter)
+    Recorder::new(client.clone(), crate::controllers::reporter())
 }
 
 /// Reports an object that does not even parse (e.g. written around the schema): a Warning

@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::DynamicObject;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -88,12 +88,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .graceful_shutdown_on(run.stopped());
         run.report_cache_sync(controller.store());
 
-        let reporter = Reporter {
-            controller: "clouddeck".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         let ctx = Arc::new(DomainContext {
-            recorder: Recorder::new(client, reporter),
+            recorder: Recorder::new(client, super::reporter()),
             ctx: run.ctx.clone(),
             settings,
             resolver,

@@ -19,7 +19,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::webhook_delivery::{egress_policy, reporter};
+use super::reporter;
+use super::webhook_delivery::egress_policy;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;

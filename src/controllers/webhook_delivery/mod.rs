@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 use tracing::warn;
@@ -56,13 +56,6 @@ pub fn egress_policy(config: &OperatorConfig) -> EgressPolicy {
     })
 }
 
-pub fn reporter() -> Reporter {
-    Reporter {
-        controller: "clouddeck".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    }
-}
-
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
@@ -85,7 +78,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let ctx = Arc::new(DeliveryContext {
             ctx: run.ctx.clone(),
             sender: Sender::new(egress_policy(&run.ctx.config)),
-            recorder: Recorder::new(client.clone(), reporter()),
+            recorder: Recorder::new(client.clone(), super::reporter()),
             metrics: metrics.clone(),
             webhooks,
         });
