@@ -570,11 +570,12 @@ async fn promotion_moves_production_and_rollback_moves_it_back() {
     .await;
     wait_phase(&deployments, "shop-2", DeploymentPhase::Ready).await;
     production_backend("shop-2").await;
-    let project = projects.get("shop").await.unwrap();
-    assert_eq!(
-        project.status.unwrap().production_deployment.as_deref(),
-        Some("shop-2")
-    );
+    // The route moves first and the Project status follows in the same reconcile.
+    eventually("the Project status to name shop-2", TIMEOUT, || async {
+        let status = projects.get("shop").await.ok()?.status?;
+        (status.production_deployment.as_deref() == Some("shop-2")).then_some(())
+    })
+    .await;
     assert_eq!(
         phase(&deployments.get("shop-1").await.unwrap()),
         Some(DeploymentPhase::Ready),
