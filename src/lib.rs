@@ -121,6 +121,16 @@ pub fn one_line(err: &(dyn StdError + 'static)) -> String {
     line.replace('\n', " ")
 }
 
+/// At most `max_bytes` of `text`, cut on a character boundary (Event notes, condition
+/// messages and recorded response bodies have size limits).
+pub fn truncate(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// An error's own text, and whether it already says everything its sources would.
 fn describe(err: &(dyn StdError + 'static)) -> (String, bool) {
     let kube_error = err
@@ -145,6 +155,13 @@ fn describe(err: &(dyn StdError + 'static)) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_cuts_on_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("hello", 10), "hello");
+    }
 
     #[test]
     fn missing_crd_message_tells_the_user_what_to_run() {

@@ -83,11 +83,7 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         metrics.clone(),
     ));
 
-    let ctx = Arc::new(Context {
-        client,
-        metrics,
-        config: Arc::new(config.clone()),
-    });
+    let ctx = Arc::new(Context::new(client, metrics, Arc::new(config.clone())));
     let (stop_controllers, controllers_stop) = shutdown::channel();
     let mut manager = tokio::spawn(controllers::run_while_leading(
         controllers::all(),

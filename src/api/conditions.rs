@@ -101,7 +101,7 @@ impl<'a> Conditions<'a> {
             is_camel_case_reason(reason),
             "condition reason {reason:?} must be CamelCase"
         );
-        let message = truncate(message, 32 * 1024);
+        let message = crate::truncate(message, 32 * 1024);
         match self.list.iter_mut().find(|c| c.type_ == type_) {
             Some(existing) => {
                 if existing.status != status.as_str() {
@@ -213,17 +213,6 @@ pub fn find<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Conditio
 /// Whether the condition of type `type_` is present with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
-}
-
-fn truncate(message: &str, max_bytes: usize) -> String {
-    if message.len() <= max_bytes {
-        return message.to_string();
-    }
-    let mut end = max_bytes;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message[..end].to_string()
 }
 
 #[cfg(test)]

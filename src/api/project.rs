@@ -274,6 +274,13 @@ pub struct ProjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub production_url: Option<String>,
 
+    /// The hostname production is served at, set before the first Deployment is Ready:
+    /// `<project>.<base domain>`, or `<project>-<id>.<base domain>` when an older Project
+    /// of the same name in another namespace holds `<project>.<base domain>`. Branch
+    /// aliases start with the same first label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+
     /// The most recent Deployment of each branch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["branch"]))]

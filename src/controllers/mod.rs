@@ -23,6 +23,7 @@
 
 pub mod deployment;
 pub mod domain;
+pub mod events;
 pub mod project;
 pub mod webhook;
 pub mod webhook_delivery;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kube::Client;
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -52,20 +54,25 @@ pub const FIELD_MANAGER: &str = "clouddeck";
 /// [`ControllerRun::report_cache_sync`]).
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);
 
-/// Who CloudDeck's Events say reported them: the controller `clouddeck`, and the pod
-/// (`POD_NAME`, from the downward API) when there is one.
-pub fn reporter() -> kube::runtime::events::Reporter {
-    kube::runtime::events::Reporter {
-        controller: "clouddeck".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    }
-}
-
 /// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
 pub struct Context {
     pub client: Client,
     pub metrics: Metrics,
     pub config: Arc<OperatorConfig>,
+    /// The one Event recorder of this replica (see [`events`]).
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, config: Arc<OperatorConfig>) -> Self {
+        let recorder = Recorder::new(client.clone(), events::reporter());
+        Context {
+            client,
+            metrics,
+            config,
+            recorder,
+        }
+    }
 }
 
 /// One kind's controller, as the manager starts it. `run` must return once
@@ -244,11 +251,11 @@ mod tests {
         // A client that is never called: the test controllers do not talk to the API.
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
         let mut registry = crate::telemetry::registry();
-        Arc::new(Context {
-            client: Client::try_from(config).unwrap(),
-            metrics: Metrics::new(&mut registry),
-            config: Arc::new(Cli::parse_from(["clouddeck"]).config),
-        })
+        Arc::new(Context::new(
+            Client::try_from(config).unwrap(),
+            Metrics::new(&mut registry),
+            Arc::new(Cli::parse_from(["clouddeck"]).config),
+        ))
     }
 
     async fn settle<F: Fn() -> bool>(what: &str, check: F) {

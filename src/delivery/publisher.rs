@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::core::DeserializeGuard;
 use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
 
 use super::payload::{self, EventProject, PlatformEvent};
 use super::{EVENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL, WEBHOOK_LABEL};
@@ -187,13 +189,24 @@ impl Publisher {
     /// Like [`Publisher::publish`], leaving out the Webhook named `skip` (an alert about a
     /// failing Webhook is not sent to that Webhook).
     pub async fn publish_except(&self, event: &PlatformEvent, skip: &str) -> Result<Published> {
-        let webhooks = Api::<Webhook>::namespaced(self.client.clone(), &event.namespace)
-            .list(&ListParams::default())
-            .await?;
+        // Guarded: one malformed Webhook (reported by the Webhook controller) must not
+        // keep the event from the others.
+        let webhooks =
+            Api::<DeserializeGuard<Webhook>>::namespaced(self.client.clone(), &event.namespace)
+                .list(&ListParams::default())
+                .await?;
         let mut published = Published::default();
         for webhook in webhooks
             .items
             .iter()
+            .filter_map(|guard| match &guard.0 {
+                Ok(webhook) => Some(webhook),
+                Err(invalid) => {
+                    warn!(webhook = %guard.name_any(), event = %event.event_type, error = %invalid.error,
+                        "a malformed Webhook gets no delivery");
+                    None
+                }
+            })
             .filter(|w| w.name_any() != skip && subscribes(w, event))
         {
             let (name, created) = self.create(webhook, event).await?;

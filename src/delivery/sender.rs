@@ -121,7 +121,7 @@ impl Sender {
             status: answer.status,
             latency,
             response_body: answer.body,
-            error: answer.error.map(|e| truncate(&e, MAX_ERROR_BYTES)),
+            error: answer.error.map(|e| crate::truncate(&e, MAX_ERROR_BYTES)),
             retry_after: answer.retry_after,
         }
     }
@@ -181,7 +181,7 @@ impl Sender {
                 .unwrap_or("nowhere");
             format!(
                 "redirect to {} not followed: set spec.url to the final address",
-                truncate(location, 256)
+                crate::truncate(location, 256)
             )
         });
 
@@ -195,7 +195,7 @@ impl Sender {
             }
         }
         let body = (!body.is_empty())
-            .then(|| truncate(&String::from_utf8_lossy(&body), MAX_RESPONSE_BODY_BYTES));
+            .then(|| crate::truncate(&String::from_utf8_lossy(&body), MAX_RESPONSE_BODY_BYTES));
         Ok(Answer {
             status: Some(status.as_u16()),
             body,
@@ -257,17 +257,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     } else {
         text
     }
-}
-
-fn truncate(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_string();
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 /// The only DNS resolution of deliveries: resolves, refuses the name if any address is

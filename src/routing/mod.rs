@@ -2,6 +2,10 @@
 //! route per Deployment (`<project>-<id>.<base domain>`), a branch alias per branch
 //! (`<project>-git-<branch>.<base domain>`) and the production route of a Project
 //! (`<project>.<base domain>`) — all attached to the Gateway the operator is configured with.
+//!
+//! Project names are unique only within a namespace, hostnames are not: the oldest Project
+//! of a name holds `<project>` as its hostname label, a younger namesake in another
+//! namespace gets `<project>-<id>` (see [`project_label`]).
 
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteSpec,
@@ -82,14 +86,30 @@ pub fn preview_hostname(project: &str, uid: &str, base_domain: &str) -> String {
     format!("{}.{base_domain}", bounded_name(project, &short_id(uid)))
 }
 
-/// `<project>-git-<branch>.<base domain>`: the latest Ready Deployment of a branch.
-pub fn branch_hostname(project: &str, branch: &str, base_domain: &str) -> String {
-    format!("{}.{base_domain}", branch_route_name(project, branch))
+/// The first label of a Project's production and branch hostnames: its name when it holds
+/// that name in the cluster (it is the oldest Project so named), else `<project>-<id>`
+/// with the first 8 hex digits of its UID, which no other Project's hostnames start with
+/// by name alone.
+pub fn project_label(project: &str, project_uid: &str, holds_name: bool) -> String {
+    if holds_name {
+        project.to_owned()
+    } else {
+        bounded_name(project, &short_id(project_uid))
+    }
 }
 
-/// `<project>.<base domain>`: production.
-pub fn production_hostname(project: &str, base_domain: &str) -> String {
-    format!("{project}.{base_domain}")
+/// `<label>-git-<branch>.<base domain>`: the latest Ready Deployment of a branch; `label`
+/// from [`project_label`].
+pub fn branch_hostname(label: &str, branch: &str, base_domain: &str) -> String {
+    format!(
+        "{}.{base_domain}",
+        bounded_name(&format!("{label}-git"), &branch_slug(branch))
+    )
+}
+
+/// `<label>.<base domain>`: production; `label` from [`project_label`].
+pub fn production_hostname(label: &str, base_domain: &str) -> String {
+    format!("{label}.{base_domain}")
 }
 
 /// Name of a branch's alias HTTPRoute (also the first label of its hostname).
@@ -185,6 +205,25 @@ mod tests {
             "web.apps.example.com"
         );
         assert_eq!(url("web.apps.example.com"), "https://web.apps.example.com");
+    }
+
+    #[test]
+    fn a_namesake_gets_its_own_label() {
+        assert_eq!(project_label("web", UID, true), "web");
+        let label = project_label("web", UID, false);
+        assert_eq!(label, "web-7f3c9a21");
+        assert_eq!(
+            production_hostname(&label, "apps.example.com"),
+            "web-7f3c9a21.apps.example.com"
+        );
+        assert_eq!(
+            branch_hostname(&label, "main", "apps.example.com"),
+            "web-7f3c9a21-git-main.apps.example.com"
+        );
+        // The route names stay per namespace: only the hostname moves.
+        assert_eq!(branch_route_name("web", "main"), "web-git-main");
+        let long = project_label(&"p".repeat(63), UID, false);
+        assert!(long.len() <= 63 && long.ends_with("-7f3c9a21"), "{long}");
     }
 
     #[test]

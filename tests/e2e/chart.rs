@@ -690,28 +690,28 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
     create(
         &team.name,
         json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
-                "metadata": { "name": "hello" },
+                "metadata": { "name": "charted" },
                 "spec": { "image": IMAGE } }),
     );
     create(
         &team.name,
         json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-                "metadata": { "name": "hello-1" },
-                "spec": { "projectRef": { "name": "hello" }, "target": "production",
+                "metadata": { "name": "charted-1" },
+                "spec": { "projectRef": { "name": "charted" }, "target": "production",
                           "source": { "image": IMAGE } } }),
     );
     create(
         &team.name,
         json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
                 "metadata": { "name": "www" },
-                "spec": { "hostname": format!("hello-www.{base_domain}"),
-                          "projectRef": { "name": "hello" } } }),
+                "spec": { "hostname": format!("charted-www.{base_domain}"),
+                          "projectRef": { "name": "charted" } } }),
     );
 
     // Rolled out and promoted: workload, Service and routes applied, status written.
     let deployments = Api::<Deployment>::namespaced(client.clone(), &team.name);
-    eventually("hello-1 Ready", TIMEOUT, || async {
-        let d = deployments.get("hello-1").await.ok()?;
+    eventually("charted-1 Ready", TIMEOUT, || async {
+        let d = deployments.get("charted-1").await.ok()?;
         (d.status?.phase? == DeploymentPhase::Ready).then_some(())
     })
     .await;
@@ -719,7 +719,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         let out = support::kubectl(&[
             "get",
             "projects.clouddeck.io",
-            "hello",
+            "charted",
             "-n",
             &team.name,
             "-o",
@@ -729,7 +729,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         (!name.is_empty()).then_some(name)
     })
     .await;
-    assert_eq!(production, "hello-1");
+    assert_eq!(production, "charted-1");
 
     // The Domain: verified (internal hostname), routed, its certificate and listener applied.
     use clouddeck::controllers::domain::render;

@@ -448,10 +448,12 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
         },
     )
     .await;
-    assert_eq!(
-        project.status.unwrap().production_url.as_deref(),
-        Some("https://web.clouddeck.localhost")
-    );
+    // `web.clouddeck.localhost`, unless the `web` of a test before this one is still
+    // being deleted with its namespace (then `web-<id>`: see the namesake test).
+    let status = project.status.unwrap();
+    let hostname = status.hostname.expect("status.hostname");
+    assert!(hostname.starts_with("web") && hostname.ends_with(".clouddeck.localhost"));
+    assert_eq!(status.production_url, Some(format!("https://{hostname}")));
 
     // The operator counted one successful build and one successful rollout.
     let operator = pipeline.operator.as_ref().unwrap();
@@ -636,6 +638,155 @@ async fn promotion_moves_production_and_rollback_moves_it_back() {
         route_backend(&routes, "shop-production").await.as_deref(),
         Some("shop-1")
     );
+}
+
+/// User story: "My feature branch's alias URL serves its latest Ready deployment; when the
+/// branch's deployments are deleted the alias goes too, instead of pointing at nothing."
+#[tokio::test]
+async fn a_branch_alias_goes_with_the_last_deployment_of_its_branch() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-alias").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let deployments = with_git_project(&client, &ns.name).await;
+    create(
+        &deployments,
+        deployment(
+            "web-pr-1",
+            "web",
+            "preview",
+            json!({ "git": { "branch": "feature/x", "commit": COMMIT } }),
+        ),
+    )
+    .await;
+    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
+    finish_build_pod(&client, &ns.name, "web-pr-1-build", 0, &message).await;
+    wait_phase(&deployments, "web-pr-1", DeploymentPhase::Ready).await;
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    eventually("the feature/x alias to serve web-pr-1", TIMEOUT, || async {
+        (route_backend(&routes, "web-git-feature-x").await.as_deref() == Some("web-pr-1"))
+            .then_some(())
+    })
+    .await;
+
+    deployments
+        .delete("web-pr-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the feature/x alias to be deleted", TIMEOUT, || async {
+        routes
+            .get_opt("web-git-feature-x")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        routes.get_opt("web-production").await.unwrap().is_none(),
+        "a preview never made a production route"
+    );
+}
+
+/// User story: "Two teams both call their Project `docs`. The older one keeps
+/// `docs.<base domain>`; the younger one is told it is served under `docs-<id>.<base
+/// domain>` — without learning who holds the name — and moves to `docs.<base domain>` once
+/// the older Project is deleted."
+#[tokio::test]
+async fn namesake_projects_in_two_namespaces_get_distinct_hostnames() {
+    let client = support::client().await;
+    let first = TestNamespace::new(&client, "e2e-namesake-a").await;
+    let second = TestNamespace::new(&client, "e2e-namesake-b").await;
+    let _pipeline = Pipeline::start(&first.name).await;
+    let hostname_of = |api: Api<Project>| async move {
+        eventually("the Project's status.hostname", TIMEOUT, || async {
+            api.get("docs").await.ok()?.status?.hostname
+        })
+        .await
+    };
+
+    let older = Api::<Project>::namespaced(client.clone(), &first.name);
+    let created = create(&older, image_project("docs")).await;
+    assert_eq!(hostname_of(older.clone()).await, "docs.clouddeck.localhost");
+    // Creation times have a one-second resolution; make "older" unambiguous.
+    let born = created.metadata.creation_timestamp.unwrap().0;
+    while k8s_openapi::jiff::Timestamp::now().as_second() <= born.as_second() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let younger = Api::<Project>::namespaced(client.clone(), &second.name);
+    let uid = create(&younger, image_project("docs"))
+        .await
+        .metadata
+        .uid
+        .unwrap();
+    let own = format!(
+        "docs-{}.clouddeck.localhost",
+        clouddeck::routing::short_id(&uid)
+    );
+    assert_eq!(hostname_of(younger.clone()).await, own);
+    let told = eventually("a HostnameAssigned Event", TIMEOUT, || async {
+        events(&client, &second.name, "docs")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("HostnameAssigned"))
+    })
+    .await;
+    let note = told.message.unwrap_or_default();
+    assert!(
+        note.contains(&own) && note.contains("docs.clouddeck.localhost"),
+        "{note}"
+    );
+    assert!(
+        !note.contains(&first.name),
+        "leaks the other namespace: {note}"
+    );
+
+    // The younger one's production route carries its own hostname.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &second.name);
+    create(
+        &deployments,
+        deployment("docs-1", "docs", "production", json!({ "image": IMAGE })),
+    )
+    .await;
+    wait_phase(&deployments, "docs-1", DeploymentPhase::Ready).await;
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &second.name);
+    let hostnames = |name: &'static str| {
+        let routes = routes.clone();
+        async move {
+            routes
+                .get(name)
+                .await
+                .ok()
+                .and_then(|r| r.spec.hostnames)
+                .unwrap_or_default()
+        }
+    };
+    let moved = |name: &'static str, want: String| {
+        let hostnames = &hostnames;
+        async move {
+            eventually(&format!("{name} to serve {want}"), TIMEOUT, || async {
+                (hostnames(name).await == [want.clone()]).then_some(())
+            })
+            .await
+        }
+    };
+    moved("docs-production", own.clone()).await;
+
+    // The older one goes: the name is free and the younger one takes it.
+    older
+        .delete("docs", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the younger Project to hold docs.clouddeck.localhost",
+        TIMEOUT,
+        || async {
+            let hostname = younger.get("docs").await.ok()?.status?.hostname?;
+            (hostname == "docs.clouddeck.localhost").then_some(())
+        },
+    )
+    .await;
+    moved("docs-production", "docs.clouddeck.localhost".to_owned()).await;
 }
 
 /// User story: "I delete a Project and everything CloudDeck made for it goes away: its

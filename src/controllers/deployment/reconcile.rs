@@ -13,10 +13,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
@@ -30,6 +30,7 @@ use crate::api::deployment::{
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
+use crate::controllers::events::{publish, reject_malformed};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
@@ -75,56 +76,6 @@ enum Plan<'a> {
     Image(String),
 }
 
-/// An Event recorder reporting as `clouddeck`, this replica's Pod when known.
-pub fn recorder(client: &Client) -> Recorder {
-    Recorder::new(client.clone(), crate::controllers::reporter())
-}
-
-/// Reports an object that does not even parse (e.g. written around the schema): a Warning
-/// Event, and no retry until it changes.
-pub async fn reject_malformed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &str) {
-    warn!(name = ?obj.meta().name, namespace = ?obj.meta().namespace, error, "malformed object");
-    let message = format!("the object does not match its schema: {error}");
-    publish(
-        &recorder(&ctx.client),
-        obj,
-        EventType::Warning,
-        "InvalidObject",
-        "Validate",
-        &message,
-    )
-    .await;
-}
-
-/// Publishes an Event; a failure to publish is logged, never fatal.
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    message: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(truncate(message, 1000)),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(reason, error = %err, "cannot publish Event");
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let namespace = deployment.namespace().unwrap_or_default();
@@ -139,7 +90,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         }
         return Ok(Action::await_change());
     }
-    let recorder = recorder(client);
+    let recorder = &ctx.recorder;
 
     // Read.
     let projects = Api::<Project>::namespaced(client.clone(), &namespace);
@@ -148,7 +99,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         let message = format!(
             "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
         );
-        stall(client, &recorder, deployment, "ProjectNotFound", &message).await?;
+        stall(client, recorder, deployment, "ProjectNotFound", &message).await?;
         return Err(Error::MissingReference(message));
     };
     adopt_by_project(client, deployment, &project).await?;
@@ -160,7 +111,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         Err(invalid) => {
             stall(
                 client,
-                &recorder,
+                recorder,
                 deployment,
                 "InvalidSpec",
                 &invalid.to_string(),
@@ -324,7 +275,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
-            &recorder,
+            recorder,
             deployment,
             event.type_,
             event.reason,

@@ -88,15 +88,18 @@ pub fn standing(me: &Claim, all: &[Claim]) -> Standing {
     }
 }
 
-/// Whether a Domain of `project` may use `hostname` under the operator's `base` domain,
-/// where no TXT record can prove anything (tenants do not edit the operator's zone).
+/// Whether a Domain of a Project whose hostnames start with `label` may use `hostname`
+/// under the operator's `base` domain, where no TXT record can prove anything (tenants do
+/// not edit the operator's zone).
 ///
-/// The operator names deployments `<project>.<base>`, `<project>-<id>.<base>` and
-/// `<project>-git-<branch>.<base>`; a Domain may take a first label under the base only if
-/// it is its own Project's name or starts with `<project>-`, so that no tenant can claim a
-/// hostname the operator generates for someone else's Project. Deeper names
-/// (`a.b.<base>`) are never generated and are first come, first served.
-pub fn may_use_internal(hostname: &str, base: &str, project: &str) -> bool {
+/// The operator names deployments `<label>.<base>`, `<project>-<id>.<base>` and
+/// `<label>-git-<branch>.<base>`, where `label` is the Project's name unless an older
+/// namesake in another namespace holds it (see [`crate::routing::project_label`]); a Domain
+/// may take a first label under the base only if it is its Project's label or starts with
+/// `<label>-`, so that no tenant can claim a hostname the operator generates for someone
+/// else's Project. Deeper names (`a.b.<base>`) are never generated and are first come,
+/// first served.
+pub fn may_use_internal(hostname: &str, base: &str, label: &str) -> bool {
     let hostname = hostname.strip_prefix("*.").unwrap_or(hostname);
     let Some(labels) = hostname
         .strip_suffix(base)
@@ -105,9 +108,9 @@ pub fn may_use_internal(hostname: &str, base: &str, project: &str) -> bool {
         return false; // the base domain itself
     };
     labels.contains('.')
-        || labels == project
+        || labels == label
         || labels
-            .strip_prefix(project)
+            .strip_prefix(label)
             .is_some_and(|rest| rest.starts_with('-'))
 }
 

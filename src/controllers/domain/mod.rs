@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::DynamicObject;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
@@ -40,11 +41,12 @@ pub struct DomainContext {
     pub ctx: Arc<Context>,
     pub settings: DomainConfig,
     pub resolver: TxtResolver,
-    /// Every Domain in the cluster: the claims on each hostname.
-    pub domains: Store<Domain>,
+    /// Every Domain in the cluster: the claims on each hostname. A malformed one is an
+    /// `Err` and claims nothing.
+    pub domains: Store<DeserializeGuard<Domain>>,
     pub recorder: Recorder,
     /// Consecutive failed reconciles per Domain, for the per-object backoff.
-    failures: Mutex<HashMap<ObjectRef<Domain>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<Domain>>, u32>>,
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
@@ -61,8 +63,9 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=clouddeck");
         let certificates = render::certificate_resource();
 
+        // The guards keep one malformed Domain from stopping the controller.
         let controller = Controller::new(
-            Api::<Domain>::all(client.clone()),
+            Api::<DeserializeGuard<Domain>>::all(client.clone()),
             watcher::Config::default(),
         );
         let domains = controller.store();
@@ -76,9 +79,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 managed.clone(),
             )
             .watches(
-                Api::<Domain>::all(client.clone()),
+                Api::<DeserializeGuard<Domain>>::all(client.clone()),
                 watcher::Config::default(),
-                move |d| reconcile::related_domains(&related.state(), &d),
+                move |guard| match &guard.0 {
+                    Ok(changed) => reconcile::related_domains(&related.state(), changed),
+                    Err(_) => Vec::new(),
+                },
             )
             .watches(
                 Api::<HttpRoute>::all(client.clone()),
@@ -89,7 +95,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         run.report_cache_sync(controller.store());
 
         let ctx = Arc::new(DomainContext {
-            recorder: Recorder::new(client, super::reporter()),
+            recorder: run.ctx.recorder.clone(),
             ctx: run.ctx.clone(),
             settings,
             resolver,
@@ -105,6 +111,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 }
 
 /// The object reference kube's controller queues for `domain`.
-fn object_ref(domain: &Domain) -> ObjectRef<Domain> {
+fn object_ref(domain: &Domain) -> ObjectRef<DeserializeGuard<Domain>> {
     ObjectRef::new(&domain.name_any()).within(&domain.namespace().unwrap_or_default())
 }

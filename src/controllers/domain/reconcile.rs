@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -26,6 +27,7 @@ use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::project::Project;
 use crate::controllers::FIELD_MANAGER;
+use crate::controllers::events::reject_malformed;
 use crate::delivery::{PlatformEvent, Publisher};
 use crate::dns::{self, VerificationRecord};
 use crate::routing;
@@ -34,19 +36,29 @@ use crate::{Error, Result};
 /// How often a settled Domain is looked at again (certificate expiry, missed events).
 const RESYNC: Duration = Duration::from_secs(3_600);
 
-#[instrument(skip_all, fields(namespace = domain.namespace().unwrap_or_default(), name = domain.name_any()))]
-pub async fn reconcile(domain: Arc<Domain>, ctx: Arc<DomainContext>) -> Result<Action> {
+#[instrument(skip_all, fields(namespace = guard.namespace().unwrap_or_default(), name = guard.name_any()))]
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Domain>>,
+    ctx: Arc<DomainContext>,
+) -> Result<Action> {
+    let domain = match &guard.0 {
+        Ok(domain) => domain,
+        Err(invalid) => {
+            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
     let timer = ctx.ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_domain(&domain, &ctx).await;
+    let result = reconcile_domain(domain, &ctx).await;
     timer.finish(&result);
     match &result {
         Ok(_) => {
-            ctx.failures.lock().unwrap().remove(&object_ref(&domain));
+            ctx.failures.lock().unwrap().remove(&object_ref(domain));
         }
         Err(err) => {
             publish(
                 &ctx,
-                &domain,
+                domain,
                 EventType::Warning,
                 err.reason(),
                 &crate::one_line(err),
@@ -58,9 +70,14 @@ pub async fn reconcile(domain: Arc<Domain>, ctx: Arc<DomainContext>) -> Result<A
 }
 
 /// Transient errors back off per Domain: 5s, 10s, 20s ... capped at 5 minutes.
-pub fn error_policy(domain: Arc<Domain>, err: &Error, ctx: Arc<DomainContext>) -> Action {
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<Domain>>,
+    err: &Error,
+    ctx: Arc<DomainContext>,
+) -> Action {
     let mut failures = ctx.failures.lock().unwrap();
-    let count = failures.entry(object_ref(&domain)).or_insert(0);
+    let key = ObjectRef::from_obj(&*guard);
+    let count = failures.entry(key).or_insert(0);
     *count = count.saturating_add(1);
     let delay = Duration::from_secs(5u64.saturating_mul(1 << (*count - 1).min(6)))
         .min(Duration::from_secs(300));
@@ -116,28 +133,33 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     };
     let previously_verified_at = verified_at_of(domain).or_else(|| {
         ctx.domains
-            .get(&ObjectRef::from_obj(domain))
+            .get(&object_ref(domain))
+            .and_then(|guard| guard.0.as_ref().ok().cloned())
             .filter(|stored| stored.metadata.uid == domain.metadata.uid)
             .and_then(|stored| verified_at_of(&stored))
     });
 
     // Who owns the hostname, then (only if nobody does) what DNS says.
-    let all: Vec<Claim> = ctx
-        .domains
-        .state()
-        .iter()
+    let all: Vec<Claim> = valid(&ctx.domains.state())
         .filter_map(|d| Claim::of(d, settings.allow_wildcard_domains))
         .collect();
     let me = Claim::of(domain, settings.allow_wildcard_domains).expect("hostname is valid");
     let base_domain = &ctx.ctx.config.routing.base_domain;
     let project = &domain.spec.project_ref.name;
     let internal = dns::is_under(&hostname, base_domain);
+    // Under the base domain the Project's own hostname label decides; it is its name
+    // unless an older namesake in another namespace holds that.
+    let label = if internal {
+        project_label(&client, &namespace, project).await?
+    } else {
+        String::new()
+    };
     let mut verified_at = None;
     let ownership = match claims::standing(&me, &all) {
-        _ if internal && !claims::may_use_internal(&hostname, base_domain, project) => {
+        _ if internal && !claims::may_use_internal(&hostname, base_domain, &label) => {
             Ownership::Reserved {
                 base_domain: base_domain.clone(),
-                project: project.clone(),
+                label: label.clone(),
             }
         }
         Standing::Owner => {
@@ -334,17 +356,31 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     })
 }
 
+/// The first label of the hostnames the Project `project` is served under (its
+/// `status.hostname`), or its name while it has none yet.
+async fn project_label(client: &kube::Client, namespace: &str, project: &str) -> Result<String> {
+    let hostname = Api::<Project>::namespaced(client.clone(), namespace)
+        .get_opt(project)
+        .await?
+        .and_then(|p| p.status?.hostname);
+    Ok(hostname
+        .as_deref()
+        .and_then(|h| h.split('.').next())
+        .unwrap_or(project)
+        .to_owned())
+}
+
 /// What the route of a verified Domain points at, read from the Project's own routes so
 /// that a promotion or rollback is followed without the Domain knowing how it happened.
 async fn serving(
     domain: &Domain,
     routes: &Api<HttpRoute>,
-    domains: &kube::runtime::reflector::Store<Domain>,
+    domains: &kube::runtime::reflector::Store<DeserializeGuard<Domain>>,
 ) -> Result<(Serving, Option<RouteTarget>)> {
     let project = &domain.spec.project_ref.name;
     if let Some(redirect) = &domain.spec.redirect_to {
         let namespace = domain.namespace();
-        let target_exists = domains.state().iter().any(|d| {
+        let target_exists = valid(&domains.state()).any(|d| {
             d.namespace() == namespace
                 && d.spec.hostname == redirect.domain
                 && d.spec.project_ref.name == *project
@@ -567,11 +603,20 @@ async fn publish(ctx: &DomainContext, domain: &Domain, type_: EventType, reason:
     }
 }
 
+/// The Domains of the store that match the schema (a malformed one is reported by its
+/// own reconcile and claims nothing).
+fn valid(all: &[Arc<DeserializeGuard<Domain>>]) -> impl Iterator<Item = &Domain> {
+    all.iter().filter_map(|guard| guard.0.as_ref().ok())
+}
+
 /// Domains to look at again when `changed` changes: the other claims on its hostname
 /// (an owner deleted frees it) and the Domains redirecting to it.
-pub fn related_domains(all: &[Arc<Domain>], changed: &Domain) -> Vec<ObjectRef<Domain>> {
+pub fn related_domains(
+    all: &[Arc<DeserializeGuard<Domain>>],
+    changed: &Domain,
+) -> Vec<ObjectRef<DeserializeGuard<Domain>>> {
     let hostname = dns::normalize(&changed.spec.hostname, true).ok();
-    all.iter()
+    valid(all)
         .filter(|d| !(d.namespace() == changed.namespace() && d.name_any() == changed.name_any()))
         .filter(|d| {
             let same_host =
@@ -583,12 +628,15 @@ pub fn related_domains(all: &[Arc<Domain>], changed: &Domain) -> Vec<ObjectRef<D
                     .is_some_and(|r| r.domain == changed.spec.hostname);
             same_host || redirects_here
         })
-        .map(|d| object_ref(d))
+        .map(object_ref)
         .collect()
 }
 
 /// Domains serving the Project whose production or branch route `route` is.
-pub fn domains_following(all: &[Arc<Domain>], route: &HttpRoute) -> Vec<ObjectRef<Domain>> {
+pub fn domains_following(
+    all: &[Arc<DeserializeGuard<Domain>>],
+    route: &HttpRoute,
+) -> Vec<ObjectRef<DeserializeGuard<Domain>>> {
     let labels = route.labels();
     if labels.contains_key(render::DOMAIN_LABEL) {
         return Vec::new(); // a Domain's own route: `owns` handles it
@@ -596,10 +644,10 @@ pub fn domains_following(all: &[Arc<Domain>], route: &HttpRoute) -> Vec<ObjectRe
     let Some(project) = labels.get(render::PROJECT_LABEL) else {
         return Vec::new();
     };
-    all.iter()
+    valid(all)
         .filter(|d| d.namespace() == route.namespace() && d.spec.project_ref.name == *project)
         .filter(|d| d.spec.redirect_to.is_none())
-        .map(|d| object_ref(d))
+        .map(object_ref)
         .collect()
 }
 
@@ -607,22 +655,25 @@ pub fn domains_following(all: &[Arc<Domain>], route: &HttpRoute) -> Vec<ObjectRe
 mod tests {
     use super::*;
 
-    fn domain(namespace: &str, name: &str, hostname: &str, redirect: Option<&str>) -> Arc<Domain> {
+    fn domain(
+        namespace: &str,
+        name: &str,
+        hostname: &str,
+        redirect: Option<&str>,
+    ) -> Arc<DeserializeGuard<Domain>> {
         let mut spec = json!({ "hostname": hostname, "projectRef": { "name": "storefront" } });
         if let Some(to) = redirect {
             spec["redirectTo"] = json!({ "domain": to, "statusCode": 308 });
         }
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
-                "metadata": { "name": name, "namespace": namespace },
-                "spec": spec,
-            }))
-            .unwrap(),
-        )
+        Arc::new(DeserializeGuard(Ok(serde_json::from_value(json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+            "metadata": { "name": name, "namespace": namespace },
+            "spec": spec,
+        }))
+        .unwrap())))
     }
 
-    fn names(refs: Vec<ObjectRef<Domain>>) -> Vec<String> {
+    fn names(refs: Vec<ObjectRef<DeserializeGuard<Domain>>>) -> Vec<String> {
         let mut names: Vec<_> = refs
             .into_iter()
             .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
@@ -641,7 +692,8 @@ mod tests {
             domain("b", "www", "www.example.com", Some("shop.example.com")),
             domain("a", "blog", "blog.example.com", None),
         ];
-        assert_eq!(names(related_domains(&all, &owner)), ["a/www", "b/shop"]);
+        let changed = owner.0.as_ref().unwrap();
+        assert_eq!(names(related_domains(&all, changed)), ["a/www", "b/shop"]);
     }
 
     #[test]

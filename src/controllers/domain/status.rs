@@ -44,7 +44,8 @@ pub enum Ownership {
     /// Under the operator's base domain, but named like another Project's hostnames.
     Reserved {
         base_domain: String,
-        project: String,
+        /// The first label of the Project's own hostnames.
+        label: String,
     },
     /// Another Domain owns the hostname.
     Taken {
@@ -72,15 +73,12 @@ pub fn verified_condition(
             "InternalHostname",
             format!("{hostname} is under the operator's base domain: no TXT record needed"),
         ),
-        Ownership::Reserved {
-            base_domain,
-            project,
-        } => ConditionValue::new(
+        Ownership::Reserved { base_domain, label } => ConditionValue::new(
             Status::False,
             "ReservedHostname",
             format!(
                 "spec.hostname: under {base_domain} the operator names each Project's deployments; \
-                 use {project}.{base_domain}, {project}-<name>.{base_domain} or a hostname of your own"
+                 use {label}.{base_domain}, {label}-<name>.{base_domain} or a hostname of your own"
             ),
         ),
         Ownership::Verified => ConditionValue::new(
@@ -357,7 +355,7 @@ mod tests {
         assert_eq!(verified(Ownership::Internal).reason, "InternalHostname");
         let reserved = verified(Ownership::Reserved {
             base_domain: "apps.example.com".into(),
-            project: "storefront".into(),
+            label: "storefront".into(),
         });
         assert_eq!(
             (reserved.status, reserved.reason),

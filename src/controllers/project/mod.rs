@@ -14,7 +14,7 @@ use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
@@ -39,7 +39,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
         );
         run.report_cache_sync(controller.store());
+        let projects = controller.store();
+        let namesakes = projects.clone();
         controller
+            // A Project coming or going changes who holds its name's hostname.
+            .watches(
+                Api::<DeserializeGuard<Project>>::all(client.clone()),
+                watcher::Config::default(),
+                move |changed| namesakes_of(&namesakes.state(), &changed),
+            )
             .owns(
                 Api::<HttpRoute>::all(client.clone()),
                 watcher::Config::default().labels(MANAGED),
@@ -60,14 +68,45 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 },
             )
             .graceful_shutdown_on(run.stopped())
-            .run(reconcile::reconcile, error_policy, run.ctx.clone())
+            .run(
+                reconcile::reconcile,
+                error_policy,
+                Arc::new(ProjectContext {
+                    ctx: run.ctx.clone(),
+                    projects,
+                }),
+            )
             .for_each(|_| async {})
             .await;
     }
     .boxed()
 }
 
-fn error_policy(obj: Arc<DeserializeGuard<Project>>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// What a Project reconcile gets: the operator's [`Context`] and every Project in the
+/// cluster (who holds a name's hostname).
+pub struct ProjectContext {
+    pub ctx: Arc<Context>,
+    pub projects: Store<DeserializeGuard<Project>>,
+}
+
+/// The Projects of the same name as `changed` in other namespaces.
+fn namesakes_of(
+    all: &[Arc<DeserializeGuard<Project>>],
+    changed: &DeserializeGuard<Project>,
+) -> Vec<ObjectRef<DeserializeGuard<Project>>> {
+    let name = changed.name_any();
+    let namespace = changed.namespace();
+    all.iter()
+        .filter(|p| p.name_any() == name && p.namespace() != namespace)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+fn error_policy(
+    obj: Arc<DeserializeGuard<Project>>,
+    error: &Error,
+    _ctx: Arc<ProjectContext>,
+) -> Action {
     if error.awaits_change() {
         return Action::await_change();
     }

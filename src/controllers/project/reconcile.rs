@@ -15,27 +15,36 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span};
 
-use super::{NAME, PROJECT_FAILURES, render, status};
+use super::{NAME, PROJECT_FAILURES, ProjectContext, render, status};
 use crate::api::conditions::Conditions;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::reconcile::{
-    is_stalled_with, publish, recorder, reject_malformed,
-};
+use crate::controllers::deployment::reconcile::is_stalled_with;
+use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
+use crate::controllers::events::{publish, reject_malformed};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
 
-pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Project>>,
+    project_ctx: Arc<ProjectContext>,
+) -> Result<Action> {
+    let ctx = &project_ctx.ctx;
     let project = match &guard.0 {
         Ok(project) => project,
         Err(invalid) => {
-            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            reject_malformed(ctx, &*guard, &invalid.error).await;
             return Ok(Action::await_change());
         }
     };
+    let all = project_ctx.projects.state();
+    let holds_name = render::holds_name(
+        project,
+        all.iter().filter_map(|guard| guard.0.as_ref().ok()),
+    );
     let key = format!(
         "{}/{}",
         project.namespace().unwrap_or_default(),
@@ -43,7 +52,9 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>)
     );
     let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_project(project, &ctx).instrument(span).await;
+    let result = reconcile_project(project, holds_name, ctx)
+        .instrument(span)
+        .await;
     timer.finish(&result);
     if result.is_ok() {
         reset_backoff(&PROJECT_FAILURES, &key);
@@ -51,16 +62,16 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>)
     result
 }
 
-async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
+async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let namespace = project.namespace().unwrap_or_default();
     let name = project.name_any();
-    let recorder = recorder(client);
+    let recorder = &ctx.recorder;
     let previous = project.status.clone().unwrap_or_default();
 
     // Validate what the apiserver cannot.
     if let Err(invalid) = validation::project(&project.spec) {
-        return stall(ctx, &recorder, project, &previous, invalid).await;
+        return stall(ctx, recorder, project, &previous, invalid).await;
     }
 
     // Read.
@@ -83,7 +94,7 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
     // is warm (a standby Deployment is scaled up first); until then the current one serves.
     let chosen = match render::production(project, &deployments) {
         Ok(chosen) => chosen,
-        Err(invalid) => return stall(ctx, &recorder, project, &previous, invalid).await,
+        Err(invalid) => return stall(ctx, recorder, project, &previous, invalid).await,
     };
     let current = previous
         .production_deployment
@@ -110,27 +121,64 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
         conditions: previous.conditions.clone(),
         ..Default::default()
     };
-    let production_url = routing::url(&routing::production_hostname(
+    let label = routing::project_label(
         &name,
-        &ctx.config.routing.base_domain,
-    ));
+        project.metadata.uid.as_deref().unwrap_or_default(),
+        holds_name,
+    );
+    let hostname = routing::production_hostname(&label, &ctx.config.routing.base_domain);
+    let production_url = routing::url(&hostname);
+    next.hostname = Some(hostname.clone());
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
     if let Some(serving) = serving {
-        let route =
-            render::production_route(project, &serving.name_any(), &ctx.config.routing, &owner);
+        let route = render::production_route(
+            project,
+            &label,
+            &serving.name_any(),
+            &ctx.config.routing,
+            &owner,
+        );
         routes
             .patch(&route.name_any(), &apply, &Patch::Apply(&route))
             .await?;
         next.production_deployment = Some(serving.name_any());
         next.production_url = Some(production_url.clone());
     }
-    for (branch, deployment) in render::branch_aliases(&deployments) {
-        let route =
-            render::branch_route(project, &branch, &deployment, &ctx.config.routing, &owner);
+    let aliases = render::branch_aliases(&deployments);
+    for (branch, deployment) in &aliases {
+        let route = render::branch_route(
+            project,
+            &label,
+            branch,
+            deployment,
+            &ctx.config.routing,
+            &owner,
+        );
         routes
             .patch(&route.name_any(), &apply, &Patch::Apply(&route))
             .await?;
+    }
+    // A branch whose Deployments are gone (or none is Ready) has no alias.
+    let existing = routes
+        .list_metadata(
+            &ListParams::default()
+                .labels(&format!("{PROJECT_LABEL}={name},{}", render::BRANCH_LABEL)),
+        )
+        .await?;
+    for stale in render::stale_aliases(
+        &name,
+        &aliases,
+        existing
+            .items
+            .iter()
+            .filter_map(|r| r.metadata.name.as_deref()),
+    ) {
+        match routes.delete(&stale, &DeleteParams::background()).await {
+            Ok(_) => info!(route = %stale, "deleted the alias of a branch with nothing Ready"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
     }
 
     // Keep `retain` old production Deployments for rollback (`keepWarm` of them running),
@@ -157,7 +205,7 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
             Ok(_) => {
                 info!(deployment = %old, "pruned beyond spec.retain");
                 publish(
-                    &recorder,
+                    recorder,
                     project,
                     EventType::Normal,
                     "Pruned",
@@ -232,9 +280,29 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
     }
     write_status(ctx, project, &next).await?;
 
+    if previous.hostname != next.hostname {
+        let note = if holds_name {
+            format!("production and branch aliases are served under {hostname}")
+        } else {
+            format!(
+                "production and branch aliases are served under {hostname}: {} belongs to an \
+                 older Project of the same name in another namespace",
+                routing::production_hostname(&name, &ctx.config.routing.base_domain)
+            )
+        };
+        publish(
+            recorder,
+            project,
+            EventType::Normal,
+            "HostnameAssigned",
+            "Route",
+            &note,
+        )
+        .await;
+    }
     if let Some((reason, message)) = change {
         publish(
-            &recorder,
+            recorder,
             project,
             EventType::Normal,
             reason,
@@ -244,7 +312,7 @@ async fn reconcile_project(project: &Project, ctx: &Context) -> Result<Action> {
         .await;
         if let Some(serving) = serving {
             publish(
-                &recorder,
+                recorder,
                 serving,
                 EventType::Normal,
                 reason,

@@ -198,49 +198,113 @@ pub fn branch_aliases(deployments: &[Deployment]) -> BTreeMap<String, String> {
     aliases
 }
 
-fn route_meta(project: &Project, name: String, owner: &OwnerReference) -> ObjectMeta {
+/// Label of a branch alias HTTPRoute: the branch as a slug. With the Project's label it
+/// selects the aliases a Project has, so the ones of branches with nothing Ready left are
+/// deleted.
+pub const BRANCH_LABEL: &str = "clouddeck.io/branch";
+
+fn route_meta(
+    project: &Project,
+    name: String,
+    branch: Option<&str>,
+    owner: &OwnerReference,
+) -> ObjectMeta {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (PROJECT_LABEL.to_owned(), project.name_any()),
+    ]);
+    if let Some(branch) = branch {
+        labels.insert(BRANCH_LABEL.to_owned(), routing::branch_slug(branch));
+    }
     ObjectMeta {
         name: Some(name),
         namespace: project.namespace(),
-        labels: Some(BTreeMap::from([
-            (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
-            (PROJECT_LABEL.to_owned(), project.name_any()),
-        ])),
+        labels: Some(labels),
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()
     }
 }
 
-/// The production HTTPRoute: `<project>.<base domain>` to the served Deployment's Service.
+/// Whether `project` holds its name as a hostname label: among the Projects of that name
+/// in the cluster (`all`, any namespace, itself included or not) that are not being
+/// deleted, it is the oldest — by `creationTimestamp`, then namespace, so that every
+/// reconcile of every namesake agrees. Deleting the holder hands the name to the next.
+pub fn holds_name<'a>(project: &Project, all: impl IntoIterator<Item = &'a Project>) -> bool {
+    let rank = |p: &Project| {
+        (
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.metadata.namespace.clone().unwrap_or_default(),
+        )
+    };
+    let mine = rank(project);
+    all.into_iter()
+        .filter(|other| {
+            other.metadata.name == project.metadata.name
+                && other.metadata.namespace != project.metadata.namespace
+                && other.metadata.deletion_timestamp.is_none()
+        })
+        .all(|other| mine < rank(other))
+}
+
+/// The branch alias HTTPRoutes to delete: those of `existing` (names of the Project's
+/// alias routes) that no branch with a Ready Deployment (`aliases`) has any more.
+pub fn stale_aliases<'a>(
+    project: &str,
+    aliases: &BTreeMap<String, String>,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let wanted: Vec<String> = aliases
+        .keys()
+        .map(|branch| routing::branch_route_name(project, branch))
+        .collect();
+    existing
+        .into_iter()
+        .filter(|name| !wanted.iter().any(|w| w == name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The production HTTPRoute: `<label>.<base domain>` to the served Deployment's Service;
+/// `label` from [`routing::project_label`].
 pub fn production_route(
     project: &Project,
+    label: &str,
     service: &str,
     routing: &RoutingConfig,
     owner: &OwnerReference,
 ) -> HttpRoute {
-    let name = project.name_any();
-    let meta = route_meta(project, routing::production_route_name(&name), owner);
+    let meta = route_meta(
+        project,
+        routing::production_route_name(&project.name_any()),
+        None,
+        owner,
+    );
     routing::http_route(
         meta,
-        &routing::production_hostname(&name, &routing.base_domain),
+        &routing::production_hostname(label, &routing.base_domain),
         service,
         routing,
     )
 }
 
-/// A branch alias HTTPRoute: `<project>-git-<branch>.<base domain>`.
+/// A branch alias HTTPRoute: `<label>-git-<branch>.<base domain>`.
 pub fn branch_route(
     project: &Project,
+    label: &str,
     branch: &str,
     service: &str,
     routing: &RoutingConfig,
     owner: &OwnerReference,
 ) -> HttpRoute {
-    let name = project.name_any();
-    let meta = route_meta(project, routing::branch_route_name(&name, branch), owner);
+    let meta = route_meta(
+        project,
+        routing::branch_route_name(&project.name_any(), branch),
+        Some(branch),
+        owner,
+    );
     routing::http_route(
         meta,
-        &routing::branch_hostname(&name, branch, &routing.base_domain),
+        &routing::branch_hostname(label, branch, &routing.base_domain),
         service,
         routing,
     )
@@ -288,6 +352,7 @@ pub fn production_event(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     use super::*;
@@ -547,14 +612,14 @@ mod tests {
             ..Default::default()
         };
         let p = project(json!({}));
-        let route = production_route(&p, "web-2", &routing, &owner);
+        let route = production_route(&p, "web", "web-2", &routing, &owner);
         assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
         assert_eq!(
             route.spec.hostnames.as_ref().unwrap()[0],
             "web.apps.example.com"
         );
         assert_eq!(routing::backend_service(&route), Some("web-2"));
-        let alias = branch_route(&p, "feature/x", "pr-1", &routing, &owner);
+        let alias = branch_route(&p, "web", "feature/x", "pr-1", &routing, &owner);
         assert_eq!(
             alias.spec.hostnames.as_ref().unwrap()[0],
             "web-git-feature-x.apps.example.com"
@@ -563,5 +628,67 @@ mod tests {
             alias.metadata.labels.as_ref().unwrap()[PROJECT_LABEL],
             "web"
         );
+        assert_eq!(
+            alias.metadata.labels.as_ref().unwrap()[BRANCH_LABEL],
+            "feature-x"
+        );
+        assert!(!route.metadata.labels.unwrap().contains_key(BRANCH_LABEL));
+        // A namesake's routes keep their names and get its own hostnames.
+        let route = production_route(&p, "web-1a2b3c4d", "web-2", &routing, &owner);
+        assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
+        assert_eq!(
+            route.spec.hostnames.as_ref().unwrap()[0],
+            "web-1a2b3c4d.apps.example.com"
+        );
+    }
+
+    #[test]
+    fn aliases_of_branches_with_nothing_ready_are_stale() {
+        let aliases = BTreeMap::from([("main".to_owned(), "web-3".to_owned())]);
+        assert_eq!(
+            stale_aliases(
+                "web",
+                &aliases,
+                ["web-git-main", "web-git-feature-x", "web-git-old"]
+            ),
+            ["web-git-feature-x", "web-git-old"]
+        );
+        assert!(stale_aliases("web", &aliases, ["web-git-main"]).is_empty());
+        assert_eq!(
+            stale_aliases("web", &BTreeMap::new(), ["web-git-main"]),
+            ["web-git-main"]
+        );
+    }
+
+    fn namesake(namespace: &str, created: &str, deleting: bool) -> Project {
+        let mut p = project(json!({}));
+        p.metadata.namespace = Some(namespace.into());
+        p.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        if deleting {
+            p.metadata.deletion_timestamp = Some(Time("2026-11-29T10:00:00Z".parse().unwrap()));
+        }
+        p
+    }
+
+    #[test]
+    fn the_oldest_project_of_a_name_holds_it() {
+        let a = namesake("team-a", "2026-01-01T00:00:00Z", false);
+        let b = namesake("team-b", "2026-02-01T00:00:00Z", false);
+        let mut other = namesake("team-c", "2025-01-01T00:00:00Z", false);
+        other.metadata.name = Some("blog".into());
+        let all = [a.clone(), b.clone(), other];
+        assert!(holds_name(&a, &all));
+        assert!(
+            !holds_name(&b, &all),
+            "a younger namesake in another namespace"
+        );
+        assert!(holds_name(&b, [&b]), "alone with its name");
+        // The same second: the namespace decides, the same way for both.
+        let twin = namesake("team-0", "2026-01-01T00:00:00Z", false);
+        assert!(holds_name(&twin, [&a, &twin]));
+        assert!(!holds_name(&a, [&a, &twin]));
+        // A holder being deleted hands the name on.
+        let leaving = namesake("team-a", "2026-01-01T00:00:00Z", true);
+        assert!(holds_name(&b, [&leaving, &b]));
     }
 }

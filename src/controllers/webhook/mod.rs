@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::reporter;
 use super::webhook_delivery::egress_policy;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
@@ -46,13 +46,14 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let client = run.ctx.client.clone();
         let ctx = Arc::new(WebhookContext {
             ctx: run.ctx.clone(),
-            recorder: Recorder::new(client.clone(), reporter()),
+            recorder: run.ctx.recorder.clone(),
             publisher: Publisher::new(client.clone()),
             policy: egress_policy(&run.ctx.config),
             retention: Retention::from_config(&run.ctx.config.webhooks),
         });
+        // The guard keeps one malformed Webhook from stopping the controller.
         let controller = Controller::new(
-            Api::<Webhook>::all(client.clone()),
+            Api::<DeserializeGuard<Webhook>>::all(client.clone()),
             watcher::Config::default(),
         )
         // A delivery's outcome changes its Webhook's health, and a delivery that finishes
@@ -76,7 +77,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     .boxed()
 }
 
-fn error_policy(webhook: Arc<Webhook>, err: &crate::Error, _: Arc<WebhookContext>) -> Action {
+fn error_policy(
+    webhook: Arc<DeserializeGuard<Webhook>>,
+    err: &crate::Error,
+    _: Arc<WebhookContext>,
+) -> Action {
     warn!(webhook = %webhook.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -21,6 +22,7 @@ use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
+use crate::controllers::events::reject_malformed;
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::publisher::{deliveries_of, endpoint_gone};
 use crate::delivery::{PlatformEvent, keys};
@@ -38,9 +40,19 @@ pub const PING_EVENT: &str = "webhook.ping";
 /// this often.
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<WebhookContext>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Webhook>>,
+    ctx: Arc<WebhookContext>,
+) -> Result<Action> {
+    let webhook = match &guard.0 {
+        Ok(webhook) => webhook,
+        Err(invalid) => {
+            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
     let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
-    let result = reconcile_inner(&webhook, &ctx).await;
+    let result = reconcile_inner(webhook, &ctx).await;
     timer.finish(&result);
     result
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
@@ -45,7 +46,8 @@ pub struct DeliveryContext {
     pub metrics: DeliveryMetrics,
     /// Every Webhook, from a watch: one API call less per attempt. A Webhook missing from
     /// it (just created) is read from the API.
-    pub webhooks: Store<Webhook>,
+    /// Every Webhook (a malformed one is an `Err` and is looked up as missing).
+    pub webhooks: Store<DeserializeGuard<Webhook>>,
 }
 
 /// The egress policy of this operator: `--webhook-allow-cidrs` (checked when parsed).
@@ -60,11 +62,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         let metrics = run.ctx.metrics.delivery.clone();
-        let (webhooks, writer) = reflector::store::<Webhook>();
+        let (webhooks, writer) = reflector::store::<DeserializeGuard<Webhook>>();
         let watch = reflector(
             writer,
             watcher(
-                Api::<Webhook>::all(client.clone()),
+                Api::<DeserializeGuard<Webhook>>::all(client.clone()),
                 watcher::Config::default(),
             ),
         );
@@ -78,7 +80,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let ctx = Arc::new(DeliveryContext {
             ctx: run.ctx.clone(),
             sender: Sender::new(egress_policy(&run.ctx.config)),
-            recorder: Recorder::new(client.clone(), super::reporter()),
+            recorder: run.ctx.recorder.clone(),
             metrics: metrics.clone(),
             webhooks,
         });

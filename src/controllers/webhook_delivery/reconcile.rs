@@ -53,9 +53,12 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
     let webhook_name = current.spec.webhook_ref.name.clone();
     let cached = ctx
         .webhooks
-        .get(&ObjectRef::<Webhook>::new(&webhook_name).within(&namespace));
+        .get(&ObjectRef::new(&webhook_name).within(&namespace))
+        .and_then(|guard| guard.0.as_ref().ok().cloned());
+    // Not cached (or malformed: then reading it fails and the delivery waits, while the
+    // Webhook controller reports the Webhook as InvalidObject).
     let webhook = match cached {
-        Some(webhook) => Some(Webhook::clone(&webhook)),
+        Some(webhook) => Some(webhook),
         None => webhooks.get_opt(&webhook_name).await?,
     };
 
