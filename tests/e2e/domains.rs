@@ -13,6 +13,7 @@ use clouddeck::api::webhook::Webhook;
 use clouddeck::api::webhook_delivery::WebhookDelivery;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -801,4 +802,225 @@ async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over
     );
     // The owner is untouched.
     wait_condition(&domains, "example-com", READY, "True", "Serving").await;
+}
+
+/// A `kubernetes.io/tls` Secret holding `tls_crt` (and a key that is never read).
+async fn tls_secret(client: &Client, namespace: &str, name: &str, tls_crt: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name },
+        "type": "kubernetes.io/tls",
+        "stringData": { "tls.crt": tls_crt, "tls.key": "not read by the operator" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create TLS Secret");
+}
+
+/// User story: "I serve my hostname with a certificate I manage myself, in my own TLS
+/// Secret. When it is about to expire I am warned exactly as for a cert-manager
+/// certificate — a Warning Event on the Domain and the certificate.expiring and
+/// alert.certificate_expiring webhook events — and the Domain shows its expiry. When
+/// what I put in the Secret is not a certificate, the Domain says so and names the
+/// field, without echoing what I put there."
+#[tokio::test]
+async fn a_users_own_tls_secret_is_read_for_its_expiry() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-own-tls").await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    // Hostnames under the operator's base domain, named for the Domains' Project: verified
+    // without a TXT record, so no DNS server is needed.
+    let operator = Operator::builder(&ns.name, "domains")
+        .args(["--base-domain", "apps.e2e.test"])
+        .start();
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    production_route(&client, &ns.name, "storefront-v1").await;
+    support::kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "signing",
+        "-n",
+        &ns.name,
+        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ]);
+    // Its loopback URL is refused by the egress policy; the delivery log still records.
+    let webhook: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": "certificate-events" },
+        "spec": {
+            "url": "http://127.0.0.1:9/hook", "events": ["certificate.*", "alert.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }]
+        }
+    }))
+    .unwrap();
+    Api::<Webhook>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &webhook)
+        .await
+        .unwrap();
+
+    // A certificate that expires in 3 days (the warning starts at 14).
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+    let hostname = format!("storefront-{}.apps.e2e.test", ns.name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![hostname.clone()]).unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(87);
+    params.not_after = not_after;
+    let certificate = params.self_signed(&key).unwrap().pem();
+    tls_secret(&client, &ns.name, "shop-tls", &certificate).await;
+    domains
+        .create(
+            &PostParams::default(),
+            &domain(
+                "shop",
+                &hostname,
+                json!({ "tls": { "secretName": "shop-tls" } }),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let d = wait_condition(
+        &domains,
+        "shop",
+        CERTIFICATE_READY,
+        "True",
+        "SecretProvided",
+    )
+    .await;
+    assert!(conditions::is_true(
+        &d.status.as_ref().unwrap().conditions,
+        VERIFIED
+    ));
+    let expected = k8s_openapi::jiff::Timestamp::from_second(not_after.unix_timestamp()).unwrap();
+    let shown = d.status.as_ref().unwrap().certificate.as_ref().unwrap();
+    assert_eq!(shown.secret_name.as_deref(), Some("shop-tls"));
+    assert_eq!(shown.not_after.as_ref().map(|t| t.0), Some(expected));
+    wait_condition(&domains, "shop", READY, "True", "Serving").await;
+
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let expiring = eventually("a CertificateExpiring Event", TIMEOUT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("CertificateExpiring"))
+    })
+    .await;
+    assert_eq!(expiring.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        expiring.regarding.as_ref().unwrap().name.as_deref(),
+        Some("shop")
+    );
+    let note = expiring.note.unwrap_or_default();
+    assert!(
+        note.contains(&hostname) && note.contains(&expected.to_string()),
+        "{note}"
+    );
+
+    // The same webhook events as for a cert-manager certificate, naming the expiry.
+    let log = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
+    let expiry_events = eventually(
+        "certificate.expiring and alert.certificate_expiring in the delivery log",
+        TIMEOUT,
+        || async {
+            let deliveries = log
+                .list(&ListParams::default().labels("clouddeck.io/webhook=certificate-events"))
+                .await
+                .ok()?
+                .items;
+            let mut found: Vec<(String, String)> = deliveries
+                .into_iter()
+                .filter(|d| d.spec.event_type.contains("expiring"))
+                .map(|d| {
+                    let not_after = d.spec.payload["data"]["notAfter"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    (d.spec.event_type, not_after)
+                })
+                .collect();
+            found.sort();
+            (found.len() >= 2).then_some(found)
+        },
+    )
+    .await;
+    let expected_text = expected.to_string();
+    assert_eq!(
+        expiry_events,
+        [
+            (
+                "alert.certificate_expiring".to_owned(),
+                expected_text.clone()
+            ),
+            ("certificate.expiring".to_owned(), expected_text),
+        ]
+    );
+
+    // Something that is not a certificate in tls.crt.
+    let garbage = "garbage-7f3a9c-not-a-certificate";
+    tls_secret(&client, &ns.name, "broken-tls", garbage).await;
+    domains
+        .create(
+            &PostParams::default(),
+            &domain(
+                "broken",
+                &format!("storefront-{}-broken.apps.e2e.test", ns.name),
+                json!({ "tls": { "secretName": "broken-tls" } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let d = wait_condition(
+        &domains,
+        "broken",
+        CERTIFICATE_READY,
+        "False",
+        "InvalidCertificate",
+    )
+    .await;
+    let message = condition_message(&d, CERTIFICATE_READY);
+    assert!(
+        message.starts_with("spec.tls.secretName:") && message.contains("broken-tls"),
+        "{message}"
+    );
+    let status = serde_json::to_string(&d.status).unwrap();
+    assert!(
+        !status.contains(garbage),
+        "the status echoes tls.crt: {status}"
+    );
+    // Only the user can fix it: stalled, like a Secret that does not exist.
+    wait_condition(&domains, "broken", READY, "False", "InvalidCertificate").await;
+    assert!(conditions::is_true(
+        &domains
+            .get("broken")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions,
+        conditions::STALLED
+    ));
+    assert_eq!(
+        d.status
+            .as_ref()
+            .unwrap()
+            .certificate
+            .as_ref()
+            .unwrap()
+            .not_after,
+        None
+    );
+    for event in events.list(&ListParams::default()).await.unwrap().items {
+        let note = event.note.unwrap_or_default();
+        assert!(!note.contains(garbage), "an Event echoes tls.crt: {note}");
+    }
+    assert!(
+        !operator.logs().contains(garbage),
+        "the operator's log echoes tls.crt"
+    );
 }

@@ -1,7 +1,7 @@
 //! The Domain controller: proves ownership of a hostname through a DNS TXT record, makes
 //! sure no two Domains in the cluster serve one hostname, and once verified routes the
 //! hostname (to the Project's production, a branch, or a redirect) and requests its
-//! certificate from cert-manager.
+//! certificate from cert-manager, or reads the expiry of the user's own TLS Secret.
 //!
 //! Besides its own Domains it watches every Domain in the cluster (the claims on a
 //! hostname, and redirect targets), the Certificates and HTTPRoutes it owns, and the

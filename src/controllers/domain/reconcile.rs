@@ -1,6 +1,6 @@
-//! One Domain reconcile: read (the claims on the hostname, the Project's routes), verify
-//! (TXT lookup unless the hostname is owned or taken), apply (HTTPRoute, Certificate),
-//! then write the status and the Events that changed.
+//! One Domain reconcile: read (the claims on the hostname, the Project's routes, the
+//! user's TLS Secret), verify (TXT lookup unless the hostname is owned or taken), apply
+//! (HTTPRoute, Certificate), then write the status and the Events that changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use tracing::{info, instrument, warn};
 
 use super::claims::{self, Claim, Standing};
 use super::render::{self, RouteTarget};
-use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
+use super::status::{self, ConditionValue, Ownership, Serving};
 use super::{DomainContext, NAME, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
@@ -238,15 +238,12 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         let state = match &secret_name {
             Some(secret) => {
                 delete_if_present(&certificates, &certificate_name).await?;
-                let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-                match secrets.get_metadata_opt(secret).await? {
-                    Some(_) => CertificateState::SecretProvided {
-                        name: secret.clone(),
-                    },
-                    None => CertificateState::SecretMissing {
-                        name: secret.clone(),
-                    },
-                }
+                // The whole Secret, key included: a Secret cannot be read in part. It is
+                // only parsed for the certificate's expiry, and dropped here.
+                let found = Api::<Secret>::namespaced(client.clone(), &namespace)
+                    .get_opt(secret)
+                    .await?;
+                status::secret_certificate_state(secret, found.as_ref())
             }
             None => {
                 let issuer = render::issuer(domain, &settings.default_cluster_issuer);
@@ -257,11 +254,10 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 status::certificate_state(Some(&applied))
             }
         };
-        if let CertificateState::Issued {
-            not_after: Some(not_after),
-        } = &state
+        // Whoever manages the certificate (cert-manager or the user), one warning.
+        if let Some(not_after) = state.not_after()
             && let Some(days) = status::expiring_in_days(
-                *not_after,
+                not_after,
                 Timestamp::now(),
                 settings.certificate_expiry_warning_days,
             )
@@ -302,10 +298,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             .await?;
         next.certificate = Some(CertificateStatus {
             secret_name: Some(secret_name),
-            not_after: match &state {
-                CertificateState::Issued { not_after } => not_after.map(Time),
-                _ => None,
-            },
+            not_after: state.not_after().map(Time),
         });
         (Some(serving), Some(status::certificate_condition(&state)))
     } else {

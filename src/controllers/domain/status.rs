@@ -1,11 +1,14 @@
 //! A Domain's conditions, from what the reconcile observed: the `Verified` condition for
-//! each verification outcome, `CertificateReady` mirrored from cert-manager, `Ready`
-//! summing up, and when to look again. Pure: unit-tested with plain values.
+//! each verification outcome, `CertificateReady` mirrored from cert-manager or read from
+//! the user's own TLS Secret, `Ready` summing up, and when to look again. Pure:
+//! unit-tested with plain values.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
+use x509_parser::pem::Pem;
 
 use crate::api::conditions::{CERTIFICATE_READY, Conditions, Status, VERIFIED};
 use crate::dns::{Verification, VerificationRecord};
@@ -147,10 +150,91 @@ pub enum CertificateState {
     Issued { not_after: Option<Timestamp> },
     /// cert-manager has not issued it (yet), with its message.
     Pending { message: String },
-    /// A user-managed Secret serves the hostname.
-    SecretProvided { name: String },
+    /// A user-managed Secret serves the hostname, with its leaf certificate's expiry.
+    SecretProvided { name: String, not_after: Timestamp },
     /// The named Secret does not exist.
     SecretMissing { name: String },
+    /// The named Secret exists, but no certificate's expiry can be read from it.
+    SecretInvalid {
+        name: String,
+        problem: InvalidCertificate,
+    },
+}
+
+impl CertificateState {
+    /// When the certificate that serves the hostname expires, if known: the one place
+    /// the status and the expiry warning read it from, whoever manages the certificate.
+    pub fn not_after(&self) -> Option<Timestamp> {
+        match self {
+            CertificateState::Issued { not_after } => *not_after,
+            CertificateState::SecretProvided { not_after, .. } => Some(*not_after),
+            _ => None,
+        }
+    }
+}
+
+/// Why a user's TLS Secret yields no certificate expiry. Carries nothing of the Secret's
+/// content, and neither do the messages made from it: a `tls.crt` that is not what it
+/// should be may be a private key pasted into the wrong field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidCertificate {
+    /// The Secret has no `tls.crt` key.
+    NoTlsCrt,
+    /// `tls.crt` has no well-formed PEM block.
+    NotPem,
+    /// `tls.crt` is PEM, but none of its blocks is a `CERTIFICATE`.
+    NoCertificateBlock,
+    /// The first `CERTIFICATE` block does not parse as an X.509 certificate.
+    NotX509,
+}
+
+/// Reads the user's TLS Secret `name` (`spec.tls.secretName`): missing, invalid, or the
+/// expiry of the certificate it serves.
+pub fn secret_certificate_state(name: &str, secret: Option<&Secret>) -> CertificateState {
+    let Some(secret) = secret else {
+        return CertificateState::SecretMissing {
+            name: name.to_owned(),
+        };
+    };
+    let tls_crt = secret.data.as_ref().and_then(|data| data.get("tls.crt"));
+    match tls_crt
+        .ok_or(InvalidCertificate::NoTlsCrt)
+        .and_then(|crt| leaf_not_after(&crt.0))
+    {
+        Ok(not_after) => CertificateState::SecretProvided {
+            name: name.to_owned(),
+            not_after,
+        },
+        Err(problem) => CertificateState::SecretInvalid {
+            name: name.to_owned(),
+            problem,
+        },
+    }
+}
+
+/// The notAfter of the first certificate of a PEM chain: the leaf, which a chain puts
+/// first (as TLS sends it, RFC 8446 4.4.2). Blocks of other kinds before it are skipped; a
+/// malformed block before it makes the whole value invalid. The parse errors are dropped,
+/// not wrapped: their text can quote the input.
+pub fn leaf_not_after(pem: &[u8]) -> Result<Timestamp, InvalidCertificate> {
+    let mut seen_pem = false;
+    for block in Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|_| InvalidCertificate::NotPem)?;
+        seen_pem = true;
+        if block.label != "CERTIFICATE" {
+            continue;
+        }
+        let certificate = block
+            .parse_x509()
+            .map_err(|_| InvalidCertificate::NotX509)?;
+        return Timestamp::from_second(certificate.validity().not_after.timestamp())
+            .map_err(|_| InvalidCertificate::NotX509);
+    }
+    Err(if seen_pem {
+        InvalidCertificate::NoCertificateBlock
+    } else {
+        InvalidCertificate::NotPem
+    })
 }
 
 /// Reads a cert-manager Certificate's `Ready` condition and `notAfter`.
@@ -199,16 +283,37 @@ pub fn certificate_condition(state: &CertificateState) -> ConditionValue {
         CertificateState::Pending { message } => {
             ConditionValue::new(Status::False, "CertificatePending", message.clone())
         }
-        CertificateState::SecretProvided { name } => ConditionValue::new(
+        CertificateState::SecretProvided { name, not_after } => ConditionValue::new(
             Status::True,
             "SecretProvided",
-            format!("serving the certificate of Secret {name}"),
+            format!("serving the certificate of Secret {name}, valid until {not_after}"),
         ),
         CertificateState::SecretMissing { name } => ConditionValue::new(
             Status::False,
             "SecretNotFound",
             format!("spec.tls.secretName: Secret {name} does not exist in this namespace"),
         ),
+        CertificateState::SecretInvalid { name, problem } => {
+            let why = match problem {
+                InvalidCertificate::NoTlsCrt => format!("Secret {name} has no tls.crt"),
+                InvalidCertificate::NotPem => {
+                    format!(
+                        "tls.crt of Secret {name} is not a PEM X.509 certificate (no well-formed PEM block)"
+                    )
+                }
+                InvalidCertificate::NoCertificateBlock => format!(
+                    "tls.crt of Secret {name} is not a PEM X.509 certificate (no CERTIFICATE block)"
+                ),
+                InvalidCertificate::NotX509 => format!(
+                    "tls.crt of Secret {name} is not a PEM X.509 certificate (its first CERTIFICATE block does not parse)"
+                ),
+            };
+            ConditionValue::new(
+                Status::False,
+                "InvalidCertificate",
+                format!("spec.tls.secretName: {why}"),
+            )
+        }
     }
 }
 
@@ -268,7 +373,8 @@ pub fn set_conditions(
         _ => {}
     }
     if let Some(cert) = certificate.filter(|c| !c.is_true()) {
-        if cert.reason == "SecretNotFound" {
+        // Only the user can fix their Secret: nothing to wait for until they do.
+        if matches!(cert.reason, "SecretNotFound" | "InvalidCertificate") {
             return conditions.stalled(cert.reason, &cert.message);
         }
         return conditions.reconciling(cert.reason, &cert.message);
@@ -298,6 +404,7 @@ pub fn recheck_after(waiting: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ApiResource;
     use serde_json::json;
@@ -419,6 +526,167 @@ mod tests {
         let condition = certificate_condition(&state);
         assert_eq!(condition.status, Status::False);
         assert!(condition.message.contains("ACME order failed"));
+    }
+
+    /// A self-signed certificate for shop.example.com expiring at `not_after`, and its key.
+    fn pem_certificate(not_after: time::OffsetDateTime) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["shop.example.com".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = not_after;
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn tls_secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn the_leaf_certificate_of_a_users_secret_gives_its_expiry() {
+        let (leaf, key) = pem_certificate(rcgen::date_time_ymd(2031, 5, 17));
+        let (intermediate, _) = pem_certificate(rcgen::date_time_ymd(2036, 1, 1));
+        let expected: Timestamp = "2031-05-17T00:00:00Z".parse().unwrap();
+        // The leaf first, as in every chain; the intermediate's later expiry is not it.
+        let chain = format!("{leaf}{intermediate}");
+        assert_eq!(leaf_not_after(chain.as_bytes()), Ok(expected));
+        let state = secret_certificate_state(
+            "shop-tls",
+            Some(&tls_secret(&[("tls.crt", &chain), ("tls.key", &key)])),
+        );
+        assert_eq!(
+            state,
+            CertificateState::SecretProvided {
+                name: "shop-tls".into(),
+                not_after: expected
+            }
+        );
+        assert_eq!(state.not_after(), Some(expected));
+        let condition = certificate_condition(&state);
+        assert_eq!(
+            (condition.status, condition.reason),
+            (Status::True, "SecretProvided")
+        );
+        assert!(
+            condition.message.contains("2031-05-17T00:00:00Z"),
+            "{}",
+            condition.message
+        );
+        // Blocks of other kinds before the certificate are skipped.
+        let key_first = format!("{key}{leaf}");
+        assert_eq!(leaf_not_after(key_first.as_bytes()), Ok(expected));
+    }
+
+    #[test]
+    fn an_unreadable_users_certificate_is_named_without_its_content() {
+        let (_, key) = pem_certificate(rcgen::date_time_ymd(2031, 5, 17));
+        let garbage = "this-is-not-a-certificate-0xDEADBEEF";
+        let bad_der = "-----BEGIN CERTIFICATE-----\nc2VjcmV0LWJ5dGVz\n-----END CERTIFICATE-----\n";
+        let bad_base64 = "-----BEGIN CERTIFICATE-----\n!!!secret!!!\n-----END CERTIFICATE-----\n";
+        let cases = [
+            (
+                vec![("tls.key", key.as_str())],
+                InvalidCertificate::NoTlsCrt,
+                "has no tls.crt",
+            ),
+            (
+                vec![("tls.crt", garbage)],
+                InvalidCertificate::NotPem,
+                "no well-formed PEM block",
+            ),
+            (
+                vec![("tls.crt", "")],
+                InvalidCertificate::NotPem,
+                "no well-formed PEM block",
+            ),
+            (
+                vec![("tls.crt", bad_base64)],
+                InvalidCertificate::NotPem,
+                "no well-formed PEM block",
+            ),
+            // A private key pasted into tls.crt.
+            (
+                vec![("tls.crt", key.as_str())],
+                InvalidCertificate::NoCertificateBlock,
+                "no CERTIFICATE block",
+            ),
+            (
+                vec![("tls.crt", bad_der)],
+                InvalidCertificate::NotX509,
+                "does not parse",
+            ),
+        ];
+        for (data, problem, says) in cases {
+            let state = secret_certificate_state("shop-tls", Some(&tls_secret(&data)));
+            assert_eq!(
+                state,
+                CertificateState::SecretInvalid {
+                    name: "shop-tls".into(),
+                    problem
+                },
+                "{data:?}"
+            );
+            assert_eq!(state.not_after(), None);
+            let condition = certificate_condition(&state);
+            assert_eq!(
+                (condition.status, condition.reason),
+                (Status::False, "InvalidCertificate")
+            );
+            assert!(conditions::is_camel_case_reason(condition.reason));
+            assert!(
+                condition.message.starts_with("spec.tls.secretName: ")
+                    && condition.message.contains("Secret shop-tls")
+                    && condition.message.contains(says),
+                "{}",
+                condition.message
+            );
+            for secret in [
+                "0xDEADBEEF",
+                "c2VjcmV0",
+                "secret!",
+                "PRIVATE KEY",
+                &key[40..60],
+            ] {
+                assert!(
+                    !condition.message.contains(secret),
+                    "leaks {secret:?}: {}",
+                    condition.message
+                );
+            }
+        }
+        assert_eq!(
+            secret_certificate_state("shop-tls", None),
+            CertificateState::SecretMissing {
+                name: "shop-tls".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_invalid_users_certificate_stalls_the_domain() {
+        let mut list = Vec::new();
+        let invalid = certificate_condition(&CertificateState::SecretInvalid {
+            name: "shop-tls".into(),
+            problem: InvalidCertificate::NotPem,
+        });
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &verified(Ownership::Verified),
+            Some(&Serving::Deployment("web-2".into())),
+            Some(&invalid),
+        );
+        assert!(conditions::is_true(&list, STALLED));
+        assert!(!conditions::is_true(&list, CERTIFICATE_READY));
+        assert_eq!(
+            conditions::find(&list, READY).unwrap().reason,
+            "InvalidCertificate"
+        );
     }
 
     #[test]
