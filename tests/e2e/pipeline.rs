@@ -527,6 +527,74 @@ async fn a_failing_build_fails_the_deployment_with_a_warning_event() {
     assert!(described.contains("BuildFailed"), "{described}");
 }
 
+/// User story: "I deploy an image the cluster cannot pull: the Deployment fails with
+/// `ImagePullFailed`, says which pod and image, raises a Warning Event — and production
+/// stays on what it served."
+///
+/// The node is kwok's: CloudDeck's own kwok stage (hack/kwok/pod-image-pull-failed.yaml)
+/// plays the kubelet that cannot resolve `registry.invalid`.
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_the_deployment() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-pull").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    create(&projects, image_project("pull")).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment("pull-1", "pull", "production", json!({ "image": IMAGE })),
+    )
+    .await;
+    wait_phase(&deployments, "pull-1", DeploymentPhase::Ready).await;
+
+    let unpullable = IMAGE.replace("registry.example/", "registry.invalid/");
+    create(
+        &deployments,
+        deployment(
+            "pull-2",
+            "pull",
+            "production",
+            json!({ "image": unpullable }),
+        ),
+    )
+    .await;
+    let failed = wait_phase(&deployments, "pull-2", DeploymentPhase::Failed).await;
+    let ready = failed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ImagePullFailed")
+    );
+    assert!(
+        ready.message.contains(&unpullable) && ready.message.contains("ErrImagePull"),
+        "{}",
+        ready.message
+    );
+    let warning = eventually("an ImagePullFailed Warning Event", TIMEOUT, || async {
+        events(&client, &ns.name, "pull-2")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("ImagePullFailed")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+    assert!(warning.message.unwrap_or_default().contains("pull-2"));
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        route_backend(&routes, "pull-production").await.as_deref(),
+        Some("pull-1"),
+        "production stays where it was"
+    );
+}
+
 /// User story: "A second production deployment is promoted and the production route moves
 /// to it; the first is kept; setting `spec.rollbackTo` moves production back in seconds,
 /// with no rebuild."
