@@ -223,7 +223,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
 
     let (serving, certificate) = if verified.is_true() {
         // Route: production, a branch, or a redirect.
-        let (serving, target) = serving(domain, &routes, &ctx.domains).await?;
+        let (serving, target) = serving(domain, &routes, &client).await?;
         // Without a target, keep what serves now: a redirect whose target Domain went
         // away still redirects; production being replaced keeps serving.
         if let Some(target) = &target {
@@ -365,20 +365,30 @@ async fn project_label(client: &kube::Client, namespace: &str, project: &str) ->
 
 /// What the route of a verified Domain points at, read from the Project's own routes so
 /// that a promotion or rollback is followed without the Domain knowing how it happened.
+///
+/// A redirect's target is looked up in the API, not the watch cache: the deletion of the
+/// target is what wakes this Domain, and the cache may not have seen it yet.
 async fn serving(
     domain: &Domain,
     routes: &Api<HttpRoute>,
-    domains: &kube::runtime::reflector::Store<DeserializeGuard<Domain>>,
+    client: &kube::Client,
 ) -> Result<(Serving, Option<RouteTarget>)> {
     let project = &domain.spec.project_ref.name;
     if let Some(redirect) = &domain.spec.redirect_to {
-        let namespace = domain.namespace();
-        let target_exists = valid(&domains.state()).any(|d| {
-            d.namespace() == namespace
-                && d.spec.hostname == redirect.domain
-                && d.spec.project_ref.name == *project
-                && d.metadata.deletion_timestamp.is_none()
-        });
+        let namespace = domain.namespace().unwrap_or_default();
+        let same_namespace =
+            Api::<DeserializeGuard<Domain>>::namespaced(client.clone(), &namespace)
+                .list(&kube::api::ListParams::default())
+                .await?;
+        let target_exists = same_namespace
+            .items
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .any(|d| {
+                d.spec.hostname == redirect.domain
+                    && d.spec.project_ref.name == *project
+                    && d.metadata.deletion_timestamp.is_none()
+            });
         if !target_exists {
             return Ok((
                 Serving::RedirectTargetMissing(format!(
