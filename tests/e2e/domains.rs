@@ -398,22 +398,8 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
     )
     .await;
     wait_condition(&domains, "shop", READY, "True", "Serving").await;
+    warning_event(&client, &ns.name, "shop", "CertificateExpiring").await;
     let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    let expiring = eventually("a CertificateExpiring Event", TIMEOUT, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("CertificateExpiring"))
-    })
-    .await;
-    assert_eq!(expiring.type_.as_deref(), Some("Warning"));
-    assert_eq!(
-        expiring.regarding.as_ref().unwrap().name.as_deref(),
-        Some("shop")
-    );
     assert!(
         events
             .list(&ListParams::default())
@@ -549,6 +535,26 @@ async fn a_hostname_verified_in_one_namespace_cannot_be_taken_from_another() {
 }
 
 /// `kubectl apply -n <namespace>` of the files of `config/samples` named.
+/// Waits for an events.k8s.io Event with `reason` about `object` and checks it is a Warning.
+async fn warning_event(client: &Client, namespace: &str, object: &str, reason: &str) -> Event {
+    let events = Api::<Event>::namespaced(client.clone(), namespace);
+    let event = eventually(&format!("a {reason} Event"), TIMEOUT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+            })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    event
+}
+
 fn apply_samples(namespace: &str, files: &[&str]) {
     let samples = support::repo_root().join("config/samples");
     let paths: Vec<String> = files
@@ -900,22 +906,8 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
     assert_eq!(shown.not_after.as_ref().map(|t| t.0), Some(expected));
     wait_condition(&domains, "shop", READY, "True", "Serving").await;
 
+    let expiring = warning_event(&client, &ns.name, "shop", "CertificateExpiring").await;
     let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    let expiring = eventually("a CertificateExpiring Event", TIMEOUT, || async {
-        events
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("CertificateExpiring"))
-    })
-    .await;
-    assert_eq!(expiring.type_.as_deref(), Some("Warning"));
-    assert_eq!(
-        expiring.regarding.as_ref().unwrap().name.as_deref(),
-        Some("shop")
-    );
     let note = expiring.note.unwrap_or_default();
     assert!(
         note.contains(&hostname) && note.contains(&expected.to_string()),

@@ -135,6 +135,21 @@ fn deployment(
     })
 }
 
+/// A git Deployment of Project `web` building `COMMIT` of `branch`.
+fn git_deployment(name: &str, target: &str, branch: &str) -> serde_json::Value {
+    deployment(
+        name,
+        "web",
+        target,
+        json!({ "git": { "branch": branch, "commit": COMMIT } }),
+    )
+}
+
+/// The termination message of a build that pushed `DIGEST` for `COMMIT`.
+fn built() -> String {
+    format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#)
+}
+
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
     d.status.as_ref().and_then(|s| s.phase)
 }
@@ -325,12 +340,7 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
     let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
-        deployment(
-            "web-1",
-            "web",
-            "production",
-            json!({ "git": { "branch": "main", "commit": COMMIT } }),
-        ),
+        git_deployment("web-1", "production", "main"),
     )
     .await;
 
@@ -356,8 +366,7 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
     };
 
     let building = wait_phase(&deployments, "web-1", DeploymentPhase::Building).await;
-    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
-    let pod = finish_build_pod(&client, &ns.name, "web-1-build", 0, &message).await;
+    let pod = finish_build_pod(&client, &ns.name, "web-1-build", 0, &built()).await;
     let ready = wait_phase(&deployments, "web-1", DeploymentPhase::Ready).await;
     let phases = watcher.await.unwrap();
     assert_eq!(
@@ -718,16 +727,10 @@ async fn a_branch_alias_goes_with_the_last_deployment_of_its_branch() {
     let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
-        deployment(
-            "web-pr-1",
-            "web",
-            "preview",
-            json!({ "git": { "branch": "feature/x", "commit": COMMIT } }),
-        ),
+        git_deployment("web-pr-1", "preview", "feature/x"),
     )
     .await;
-    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
-    finish_build_pod(&client, &ns.name, "web-pr-1-build", 0, &message).await;
+    finish_build_pod(&client, &ns.name, "web-pr-1-build", 0, &built()).await;
     wait_phase(&deployments, "web-pr-1", DeploymentPhase::Ready).await;
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
     eventually("the feature/x alias to serve web-pr-1", TIMEOUT, || async {
@@ -934,12 +937,7 @@ async fn an_operator_killed_mid_build_leaves_exactly_one_build_job() {
     let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
-        deployment(
-            "web-1",
-            "web",
-            "production",
-            json!({ "git": { "branch": "main", "commit": COMMIT } }),
-        ),
+        git_deployment("web-1", "production", "main"),
     )
     .await;
     let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
@@ -949,8 +947,7 @@ async fn an_operator_killed_mid_build_leaves_exactly_one_build_job() {
     .await;
     pipeline.restart().await; // SIGKILL mid-build, then a new operator
 
-    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
-    finish_build_pod(&client, &ns.name, "web-1-build", 0, &message).await;
+    finish_build_pod(&client, &ns.name, "web-1-build", 0, &built()).await;
     let ready = wait_phase(&deployments, "web-1", DeploymentPhase::Ready).await;
     assert!(
         ready
@@ -1032,8 +1029,7 @@ async fn a_newer_deployment_of_the_branch_supersedes_a_running_build() {
     )
     .await;
 
-    let message = format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#);
-    finish_build_pod(&client, &ns.name, "web-2-build", 0, &message).await;
+    finish_build_pod(&client, &ns.name, "web-2-build", 0, &built()).await;
     wait_phase(&deployments, "web-2", DeploymentPhase::Ready).await;
 }
 
