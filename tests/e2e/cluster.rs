@@ -108,6 +108,16 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
     found
 }
 
+struct DownOnDrop(std::path::PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = hack_cluster(&self.0, "down");
+        }
+    }
+}
+
 fn hack_cluster(state_dir: &Path, command: &str) -> std::process::Output {
     // A second cluster beside the shared one: its own state directory and ports.
     Command::new(support::repo_root().join("hack/cluster"))
@@ -143,6 +153,9 @@ fn up_and_down_are_idempotent_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("cluster");
     let needle = state.to_str().unwrap().to_owned();
+    // Should an assertion fail half-way, its control plane must not outlive the test (it
+    // would hold this test's ports for the next run).
+    let _down = DownOnDrop(state.clone());
 
     assert_ok(&hack_cluster(&state, "up"), "first up");
     let apiserver = recorded_pid(&state, "kube-apiserver");
