@@ -218,6 +218,13 @@ pub struct RuntimeSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub env_from: Vec<EnvFromSource>,
+
+    /// Seconds a rollout may go without progress (a pod becoming available) before the
+    /// Deployment fails with `RolloutStalled`; 300 when not set. The workload's
+    /// `progressDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub progress_deadline_seconds: Option<i32>,
 }
 
 impl Default for RuntimeSpec {
@@ -231,6 +238,7 @@ impl Default for RuntimeSpec {
             health_check_path: default_health_check_path(),
             env: Vec::new(),
             env_from: Vec::new(),
+            progress_deadline_seconds: None,
         }
     }
 }

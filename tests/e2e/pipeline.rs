@@ -604,6 +604,56 @@ async fn an_image_that_cannot_be_pulled_fails_the_deployment() {
     );
 }
 
+/// User story: "My app asks for more CPU than any node has: once the Project's progress
+/// deadline passes the Deployment fails with `RolloutStalled`, and the message says the
+/// scheduler could not place its pod, and why."
+///
+/// The deadline is the real kube-controller-manager's; the reason is the real scheduler's.
+#[tokio::test]
+async fn a_rollout_that_makes_no_progress_fails_and_says_why() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-stall").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let mut project = image_project("greedy");
+    project["spec"]["runtime"] = json!({
+        "progressDeadlineSeconds": 10,
+        "resources": { "requests": { "cpu": "1000" } },
+    });
+    create(&Api::<Project>::namespaced(client.clone(), &ns.name), project).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment("greedy-1", "greedy", "preview", json!({ "image": IMAGE })),
+    )
+    .await;
+
+    let failed = wait_phase(&deployments, "greedy-1", DeploymentPhase::Failed).await;
+    let ready = failed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutStalled")
+    );
+    assert!(
+        ready.message.contains("no progress for 10s")
+            && ready.message.contains("cannot be scheduled")
+            && ready.message.contains("Insufficient cpu"),
+        "{}",
+        ready.message
+    );
+    eventually("a RolloutStalled Warning Event", TIMEOUT, || async {
+        events(&client, &ns.name, "greedy-1").await.into_iter().find(|e| {
+            e.reason.as_deref() == Some("RolloutStalled") && e.type_.as_deref() == Some("Warning")
+        })
+    })
+    .await;
+}
+
 /// User story: "A second production deployment is promoted and the production route moves
 /// to it; the first is kept; setting `spec.rollbackTo` moves production back in seconds,
 /// with no rebuild."

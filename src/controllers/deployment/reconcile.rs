@@ -530,7 +530,8 @@ pub fn observe_build(
 }
 
 /// Reads the rollout's state from the applied workload and, when it is not available,
-/// from its pods (image pull errors only show there).
+/// from its pods: image pull errors only show there, and a rollout that stalled says why
+/// when the scheduler could not place its pods.
 async fn observe_rollout(
     client: &Client,
     namespace: &str,
@@ -538,7 +539,7 @@ async fn observe_rollout(
     workload: &Workload,
 ) -> Result<RolloutState> {
     let state = rollout_state(workload);
-    if !matches!(state, RolloutState::Progressing { .. }) {
+    if matches!(state, RolloutState::Available) {
         return Ok(state);
     }
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
@@ -546,36 +547,76 @@ async fn observe_rollout(
             &ListParams::default()
                 .labels(&format!("{DEPLOYMENT_LABEL}={name},{COMPONENT_LABEL}=app")),
         )
-        .await?;
-    for pod in &pods.items {
+        .await?
+        .items;
+    Ok(with_pod_diagnosis(state, &pods))
+}
+
+/// Adds what the pods tell to a rollout that is not available: an image that cannot be
+/// pulled fails it at once; an unschedulable pod explains a stalled rollout (while it
+/// progresses, a node may still come, e.g. from a cluster autoscaler).
+pub fn with_pod_diagnosis(state: RolloutState, pods: &[Pod]) -> RolloutState {
+    match state {
+        RolloutState::Progressing { .. } => match image_pull_failure(pods) {
+            Some(message) => RolloutState::ImagePullFailed { message },
+            None => state,
+        },
+        RolloutState::Stalled { message } => RolloutState::Stalled {
+            message: match unschedulable(pods) {
+                Some(why) => format!("{message}; {why}"),
+                None => message,
+            },
+        },
+        other => other,
+    }
+}
+
+fn image_pull_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
         let statuses = pod
             .status
             .as_ref()
-            .and_then(|s| s.container_statuses.as_ref());
-        for container in statuses.into_iter().flatten() {
-            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-                continue;
-            };
+            .and_then(|s| s.container_statuses.as_ref())?;
+        statuses.iter().find_map(|container| {
+            let waiting = container.state.as_ref()?.waiting.as_ref()?;
             let reason = waiting.reason.as_deref().unwrap_or_default();
-            if matches!(
+            matches!(
                 reason,
                 "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
-            ) {
-                return Ok(RolloutState::ImagePullFailed {
-                    message: format!(
-                        "pod {} cannot pull image {}: {reason}: {}",
-                        pod.name_any(),
-                        container.image,
-                        waiting
-                            .message
-                            .as_deref()
-                            .unwrap_or("check the image name and the registry's pull credentials")
-                    ),
-                });
-            }
-        }
-    }
-    Ok(state)
+            )
+            .then(|| {
+                format!(
+                    "pod {} cannot pull image {}: {reason}: {}",
+                    pod.name_any(),
+                    container.image,
+                    waiting
+                        .message
+                        .as_deref()
+                        .unwrap_or("check the image name and the registry's pull credentials")
+                )
+            })
+        })
+    })
+}
+
+fn unschedulable(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let scheduled = pod
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+        Some(format!(
+            "pod {} cannot be scheduled: {}",
+            pod.name_any(),
+            scheduled
+                .message
+                .as_deref()
+                .unwrap_or("no node fits its requests")
+        ))
+    })
 }
 
 /// Ready when the current generation is rolled out and every replica is updated and
@@ -595,7 +636,11 @@ pub fn rollout_state(workload: &Workload) -> RolloutState {
         return RolloutState::Stalled {
             message: format!(
                 "the rollout made no progress for {}s: {}",
-                render::PROGRESS_DEADLINE_SECONDS,
+                workload
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.progress_deadline_seconds)
+                    .unwrap_or(render::DEFAULT_PROGRESS_DEADLINE_SECONDS),
                 progressing
                     .message
                     .as_deref()
@@ -907,6 +952,67 @@ mod tests {
             rollout_state(&stuck),
             RolloutState::Stalled { .. }
         ));
+    }
+
+    fn app_pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "web-1-7d9f-x2" },
+            "spec": { "containers": [] },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_explain_a_rollout_that_is_not_available() {
+        let progressing = RolloutState::Progressing {
+            available: 0,
+            desired: 1,
+        };
+        let pulling = app_pod(json!({ "containerStatuses": [{
+            "name": "app", "image": "registry.invalid/a/b@sha256:00", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": { "waiting": { "reason": "ImagePullBackOff", "message": "no such host" } },
+        }] }));
+        let RolloutState::ImagePullFailed { message } =
+            with_pod_diagnosis(progressing.clone(), std::slice::from_ref(&pulling))
+        else {
+            panic!("an image pull failure fails the rollout at once")
+        };
+        assert_eq!(
+            message,
+            "pod web-1-7d9f-x2 cannot pull image registry.invalid/a/b@sha256:00: \
+             ImagePullBackOff: no such host"
+        );
+
+        let pending = app_pod(json!({ "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient cpu.",
+        }] }));
+        // While it progresses a node may still come: no verdict yet.
+        assert_eq!(
+            with_pod_diagnosis(progressing, std::slice::from_ref(&pending)),
+            RolloutState::Progressing {
+                available: 0,
+                desired: 1
+            }
+        );
+        let stalled = RolloutState::Stalled {
+            message: "the rollout made no progress for 30s: timed out".into(),
+        };
+        assert_eq!(
+            with_pod_diagnosis(stalled.clone(), &[pending]),
+            RolloutState::Stalled {
+                message: "the rollout made no progress for 30s: timed out; pod web-1-7d9f-x2 \
+                          cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu."
+                    .into()
+            }
+        );
+        assert_eq!(with_pod_diagnosis(stalled.clone(), &[]), stalled);
+        assert_eq!(
+            with_pod_diagnosis(RolloutState::Available, &[pulling]),
+            RolloutState::Available
+        );
     }
 
     #[test]

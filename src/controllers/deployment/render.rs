@@ -23,7 +23,7 @@ pub const DEPLOYMENT_LABEL: &str = "clouddeck.io/deployment";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 
 /// How long a rollout may make no progress before it counts as stalled.
-pub const PROGRESS_DEADLINE_SECONDS: i32 = 300;
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 300;
 
 /// The labels every child of a Deployment carries; `component` tells the build pod from
 /// the application's pods.
@@ -133,7 +133,9 @@ pub fn workload(
         "metadata": meta,
         "spec": {
             "replicas": replicas,
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "progressDeadlineSeconds": runtime
+                .progress_deadline_seconds
+                .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS),
             "revisionHistoryLimit": 2,
             "selector": { "matchLabels": selector },
             "template": {
@@ -448,12 +450,16 @@ mod tests {
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(
             spec.progress_deadline_seconds,
-            Some(PROGRESS_DEADLINE_SECONDS)
+            Some(DEFAULT_PROGRESS_DEADLINE_SECONDS)
         );
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some(image.as_str()));
+        let mut impatient = project();
+        impatient.spec.runtime.progress_deadline_seconds = Some(30);
+        let w = workload(&d, &impatient, &image, 1, &owner());
+        assert_eq!(w.spec.unwrap().progress_deadline_seconds, Some(30));
         assert_eq!(
             c.command.as_deref(),
             Some(&["node".to_owned(), "server.js".to_owned()][..])
