@@ -91,6 +91,14 @@ pub struct ProjectSpec {
     #[schemars(range(min = 0, max = 50))]
     pub keep_warm: i32,
 
+    /// How many preview deployments of each branch are kept (the most recent first;
+    /// previews of an image, without a branch, count as one branch). Older ones are deleted
+    /// with everything they run, so previews cost a bounded amount; the one a branch alias
+    /// serves is always kept.
+    #[serde(default = "default_preview_retain")]
+    #[schemars(range(min = 1, max = 50))]
+    pub preview_retain: i32,
+
     /// Pins production to this Deployment (by name) instead of the latest ready
     /// production deployment: set it to roll back, remove it to resume normal promotion.
     /// The Deployment must belong to this Project and be Ready.
@@ -314,6 +322,10 @@ pub struct BranchDeployment {
 pub(crate) fn default_branch() -> String {
     "main".into()
 }
+fn default_preview_retain() -> i32 {
+    3
+}
+
 fn default_retain() -> i32 {
     5
 }

@@ -808,6 +808,52 @@ async fn a_branch_alias_goes_with_the_last_deployment_of_its_branch() {
     );
 }
 
+/// User story: "Every push to a pull request makes a preview; only the newest
+/// `previewRetain` of each branch keep running, so previews cost a bounded amount."
+#[tokio::test]
+async fn previews_beyond_preview_retain_are_pruned() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-previews").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let mut project = image_project("pr");
+    project["spec"]["previewRetain"] = json!(1);
+    create(&Api::<Project>::namespaced(client.clone(), &ns.name), project).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    for name in ["pr-1", "pr-2"] {
+        create(
+            &deployments,
+            deployment(name, "pr", "preview", json!({ "image": IMAGE })),
+        )
+        .await;
+        wait_phase(&deployments, name, DeploymentPhase::Ready).await;
+    }
+    eventually("pr-1 to be pruned", TIMEOUT, || async {
+        deployments
+            .get_opt("pr-1")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let pruned = eventually("a Pruned Event", TIMEOUT, || async {
+        events(&client, &ns.name, "pr")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Pruned"))
+    })
+    .await;
+    assert!(
+        pruned.message.unwrap_or_default().contains("spec.previewRetain"),
+        "the Event names the field"
+    );
+    assert_eq!(
+        phase(&deployments.get("pr-2").await.unwrap()),
+        Some(DeploymentPhase::Ready),
+        "the newest preview keeps running"
+    );
+}
+
 /// User story: "Two teams both call their Project `docs`. The older one keeps
 /// `docs.<base domain>`; the younger one is told it is served under `docs-<id>.<base
 /// domain>` — without learning who holds the name — and moves to `docs.<base domain>` once

@@ -198,25 +198,13 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
         info!(%deployment, standby, "standby changed");
     }
     for old in render::pruned(project, &deployments, &keep) {
-        match deployments_api
-            .delete(&old, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {
-                info!(deployment = %old, "pruned beyond spec.retain");
-                publish(
-                    recorder,
-                    project,
-                    EventType::Normal,
-                    "Pruned",
-                    "Prune",
-                    &format!("deleted Deployment {old}: beyond spec.retain"),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
+        prune(&deployments_api, recorder, project, &old, "spec.retain").await?;
+    }
+
+    // Keep `previewRetain` previews per branch, and what a branch alias serves.
+    let aliased: Vec<&str> = aliases.values().map(String::as_str).collect();
+    for old in render::pruned_previews(project, &deployments, &aliased) {
+        prune(&deployments_api, recorder, project, &old, "spec.previewRetain").await?;
     }
 
     // Status and Events.
@@ -323,6 +311,27 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
         }
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Deletes the Deployment `name` (and, through owner references, all it runs) beyond the
+/// Project's `field`, with a Normal `Pruned` Event.
+async fn prune(
+    deployments: &Api<Deployment>,
+    recorder: &kube::runtime::events::Recorder,
+    project: &Project,
+    name: &str,
+    field: &str,
+) -> Result<()> {
+    match deployments.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            info!(deployment = %name, beyond = field, "pruned");
+            let note = format!("deleted Deployment {name}: beyond {field}");
+            publish(recorder, project, EventType::Normal, "Pruned", "Prune", &note).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Reports an invalid spec: `Stalled` naming the field, a Warning Event, production left

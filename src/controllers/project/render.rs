@@ -119,6 +119,25 @@ pub fn pruned(project: &Project, deployments: &[Deployment], keep: &[&str]) -> V
         .collect()
 }
 
+/// Preview Deployments beyond the `spec.previewRetain` most recent of their branch (image
+/// previews together), never one in `keep` (what a branch alias serves): pruned with
+/// everything they own.
+pub fn pruned_previews(project: &Project, deployments: &[Deployment], keep: &[&str]) -> Vec<String> {
+    let retain = usize::try_from(project.spec.preview_retain).unwrap_or(1);
+    let mut seen: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    newest_first(deployments)
+        .into_iter()
+        .filter(|d| d.spec.target == Target::Preview)
+        .filter(|d| {
+            let count = seen.entry(branch(d)).or_default();
+            *count += 1;
+            *count > retain
+        })
+        .map(|d| d.name_any())
+        .filter(|name| !keep.contains(&name.as_str()))
+        .collect()
+}
+
 fn on_standby(d: &Deployment) -> bool {
     d.annotations().get(STANDBY).is_some_and(|v| v == "true")
 }
@@ -658,6 +677,38 @@ mod tests {
             stale_aliases("web", &BTreeMap::new(), ["web-git-main"]),
             ["web-git-main"]
         );
+    }
+
+    #[test]
+    fn previews_beyond_retain_per_branch_are_pruned() {
+        let image = |name: &str, created: &str| {
+            let mut d = deployment(name, created, "preview", "x", None);
+            d.spec.source.git = None;
+            d
+        };
+        let deployments = vec![
+            deployment("a-1", "2026-01-01T00:00:01Z", "preview", "feature/a", None),
+            deployment("a-2", "2026-01-01T00:00:02Z", "preview", "feature/a", None),
+            deployment("a-3", "2026-01-01T00:00:03Z", "preview", "feature/a", None),
+            deployment("b-1", "2026-01-01T00:00:01Z", "preview", "feature/b", None),
+            image("img-1", "2026-01-01T00:00:01Z"),
+            image("img-2", "2026-01-01T00:00:02Z"),
+            deployment("prod-1", "2026-01-01T00:00:01Z", "production", "main", None),
+            deployment("prod-2", "2026-01-01T00:00:02Z", "production", "main", None),
+        ];
+        let p = project(json!({ "previewRetain": 1 }));
+        assert_eq!(
+            pruned_previews(&p, &deployments, &[]),
+            ["a-2", "img-1", "a-1"],
+            "per branch, newest kept; production untouched"
+        );
+        assert_eq!(
+            pruned_previews(&p, &deployments, &["a-1"]),
+            ["a-2", "img-1"],
+            "what an alias serves stays"
+        );
+        let p = project(json!({ "previewRetain": 3 }));
+        assert!(pruned_previews(&p, &deployments, &[]).is_empty());
     }
 
     fn namesake(namespace: &str, created: &str, deleting: bool) -> Project {
