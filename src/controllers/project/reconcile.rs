@@ -56,8 +56,23 @@ pub async fn reconcile(
         .instrument(span)
         .await;
     timer.finish(&result);
-    if result.is_ok() {
-        reset_backoff(&PROJECT_FAILURES, &key);
+    match &result {
+        Ok(_) => reset_backoff(&PROJECT_FAILURES, &key),
+        // An invalid spec was reported with its Stalled condition; anything else is told
+        // here (repeats become one Event series).
+        Err(err) if !err.awaits_change() => {
+            let note = crate::one_line(err);
+            publish(
+                &ctx.recorder,
+                project,
+                EventType::Warning,
+                err.reason(),
+                "Reconcile",
+                &note,
+            )
+            .await;
+        }
+        Err(_) => {}
     }
     result
 }
