@@ -338,11 +338,7 @@ async fn a_git_deployment_is_built_and_rolled_out_by_digest() {
     let ns = TestNamespace::new(&client, "e2e-build").await;
     let pipeline = Pipeline::start(&ns.name).await;
     let deployments = with_git_project(&client, &ns.name).await;
-    create(
-        &deployments,
-        git_deployment("web-1", "production", "main"),
-    )
-    .await;
+    create(&deployments, git_deployment("web-1", "production", "main")).await;
 
     // Record every phase the Deployment goes through.
     let watcher = {
@@ -619,7 +615,11 @@ async fn a_rollout_that_makes_no_progress_fails_and_says_why() {
         "progressDeadlineSeconds": 10,
         "resources": { "requests": { "cpu": "1000" } },
     });
-    create(&Api::<Project>::namespaced(client.clone(), &ns.name), project).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        project,
+    )
+    .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     create(
         &deployments,
@@ -647,9 +647,13 @@ async fn a_rollout_that_makes_no_progress_fails_and_says_why() {
         ready.message
     );
     eventually("a RolloutStalled Warning Event", TIMEOUT, || async {
-        events(&client, &ns.name, "greedy-1").await.into_iter().find(|e| {
-            e.reason.as_deref() == Some("RolloutStalled") && e.type_.as_deref() == Some("Warning")
-        })
+        events(&client, &ns.name, "greedy-1")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("RolloutStalled")
+                    && e.type_.as_deref() == Some("Warning")
+            })
     })
     .await;
 }
@@ -817,7 +821,11 @@ async fn previews_beyond_preview_retain_are_pruned() {
     let _pipeline = Pipeline::start(&ns.name).await;
     let mut project = image_project("pr");
     project["spec"]["previewRetain"] = json!(1);
-    create(&Api::<Project>::namespaced(client.clone(), &ns.name), project).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        project,
+    )
+    .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     for name in ["pr-1", "pr-2"] {
         create(
@@ -844,7 +852,10 @@ async fn previews_beyond_preview_retain_are_pruned() {
     })
     .await;
     assert!(
-        pruned.message.unwrap_or_default().contains("spec.previewRetain"),
+        pruned
+            .message
+            .unwrap_or_default()
+            .contains("spec.previewRetain"),
         "the Event names the field"
     );
     assert_eq!(
@@ -1031,11 +1042,7 @@ async fn an_operator_killed_mid_build_leaves_exactly_one_build_job() {
     let ns = TestNamespace::new(&client, "e2e-restart").await;
     let mut pipeline = Pipeline::start(&ns.name).await;
     let deployments = with_git_project(&client, &ns.name).await;
-    create(
-        &deployments,
-        git_deployment("web-1", "production", "main"),
-    )
-    .await;
+    create(&deployments, git_deployment("web-1", "production", "main")).await;
     let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
     eventually("the build Job", TIMEOUT, || async {
         jobs.get("web-1-build").await.ok()

@@ -204,7 +204,14 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     // Keep `previewRetain` previews per branch, and what a branch alias serves.
     let aliased: Vec<&str> = aliases.values().map(String::as_str).collect();
     for old in render::pruned_previews(project, &deployments, &aliased) {
-        prune(&deployments_api, recorder, project, &old, "spec.previewRetain").await?;
+        prune(
+            &deployments_api,
+            recorder,
+            project,
+            &old,
+            "spec.previewRetain",
+        )
+        .await?;
     }
 
     // Status and Events.
@@ -326,7 +333,15 @@ async fn prune(
         Ok(_) => {
             info!(deployment = %name, beyond = field, "pruned");
             let note = format!("deleted Deployment {name}: beyond {field}");
-            publish(recorder, project, EventType::Normal, "Pruned", "Prune", &note).await;
+            publish(
+                recorder,
+                project,
+                EventType::Normal,
+                "Pruned",
+                "Prune",
+                &note,
+            )
+            .await;
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

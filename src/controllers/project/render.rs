@@ -122,7 +122,11 @@ pub fn pruned(project: &Project, deployments: &[Deployment], keep: &[&str]) -> V
 /// Preview Deployments beyond the `spec.previewRetain` most recent of their branch (image
 /// previews together), never one in `keep` (what a branch alias serves): pruned with
 /// everything they own.
-pub fn pruned_previews(project: &Project, deployments: &[Deployment], keep: &[&str]) -> Vec<String> {
+pub fn pruned_previews(
+    project: &Project,
+    deployments: &[Deployment],
+    keep: &[&str],
+) -> Vec<String> {
     let retain = usize::try_from(project.spec.preview_retain).unwrap_or(1);
     let mut seen: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     newest_first(deployments)
