@@ -2,8 +2,9 @@
 //! CronJob it compiles, a failed run, and a promotion.
 //!
 //! The run's pod and the kubelet: like the build pods of `pipeline.rs`, the test holds
-//! kwok back (`pod-complete.stage.kwok.x-k8s.io/delay: 1h`), waits until kwok reports the
-//! pod Running, then writes its final status itself — the curl container `terminated`
+//! kwok back (`pod-complete.stage.kwok.x-k8s.io/delay: 1h`, set on the Job's pod template
+//! so kwok can never complete the pod first), waits until kwok reports the pod Running,
+//! then writes its final status itself — the curl container `terminated`
 //! with exit code 1 (what `curl -f` exits with on an HTTP error answer is 22; any non-zero
 //! fails the run) and phase Failed. The Job controller of the real controller-manager then
 //! marks the Job Failed; everything from there is the operator.
@@ -69,7 +70,36 @@ async fn wait_run_url(batch: &Api<BatchCronJob>, name: &str, want: &str) -> Batc
     .await
 }
 
-/// Acts as the kubelet for the pod of the run `job`: holds kwok back, then terminates its
+/// Starts the run `job` of the batch CronJob `cron` in `namespace` the way
+/// `kubectl create job --from=cronjob/<cron> <job>` does (kubectl renders it), with kwok
+/// held back on its pod.
+fn start_run_by_hand(namespace: &str, cron: &str, job: &str) {
+    let rendered = support::kubectl_ok(&[
+        "create",
+        "job",
+        "-n",
+        namespace,
+        &format!("--from=cronjob/{cron}"),
+        job,
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]);
+    let mut job: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+    job["spec"]["template"]["metadata"]["annotations"]["pod-complete.stage.kwok.x-k8s.io/delay"] =
+        json!("1h");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), job.to_string()).unwrap();
+    support::kubectl_ok(&[
+        "create",
+        "-n",
+        namespace,
+        "-f",
+        file.path().to_str().unwrap(),
+    ]);
+}
+
+/// Acts as the kubelet for the pod of the run `job`: once kwok runs it, terminates its
 /// container with exit code 1.
 async fn fail_run_pod(client: &Client, namespace: &str, job: &str) {
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
@@ -90,10 +120,6 @@ async fn fail_run_pod(client: &Client, namespace: &str, job: &str) {
         Some("nightly"),
         "the run's pod carries the CronJob's label: {labels:?}"
     );
-    let hold = json!({ "metadata": { "annotations": { "pod-complete.stage.kwok.x-k8s.io/delay": "1h" } } });
-    pods.patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
-        .await
-        .unwrap();
     eventually(&format!("run pod {name} to run"), TIMEOUT, || async {
         let status = pods.get(&name).await.ok()?.status?;
         (status.phase.as_deref() == Some("Running")).then_some(())
@@ -230,14 +256,7 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
     );
 
     // A run, the way `kubectl create job --from=cronjob/...` starts one by hand, fails.
-    support::kubectl_ok(&[
-        "create",
-        "job",
-        "-n",
-        &ns.name,
-        "--from=cronjob/nightly",
-        "nightly-by-hand",
-    ]);
+    start_run_by_hand(&ns.name, "nightly", "nightly-by-hand");
     fail_run_pod(&client, &ns.name, "nightly-by-hand").await;
 
     let events = Api::<Event>::namespaced(client.clone(), &ns.name);
