@@ -54,8 +54,30 @@ pub struct OperatorConfig {
     pub build: crate::build::BuildConfig,
 
     #[command(flatten)]
+    pub cron_jobs: CronJobConfig,
+
+    #[command(flatten)]
     pub log: LogConfig,
 }
+
+/// The image CronJob runs use for `spec.http` calls. Platform teams pin it (or point it at a
+/// mirror) here, like the build images.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Cron jobs")]
+pub struct CronJobConfig {
+    /// Image of the runs of a CronJob with `spec.http` (needs `curl` on its PATH; runs as
+    /// uid 65534).
+    #[arg(
+        long,
+        env = "CLOUDDECK_HTTP_CALL_IMAGE",
+        value_name = "IMAGE",
+        default_value = DEFAULT_HTTP_CALL_IMAGE
+    )]
+    pub http_call_image: String,
+}
+
+/// The default of `--http-call-image`.
+pub const DEFAULT_HTTP_CALL_IMAGE: &str = "curlimages/curl:8.11.1";
 
 /// Leader election: only the replica holding the Lease runs controllers; the others wait
 /// as hot standbys.

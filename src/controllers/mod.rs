@@ -21,6 +21,7 @@
 //! }
 //! ```
 
+pub mod cron_job;
 pub mod deployment;
 pub mod domain;
 pub mod events;
@@ -88,6 +89,7 @@ pub struct KindController {
 /// Every controller `clouddeck run` starts when it becomes leader.
 pub fn all() -> Vec<KindController> {
     vec![
+        cron_job::CONTROLLER,
         deployment::CONTROLLER,
         domain::CONTROLLER,
         project::CONTROLLER,

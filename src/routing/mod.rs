@@ -39,6 +39,18 @@ pub fn bounded_name(base: &str, suffix: &str) -> String {
     }
 }
 
+/// `name` kept within `max` characters (e.g. 52 for a batch CronJob, whose Jobs append
+/// `-<11 digits>`): when too long, it is cut and a hash of the whole name keeps distinct
+/// names distinct. Deterministic, like [`bounded_name`].
+pub fn bounded_to(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let hash = format!("{:08x}", fnv1a(name.as_bytes()));
+    let head = cut(name, max.saturating_sub(hash.len() + 1));
+    format!("{head}-{hash}")
+}
+
 fn cut(text: &str, max: usize) -> &str {
     let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
@@ -179,6 +191,17 @@ pub fn backend_service(route: &HttpRoute) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_to_keeps_short_names_and_hashes_long_ones() {
+        assert_eq!(bounded_to("nightly", 52), "nightly");
+        let long = format!("{}-cleanup", "a".repeat(60));
+        let other = format!("{}-cleanups", "a".repeat(60));
+        let (a, b) = (bounded_to(&long, 52), bounded_to(&other, 52));
+        assert!(a.len() <= 52 && b.len() <= 52, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, bounded_to(&long, 52));
+    }
 
     fn gateway() -> RoutingConfig {
         RoutingConfig {

@@ -597,8 +597,8 @@ fn can_i(service_account: &str, namespace: &str, verb: &str, resource: &str) -> 
 
 /// User story: "I install CloudDeck with the chart's RBAC and nothing else. The operator,
 /// running as the chart's ServiceAccount, leads, rolls out an image Deployment to
-/// production, routes a Domain with its certificate, writes webhook deliveries and their
-/// attempts, and reports Events — and its log has no `forbidden` in it. The same account
+/// production, compiles a CronJob, routes a Domain with its certificate, writes webhook
+/// deliveries and their attempts, and reports Events — and its log has no `forbidden` in it. The same account
 /// cannot read every Secret, create Pods, or touch Leases elsewhere."
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_charts_rbac() {
@@ -730,6 +730,36 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
     })
     .await;
     assert_eq!(production, "charted-1");
+
+    // A CronJob: its batch CronJob applied, its production Deployment read, status written.
+    create(
+        &team.name,
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
+                "metadata": { "name": "charted-cron" },
+                "spec": { "projectRef": { "name": "charted" }, "schedule": "0 0 1 1 *",
+                          "http": { "path": "/cron" } } }),
+    );
+    eventually(
+        "the CronJob's batch CronJob and status",
+        TIMEOUT,
+        || async {
+            let out = support::kubectl(&[
+                "get",
+                "cronjobs.clouddeck.io",
+                "charted-cron",
+                "-n",
+                &team.name,
+                "-o",
+                "jsonpath={.status.deployment}",
+            ]);
+            let applied =
+                support::kubectl(&["get", "cronjobs.batch", "charted-cron", "-n", &team.name])
+                    .status
+                    .success();
+            (applied && String::from_utf8_lossy(&out.stdout) == "charted-1").then_some(())
+        },
+    )
+    .await;
 
     // The Domain: verified (internal hostname), routed, its certificate and listener applied.
     use clouddeck::controllers::domain::render;

@@ -18,4 +18,6 @@ mod webhooks;
 
 mod domains;
 
+mod cron_jobs;
+
 mod chart;

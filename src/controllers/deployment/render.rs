@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, Target};
-use crate::api::project::Project;
+use crate::api::project::{Project, RuntimeSpec};
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
 use crate::routing::{self, SERVICE_PORT};
@@ -70,6 +70,31 @@ pub fn replicas(deployment: &Deployment, project: &Project, standby: bool) -> i3
     }
 }
 
+/// The environment of the application's container: `PORT` (the Project's port), then
+/// the Project's `runtime.env`. A CronJob's command runs with the same.
+pub fn runtime_env(runtime: &RuntimeSpec) -> Vec<serde_json::Value> {
+    let mut env = vec![json!({ "name": "PORT", "value": runtime.port.to_string() })];
+    env.extend(
+        runtime
+            .env
+            .iter()
+            .filter(|e| e.name != "PORT")
+            .map(|e| json!(e)),
+    );
+    env
+}
+
+/// The image a Deployment's workload runs: its `spec.source.image`, or the image its
+/// build pushed, pinned by digest. `None` while a build has not finished.
+pub fn running_image(deployment: &Deployment) -> Option<String> {
+    deployment.spec.source.image.clone().or_else(|| {
+        deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.image_digest.clone())
+    })
+}
+
 /// The apps/v1 Deployment running `image` with the Project's runtime settings and
 /// `replicas` (see [`replicas`]).
 pub fn workload(
@@ -83,14 +108,7 @@ pub fn workload(
     let meta = child_meta(deployment, &name, "app", owner);
     let pod_labels = meta.labels.clone().unwrap_or_default();
     let runtime = &project.spec.runtime;
-    let mut env = vec![json!({ "name": "PORT", "value": runtime.port.to_string() })];
-    env.extend(
-        runtime
-            .env
-            .iter()
-            .filter(|e| e.name != "PORT")
-            .map(|e| json!(e)),
-    );
+    let env = runtime_env(runtime);
     let probe = |failures: i32, period: i32| {
         json!({
             "httpGet": { "path": runtime.health_check_path, "port": "http" },

@@ -1,0 +1,302 @@
+//! One reconcile of a CronJob: validate → read its Project and what production serves →
+//! render (pure, in `render`) and apply the batch CronJob → read its runs → publish new
+//! failures → status and Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::render::{self, Production};
+use super::status::{self, State};
+use super::{CRON_JOB_FAILURES, NAME};
+use crate::api::cron_job::{CronJob, CronJobStatus};
+use crate::api::deployment::Deployment;
+use crate::api::project::Project;
+use crate::api::validation::{self, InvalidField};
+use crate::controllers::deployment::reconcile::is_stalled_with;
+use crate::controllers::deployment::render::running_image;
+use crate::controllers::deployment::{Error, MANAGED, Result, reset_backoff};
+use crate::controllers::events::{publish, reject_malformed};
+use crate::controllers::{Context, FIELD_MANAGER};
+use crate::delivery::Publisher;
+
+pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>) -> Result<Action> {
+    let cron_job = match &guard.0 {
+        Ok(cron_job) => cron_job,
+        Err(invalid) => {
+            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = cron_job.namespace().unwrap_or_default();
+    let key = format!("{namespace}/{}", cron_job.name_any());
+    let span = info_span!("reconcile", controller = NAME, namespace = %namespace, name = %cron_job.name_any());
+    let timer = ctx.metrics.reconcile.start(NAME);
+    let result = reconcile_cron_job(cron_job, &ctx).instrument(span).await;
+    timer.finish(&result);
+    if result.is_ok() {
+        reset_backoff(&CRON_JOB_FAILURES, &key);
+    }
+    result
+}
+
+async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let namespace = cron_job.namespace().unwrap_or_default();
+    let name = cron_job.name_any();
+    let spec = &cron_job.spec;
+    let previous = cron_job.status.clone().unwrap_or_default();
+
+    // Validate what the apiserver cannot.
+    if let Err(invalid) = validation::cron_job(spec) {
+        return stall(ctx, cron_job, &previous, invalid).await;
+    }
+
+    // Read: the Project, the Deployment production serves and the image it runs.
+    let project_name = &spec.project_ref.name;
+    let project = Api::<Project>::namespaced(client.clone(), &namespace)
+        .get_opt(project_name)
+        .await?;
+    let serving = project
+        .as_ref()
+        .and_then(|p| p.status.as_ref()?.production_deployment.clone());
+    let production = match serving {
+        Some(deployment) => Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .get_opt(&deployment)
+            .await?
+            .map(|d| Production {
+                image: running_image(&d),
+                deployment,
+            }),
+        None => None,
+    };
+
+    // Render and apply. Without production the batch CronJob from before stays (it keeps
+    // running against the last production); without the Project it goes.
+    let owner = cron_job
+        .controller_owner_ref(&())
+        .expect("a CronJob read from the API has a name and uid");
+    let desired = match (&project, &production) {
+        (Some(project), Some(production)) => render::batch_cron_job(
+            cron_job,
+            project,
+            production,
+            &ctx.config.cron_jobs.http_call_image,
+            &owner,
+        ),
+        _ => None,
+    };
+    let batch_name = render::batch_name(&name);
+    let batch_api = Api::<BatchCronJob>::namespaced(client.clone(), &namespace);
+    let mut next = CronJobStatus {
+        conditions: previous.conditions.clone(),
+        ..Default::default()
+    };
+    let batch = match (&desired, &project) {
+        (Some(desired), _) => {
+            let applied = batch_api
+                .patch(
+                    &batch_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(desired),
+                )
+                .await?;
+            next.deployment = production.as_ref().map(|p| p.deployment.clone());
+            Some(applied)
+        }
+        (None, None) => {
+            match batch_api
+                .delete(&batch_name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {
+                    info!(cronjob = %batch_name, "deleted the batch CronJob: the Project is gone")
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => return Err(err.into()),
+            }
+            None
+        }
+        (None, Some(_)) => {
+            let existing = batch_api.get_opt(&batch_name).await?;
+            if existing.is_some() {
+                next.deployment = previous.deployment.clone();
+            }
+            existing
+        }
+    };
+
+    // Runs: the batch CronJob's times, and every Job that failed since the last report.
+    let jobs = Api::<Job>::namespaced(client.clone(), &namespace)
+        .list(
+            &ListParams::default()
+                .labels(&format!("{MANAGED},{}={batch_name}", render::CRONJOB_LABEL)),
+        )
+        .await?
+        .items;
+    let batch_status = batch.as_ref().and_then(|b| b.status.clone());
+    next.last_schedule_time = batch_status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.clone())
+        .or(previous.last_schedule_time.clone());
+    next.last_successful_time = latest([
+        batch_status.and_then(|s| s.last_successful_time),
+        status::last_success(&jobs),
+        previous.last_successful_time.clone(),
+    ]);
+    let failures = status::new_failures(&jobs, previous.last_failure_time.as_ref());
+    next.last_failure_time = latest([
+        failures.last().map(|f| f.at.clone()),
+        previous.last_failure_time.clone(),
+    ]);
+
+    // Status. Webhook events first: a crash before the status write publishes them again,
+    // and the deliveries' names (from the Job's uid) make that a no-op.
+    let state = match (&project, &desired) {
+        (None, _) => State::ProjectNotFound {
+            project: project_name,
+        },
+        (Some(_), None) => State::AwaitingProduction {
+            project: project_name,
+        },
+        (Some(_), Some(_)) => State::Scheduled {
+            schedule: &spec.schedule,
+            time_zone: spec.time_zone.as_deref().unwrap_or("UTC"),
+            target: describe_target(cron_job, production.as_ref(), &namespace),
+            suspended: spec.suspend,
+            last_failure: status::last_run_failed(&jobs, next.last_successful_time.as_ref()),
+        },
+    };
+    status::set_conditions(
+        &mut next.conditions,
+        cron_job.metadata.generation,
+        Time(Timestamp::now()),
+        &namespace,
+        &state,
+    );
+    next.observed_generation = cron_job.metadata.generation;
+    let publisher = Publisher::new(client.clone());
+    for failure in &failures {
+        for event in render::failure_events(cron_job, project.as_ref(), failure) {
+            publisher
+                .publish(&event)
+                .await
+                .map_err(|err| Error::Publish(Box::new(err)))?;
+        }
+    }
+    write_status(ctx, cron_job, &next).await?;
+
+    for failure in &failures {
+        warn!(job = %failure.job, reason = %failure.reason, "run failed");
+        let note = format!(
+            "run {} failed: {}: {}; its output: kubectl logs -n {namespace} job/{}",
+            failure.job, failure.reason, failure.message, failure.job
+        );
+        publish(
+            &ctx.recorder,
+            cron_job,
+            EventType::Warning,
+            "JobFailed",
+            "Run",
+            &note,
+        )
+        .await;
+    }
+    if previous.deployment != next.deployment
+        && let Some(deployment) = &next.deployment
+    {
+        let note = format!("runs now target production Deployment {deployment}");
+        publish(
+            &ctx.recorder,
+            cron_job,
+            EventType::Normal,
+            "TargetChanged",
+            "Schedule",
+            &note,
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The newest of some times.
+fn latest<const N: usize>(times: [Option<Time>; N]) -> Option<Time> {
+    times.into_iter().flatten().max_by_key(|t| t.0)
+}
+
+/// What a run does, for the Ready message. Never a header value.
+fn describe_target(cron_job: &CronJob, production: Option<&Production>, namespace: &str) -> String {
+    let Some(production) = production else {
+        return String::new();
+    };
+    match (&cron_job.spec.http, &cron_job.spec.command) {
+        (Some(call), _) => format!(
+            "{} {} (production Deployment {})",
+            serde_json::to_value(call.method)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            render::service_url(&production.deployment, namespace, &call.path),
+            production.deployment
+        ),
+        (None, command) => format!(
+            "{} in the image of production Deployment {}",
+            command.clone().unwrap_or_default().join(" "),
+            production.deployment
+        ),
+    }
+}
+
+/// Reports an invalid spec: `Stalled` naming the field and a Warning Event; the batch
+/// CronJob from before (if any) stays, and the CronJob waits for a change.
+async fn stall(
+    ctx: &Context,
+    cron_job: &CronJob,
+    previous: &CronJobStatus,
+    invalid: InvalidField,
+) -> Result<Action> {
+    let mut next = previous.clone();
+    let already = is_stalled_with(&previous.conditions, &invalid.to_string());
+    crate::api::conditions::Conditions::new(&mut next.conditions, cron_job.metadata.generation)
+        .stalled(invalid.reason(), &invalid.to_string());
+    next.observed_generation = cron_job.metadata.generation;
+    write_status(ctx, cron_job, &next).await?;
+    if !already {
+        publish(
+            &ctx.recorder,
+            cron_job,
+            EventType::Warning,
+            invalid.reason(),
+            "Validate",
+            &invalid.to_string(),
+        )
+        .await;
+    }
+    Err(Error::InvalidSpec(invalid))
+}
+
+async fn write_status(ctx: &Context, cron_job: &CronJob, status: &CronJobStatus) -> Result<()> {
+    let api = Api::<CronJob>::namespaced(
+        ctx.client.clone(),
+        &cron_job.namespace().unwrap_or_default(),
+    );
+    let patch =
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob", "status": status });
+    api.patch_status(
+        &cron_job.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
