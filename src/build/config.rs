@@ -51,6 +51,55 @@ pub struct BuildConfig {
     /// `<repository>/<namespace>/<project>`.
     #[arg(long, env = "CLOUDDECK_DEFAULT_REGISTRY", value_name = "REPOSITORY")]
     pub default_registry: Option<String>,
+
+    /// Annotations every build pod carries, `KEY=VALUE`; repeat the flag (or separate with
+    /// commas in the environment variable) for several. E.g. `sidecar.istio.io/inject=false`
+    /// so that a service mesh leaves build pods alone, or
+    /// `cluster-autoscaler.kubernetes.io/safe-to-evict=false` so a build is not evicted.
+    #[arg(
+        long = "build-pod-annotation",
+        env = "CLOUDDECK_BUILD_POD_ANNOTATIONS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_annotation
+    )]
+    pub pod_annotations: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` with a key as Kubernetes writes annotation keys: an optional DNS prefix and
+/// `/`, then a name of at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn parse_annotation(input: &str) -> Result<(String, String), String> {
+    let (key, value) = input
+        .split_once('=')
+        .ok_or_else(|| format!("{input:?} is not KEY=VALUE"))?;
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    if name_ok && prefix_ok {
+        Ok((key.to_owned(), value.to_owned()))
+    } else {
+        Err(format!(
+            "{key:?} is not an annotation key (e.g. example.com/name)"
+        ))
+    }
 }
 
 impl Default for BuildConfig {
@@ -62,6 +111,7 @@ impl Default for BuildConfig {
             buildpacks_builder_image: "paketobuildpacks/builder-jammy-base:0.4.532".into(),
             buildpacks_platform_api: "0.13".into(),
             default_registry: None,
+            pod_annotations: Vec::new(),
         }
     }
 }
@@ -84,5 +134,31 @@ mod tests {
         }
         let parsed = Flags::try_parse_from(["clouddeck"]).unwrap().build;
         assert_eq!(parsed, BuildConfig::default());
+    }
+
+    #[test]
+    fn build_pod_annotations_are_key_value_pairs() {
+        let parsed = Flags::try_parse_from([
+            "clouddeck",
+            "--build-pod-annotation",
+            "sidecar.istio.io/inject=false",
+            "--build-pod-annotation",
+            "note=a=b",
+        ])
+        .unwrap()
+        .build;
+        assert_eq!(
+            parsed.pod_annotations,
+            [
+                ("sidecar.istio.io/inject".to_owned(), "false".to_owned()),
+                ("note".to_owned(), "a=b".to_owned())
+            ]
+        );
+        for bad in ["novalue", "=x", "Bad_Prefix.io/x=1", "x/-y=1", "a//b=1"] {
+            assert!(
+                Flags::try_parse_from(["clouddeck", "--build-pod-annotation", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

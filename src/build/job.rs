@@ -14,6 +14,8 @@
 //! Secret and build Secrets are mounted as files and read by the scripts below, which only
 //! ever name paths.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -270,7 +272,10 @@ pub fn build_job(input: &BuildJobInput<'_>) -> Result<Job, InvalidField> {
             "parallelism": 1,
             "activeDeadlineSeconds": deadline,
             "template": {
-                "metadata": { "labels": labels },
+                "metadata": {
+                    "labels": labels,
+                    "annotations": input.config.pod_annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
+                },
                 "spec": {
                     "restartPolicy": "Never",
                     // The build gets no API credentials.
@@ -372,7 +377,6 @@ printf '{"digest":"%s","commit":"%s"}' "$digest" "$(cat /workspace/commit)" > /d
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::Container;
 
@@ -454,6 +458,21 @@ mod tests {
         let long = build_job_name(&"a".repeat(80));
         assert!(long.len() <= 63, "{long}");
         assert_ne!(long, build_job_name(&"a".repeat(81)));
+    }
+
+    #[test]
+    fn build_pods_carry_the_configured_annotations() {
+        let mut config = config();
+        let job = render(None, &config);
+        let template = job.spec.unwrap().template.metadata.unwrap();
+        assert!(template.annotations.unwrap_or_default().is_empty());
+        config.pod_annotations = vec![("sidecar.istio.io/inject".into(), "false".into())];
+        let job = render(None, &config);
+        let template = job.spec.unwrap().template.metadata.unwrap();
+        assert_eq!(
+            template.annotations.unwrap()["sidecar.istio.io/inject"],
+            "false"
+        );
     }
 
     #[test]

@@ -182,6 +182,7 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
             "serviceMonitor.enabled=true,prometheusRule.enabled=true",
             "domains.dnsServer=10.0.0.10:53,build.defaultRegistry=registry.example/apps",
             "webhooks.allowCidrs={10.0.0.0/8,hooks.tools.svc}",
+            "build.podAnnotations.sidecar\\.istio\\.io/inject=no,build.podAnnotations.team=web",
         ],
     ));
 
@@ -275,6 +276,11 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
         .find(|e| e["name"] == "CLOUDDECK_WEBHOOK_ALLOW_CIDRS")
         .unwrap();
     assert_eq!(allow["value"], "10.0.0.0/8,hooks.tools.svc");
+    let annotations = env
+        .iter()
+        .find(|e| e["name"] == "CLOUDDECK_BUILD_POD_ANNOTATIONS")
+        .unwrap();
+    assert_eq!(annotations["value"], "sidecar.istio.io/inject=no,team=web");
 
     // Monitoring: alerts on the metrics the operator really exports.
     find(&rendered, "ServiceMonitor", "clouddeck");

@@ -4,9 +4,10 @@
 //! The build pod and the kubelet. kwok makes pods Running and Ready, and its `pod-complete`
 //! stage makes Job pods Succeeded, but it cannot write a container's termination message,
 //! which is how a build reports its image digest. So these tests act as the kubelet for
-//! build pods: as soon as a build pod exists they annotate it with
-//! `pod-complete.stage.kwok.x-k8s.io/delay: 1h` (so kwok does not finish it first), wait
-//! until kwok reports it Running, then write its final status themselves — the build
+//! build pods: their operator runs with `--build-pod-annotation
+//! pod-complete.stage.kwok.x-k8s.io/delay=1h`, so every build pod is created with kwok held
+//! back (annotating the pod once it exists raced kwok under load); the tests wait until
+//! kwok reports it Running, then write its final status themselves — the build
 //! container `terminated` with exit code 0 and the `{"digest":…,"commit":…}` message (or a
 //! non-zero exit code for a failed build) and the pod phase. Everything else — the Job
 //! controller, the Deployment controller, scheduling, ReplicaSets, pods of the workload,
@@ -21,7 +22,7 @@ use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::support::{self, TestNamespace, eventually};
@@ -30,6 +31,8 @@ const DIGEST: &str = "sha256:4c1f0d4f3ad1b4e7c2d2b0f4f0d6e6b7a8c9d0e1f2a3b4c5d6e
 const COMMIT: &str = "3f9c2ab7d1e04b5c9a8f6e2d1c0b9a8f7e6d5c4b";
 const IMAGE: &str = "registry.example/acme/hello@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const TIMEOUT: Duration = Duration::from_secs(90);
+/// Keeps kwok from completing a build pod: the tests play its kubelet.
+const KWOK_HOLD: &str = "pod-complete.stage.kwok.x-k8s.io/delay=1h";
 
 /// The operator of one test: `clouddeck run` with its own Lease, started once it leads,
 /// and holding the suite-wide guard so no other test's operator reconciles at the same
@@ -57,6 +60,7 @@ impl Pipeline {
     async fn restart(&mut self) {
         drop(self.operator.take());
         let operator = support::Operator::builder(&self.namespace, "pipeline")
+            .args(["--build-pod-annotation", KWOK_HOLD])
             .start_leading()
             .await;
         self.operator = Some(operator);
@@ -172,7 +176,7 @@ async fn wait_phase(api: &Api<Deployment>, name: &str, want: DeploymentPhase) ->
     }
 }
 
-/// Acts as the kubelet for the build pod of `job`: holds kwok back, then terminates the
+/// Acts as the kubelet for the build pod of `job` (which kwok leaves alone): terminates the
 /// build container with `exit_code` and `message` as its termination message.
 async fn finish_build_pod(
     client: &Client,
@@ -193,10 +197,13 @@ async fn finish_build_pod(
     })
     .await;
     let name = pod.metadata.name.clone().unwrap();
-    let hold = json!({ "metadata": { "annotations": { "pod-complete.stage.kwok.x-k8s.io/delay": "1h" } } });
-    pods.patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
-        .await
-        .unwrap();
+    assert_eq!(
+        pod.annotations()
+            .get("pod-complete.stage.kwok.x-k8s.io/delay")
+            .map(String::as_str),
+        Some("1h"),
+        "the operator puts --build-pod-annotation on build pods"
+    );
     eventually(&format!("build pod {name} to run"), TIMEOUT, || async {
         let pod = pods.get(&name).await.ok()?;
         let status = pod.status?;

@@ -44,3 +44,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "clouddeck.metricsService" -}}
 {{- printf "%s-metrics" (include "clouddeck.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* A map as `k1=v1,k2=v2`, keys sorted: the form of CloudDeck's list-valued variables. */}}
+{{- define "clouddeck.keyValues" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
