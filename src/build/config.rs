@@ -57,7 +57,7 @@ pub struct BuildConfig {
     /// so that a service mesh leaves build pods alone, or
     /// `cluster-autoscaler.kubernetes.io/safe-to-evict=false` so a build is not evicted.
     #[arg(
-        long = "build-pod-annotation",
+        long = "build-pod-annotations",
         env = "CLOUDDECK_BUILD_POD_ANNOTATIONS",
         value_name = "KEY=VALUE",
         value_delimiter = ',',
@@ -140,9 +140,9 @@ mod tests {
     fn build_pod_annotations_are_key_value_pairs() {
         let parsed = Flags::try_parse_from([
             "clouddeck",
-            "--build-pod-annotation",
+            "--build-pod-annotations",
             "sidecar.istio.io/inject=false",
-            "--build-pod-annotation",
+            "--build-pod-annotations",
             "note=a=b",
         ])
         .unwrap()
@@ -156,7 +156,7 @@ mod tests {
         );
         for bad in ["novalue", "=x", "Bad_Prefix.io/x=1", "x/-y=1", "a//b=1"] {
             assert!(
-                Flags::try_parse_from(["clouddeck", "--build-pod-annotation", bad]).is_err(),
+                Flags::try_parse_from(["clouddeck", "--build-pod-annotations", bad]).is_err(),
                 "{bad}"
             );
         }

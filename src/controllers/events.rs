@@ -7,6 +7,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
 use super::Context;
+use crate::telemetry::ErrorReason;
 
 /// Who CloudDeck's Events say reported them: the controller `clouddeck`, and the pod
 /// (`POD_NAME`, from the downward API) when there is one.
@@ -36,6 +37,25 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(reason, error = %err, "cannot publish Event");
     }
+}
+
+/// Tells a failed reconcile as a Warning Event on the object, with the error's bounded
+/// reason and its one-line text (never `Debug`); repeats become one Event series.
+pub async fn report_error<K, E>(ctx: &Context, obj: &K, err: &E)
+where
+    K: Resource<DynamicType = ()>,
+    E: ErrorReason + std::error::Error + 'static,
+{
+    let note = crate::one_line(err);
+    publish(
+        &ctx.recorder,
+        obj,
+        EventType::Warning,
+        err.reason(),
+        "Reconcile",
+        &note,
+    )
+    .await;
 }
 
 /// Reports an object that does not even parse (e.g. written around the schema): a Warning

@@ -15,8 +15,8 @@ use clouddeck::api::webhook::Webhook;
 use clouddeck::api::webhook_delivery::WebhookDelivery;
 use clouddeck::api::{CronJob, Deployment, Project};
 use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -102,42 +102,13 @@ fn start_run_by_hand(namespace: &str, cron: &str, job: &str) {
 /// Acts as the kubelet for the pod of the run `job`: once kwok runs it, terminates its
 /// container with exit code 1.
 async fn fail_run_pod(client: &Client, namespace: &str, job: &str) {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={job}");
-    let pod = eventually(&format!("a pod of Job {job}"), TIMEOUT, || async {
-        pods.list(&ListParams::default().labels(&selector))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()
-    })
-    .await;
-    let name = pod.metadata.name.clone().unwrap();
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let pod = support::terminate_job_pod(client, namespace, job, "http", 1, "").await;
+    let labels = pod.metadata.labels.unwrap_or_default();
     assert_eq!(
         labels.get("clouddeck.io/cronjob").map(String::as_str),
         Some("nightly"),
         "the run's pod carries the CronJob's label: {labels:?}"
     );
-    eventually(&format!("run pod {name} to run"), TIMEOUT, || async {
-        let status = pods.get(&name).await.ok()?.status?;
-        (status.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = json!({ "status": {
-        "phase": "Failed",
-        "containerStatuses": [{
-            "name": "http", "image": "curl", "imageID": "", "ready": false, "restartCount": 0, "started": false,
-            "state": { "terminated": {
-                "exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now
-            } }
-        }]
-    } });
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("write the run pod's status");
 }
 
 /// The CronJob `nightly`'s delivery log entries of `event_type`.

@@ -4,7 +4,7 @@
 //! The build pod and the kubelet. kwok makes pods Running and Ready, and its `pod-complete`
 //! stage makes Job pods Succeeded, but it cannot write a container's termination message,
 //! which is how a build reports its image digest. So these tests act as the kubelet for
-//! build pods: their operator runs with `--build-pod-annotation
+//! build pods: their operator runs with `--build-pod-annotations
 //! pod-complete.stage.kwok.x-k8s.io/delay=1h`, so every build pod is created with kwok held
 //! back (annotating the pod once it exists raced kwok under load); the tests wait until
 //! kwok reports it Running, then write its final status themselves — the build
@@ -60,7 +60,7 @@ impl Pipeline {
     async fn restart(&mut self) {
         drop(self.operator.take());
         let operator = support::Operator::builder(&self.namespace, "pipeline")
-            .args(["--build-pod-annotation", KWOK_HOLD])
+            .args(["--build-pod-annotations", KWOK_HOLD])
             .start_leading()
             .await;
         self.operator = Some(operator);
@@ -177,7 +177,8 @@ async fn wait_phase(api: &Api<Deployment>, name: &str, want: DeploymentPhase) ->
 }
 
 /// Acts as the kubelet for the build pod of `job` (which kwok leaves alone): terminates the
-/// build container with `exit_code` and `message` as its termination message.
+/// build container with `exit_code` and `message` as its termination message. Returns the
+/// pod's name.
 async fn finish_build_pod(
     client: &Client,
     namespace: &str,
@@ -185,54 +186,15 @@ async fn finish_build_pod(
     exit_code: i32,
     message: &str,
 ) -> String {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={job}");
-    let pod = eventually(&format!("a pod of Job {job}"), TIMEOUT, || async {
-        pods.list(&ListParams::default().labels(&selector))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()
-    })
-    .await;
-    let name = pod.metadata.name.clone().unwrap();
+    let pod = support::terminate_job_pod(client, namespace, job, "build", exit_code, message).await;
     assert_eq!(
         pod.annotations()
             .get("pod-complete.stage.kwok.x-k8s.io/delay")
             .map(String::as_str),
         Some("1h"),
-        "the operator puts --build-pod-annotation on build pods"
+        "the operator puts --build-pod-annotations on build pods"
     );
-    eventually(&format!("build pod {name} to run"), TIMEOUT, || async {
-        let pod = pods.get(&name).await.ok()?;
-        let status = pod.status?;
-        let ready = status
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        (status.phase.as_deref() == Some("Running") && ready).then_some(())
-    })
-    .await;
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let (phase, reason) = if exit_code == 0 {
-        ("Succeeded", "Completed")
-    } else {
-        ("Failed", "Error")
-    };
-    let status = json!({ "status": {
-        "phase": phase,
-        "containerStatuses": [{
-            "name": "build", "image": "moby/buildkit", "imageID": "", "ready": false, "restartCount": 0, "started": false,
-            "state": { "terminated": {
-                "exitCode": exit_code, "reason": reason, "message": message, "startedAt": now, "finishedAt": now
-            } }
-        }]
-    } });
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("write the build pod's status");
-    name
+    pod.metadata.name.unwrap()
 }
 
 async fn route_backend(routes: &Api<HttpRoute>, name: &str) -> Option<String> {

@@ -315,3 +315,61 @@ impl Drop for Operator {
         }
     }
 }
+
+/// Plays the kubelet for the one pod of Job `job` (kwok runs it but must have been held
+/// back from completing it, e.g. by `pod-complete.stage.kwok.x-k8s.io/delay: 1h` on the
+/// pod template): waits until it runs, then terminates its container `container` with
+/// `exit_code` and `message` (the termination message) and the matching pod phase.
+/// Returns the pod, as it was when it ran.
+pub async fn terminate_job_pod(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    container: &str,
+    exit_code: i32,
+    message: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let timeout = Duration::from_secs(90);
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    let running = eventually(&format!("the pod of Job {job} to run"), timeout, || async {
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|pod| {
+                let status = pod.status.as_ref();
+                let ready = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                status.and_then(|s| s.phase.as_deref()) == Some("Running") && ready
+            })
+    })
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let (phase, reason) = if exit_code == 0 {
+        ("Succeeded", "Completed")
+    } else {
+        ("Failed", "Error")
+    };
+    let status = serde_json::json!({ "status": {
+        "phase": phase,
+        "containerStatuses": [{
+            "name": container, "image": container, "imageID": "", "ready": false,
+            "restartCount": 0, "started": false,
+            "state": { "terminated": {
+                "exitCode": exit_code, "reason": reason, "message": message,
+                "startedAt": now, "finishedAt": now
+            } }
+        }]
+    } });
+    let name = running.metadata.name.clone().unwrap_or_default();
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write the pod's status");
+    running
+}

@@ -26,7 +26,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::controllers::deployment::reconcile::is_stalled_with;
 use crate::controllers::deployment::render::running_image;
 use crate::controllers::deployment::{Error, MANAGED, Result, reset_backoff};
-use crate::controllers::events::{publish, reject_malformed};
+use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 
@@ -44,8 +44,11 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>)
     let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_cron_job(cron_job, &ctx).instrument(span).await;
     timer.finish(&result);
-    if result.is_ok() {
-        reset_backoff(&CRON_JOB_FAILURES, &key);
+    match &result {
+        Ok(_) => reset_backoff(&CRON_JOB_FAILURES, &key),
+        // An invalid spec was reported with its Stalled condition.
+        Err(err) if !err.awaits_change() => report_error(&ctx, cron_job, err).await,
+        Err(_) => {}
     }
     result
 }

@@ -30,7 +30,7 @@ use crate::api::deployment::{
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
-use crate::controllers::events::{publish, reject_malformed};
+use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
@@ -63,18 +63,7 @@ pub async fn reconcile(
         Ok(_) => reset_backoff(&DEPLOYMENT_FAILURES, &key),
         // An invalid spec was reported with its Stalled condition; anything else is told
         // here (repeats become one Event series).
-        Err(err) if !err.awaits_change() => {
-            let note = crate::one_line(err);
-            publish(
-                &ctx.recorder,
-                deployment,
-                EventType::Warning,
-                err.reason(),
-                "Reconcile",
-                &note,
-            )
-            .await;
-        }
+        Err(err) if !err.awaits_change() => report_error(&ctx, deployment, err).await,
         Err(_) => {}
     }
     result

@@ -23,7 +23,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::controllers::deployment::reconcile::is_stalled_with;
 use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
-use crate::controllers::events::{publish, reject_malformed};
+use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER};
 use crate::delivery::Publisher;
 use crate::routing;
@@ -60,18 +60,7 @@ pub async fn reconcile(
         Ok(_) => reset_backoff(&PROJECT_FAILURES, &key),
         // An invalid spec was reported with its Stalled condition; anything else is told
         // here (repeats become one Event series).
-        Err(err) if !err.awaits_change() => {
-            let note = crate::one_line(err);
-            publish(
-                &ctx.recorder,
-                project,
-                EventType::Warning,
-                err.reason(),
-                "Reconcile",
-                &note,
-            )
-            .await;
-        }
+        Err(err) if !err.awaits_change() => report_error(ctx, project, err).await,
         Err(_) => {}
     }
     result

@@ -22,7 +22,7 @@ use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
-use crate::controllers::events::{publish, reject_malformed};
+use crate::controllers::events::{reject_malformed, report_error};
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::publisher::{deliveries_of, endpoint_gone};
 use crate::delivery::{PlatformEvent, keys};
@@ -55,16 +55,7 @@ pub async fn reconcile(
     let result = reconcile_inner(webhook, &ctx).await;
     timer.finish(&result);
     if let Err(err) = &result {
-        let note = crate::one_line(err);
-        publish(
-            &ctx.recorder,
-            webhook,
-            EventType::Warning,
-            err.reason(),
-            "Reconcile",
-            &note,
-        )
-        .await;
+        report_error(&ctx.ctx, webhook, err).await;
     }
     result
 }
