@@ -555,19 +555,6 @@ async fn warning_event(client: &Client, namespace: &str, object: &str, reason: &
     event
 }
 
-fn apply_samples(namespace: &str, files: &[&str]) {
-    let samples = support::repo_root().join("config/samples");
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| samples.join(f).to_str().unwrap().to_owned())
-        .collect();
-    let mut args = vec!["apply", "-n", namespace];
-    for path in &paths {
-        args.extend(["-f", path.as_str()]);
-    }
-    support::kubectl_ok(&args);
-}
-
 /// `kubectl get domains -n <namespace>` as the user reads it: each row by NAME, each cell
 /// by its column header (cells are cut at the headers' positions: an empty one is blank).
 fn domains_table(namespace: &str) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -638,7 +625,7 @@ async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     production_route(&client, &ns.name, "storefront-3f9c2ab").await;
 
-    apply_samples(&ns.name, &["secrets.yaml", "project.yaml", "domain.yaml"]);
+    support::apply_samples(&ns.name, &["secrets.yaml", "project.yaml", "domain.yaml"]);
 
     // The status asks for one TXT record per Domain; until it exists, not verified.
     let mut records = BTreeMap::new();
@@ -781,7 +768,7 @@ async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over
 
     // The takeover: another namespace applies the same Domains. Refused, without a DNS
     // lookup and without learning whose hostnames they are.
-    apply_samples(&other.name, &["domain.yaml"]);
+    support::apply_samples(&other.name, &["domain.yaml"]);
     let taker = Api::<Domain>::namespaced(client.clone(), &other.name);
     for name in ["example-com", "www-example-com"] {
         let refused = wait_condition(&taker, name, VERIFIED, "False", "HostnameClaimed").await;

@@ -1,9 +1,9 @@
 //! The build → roll out → route → promote → roll back pipeline of Projects and Deployments,
 //! against the local control plane with the operator binary running.
 //!
-//! The build pod and the kubelet. kwok makes pods Running and Ready, and its `pod-complete`
-//! stage makes Job pods Succeeded, but it cannot write a container's termination message,
-//! which is how a build reports its image digest. So these tests act as the kubelet for
+//! The build pod and the kubelet. kwok makes pods Running and Ready; CloudDeck's own kwok
+//! stage (hack/kwok/build-pushed.yaml) ends a build pod reporting a placeholder digest.
+//! These tests need chosen digests and failing builds, so they act as the kubelet for
 //! build pods: their operator runs with `--build-pod-annotations
 //! pod-complete.stage.kwok.x-k8s.io/delay=1h`, so every build pod is created with kwok held
 //! back (annotating the pod once it exists raced kwok under load); the tests wait until
@@ -11,7 +11,8 @@
 //! container `terminated` with exit code 0 and the `{"digest":…,"commit":…}` message (or a
 //! non-zero exit code for a failed build) and the pod phase. Everything else — the Job
 //! controller, the Deployment controller, scheduling, ReplicaSets, pods of the workload,
-//! garbage collection — is the real control plane and kwok.
+//! garbage collection — is the real control plane and kwok. One test leaves builds to the
+//! kwok stage: the samples' story.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -832,6 +833,37 @@ async fn previews_beyond_preview_retain_are_pruned() {
         Some(DeploymentPhase::Ready),
         "the newest preview keeps running"
     );
+}
+
+/// User story: "I run `make dev`: the sample Project's git Deployments are built, rolled
+/// out and Ready, and production is promoted." On kwok the build is CloudDeck's own kwok
+/// stage (hack/kwok/build-pushed.yaml), which ends a build pod reporting a placeholder
+/// digest; this operator does not hold kwok back.
+#[tokio::test]
+async fn the_sample_git_deployments_build_and_go_ready_on_the_local_cluster() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-samples-ready").await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "samples")
+        .start_leading()
+        .await;
+    support::apply_samples(
+        &ns.name,
+        &["secrets.yaml", "project.yaml", "deployment.yaml"],
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let placeholder = format!("@sha256:{}", "0".repeat(64));
+    for name in ["storefront-3f9c2ab", "storefront-pr-42"] {
+        let ready = wait_phase(&deployments, name, DeploymentPhase::Ready).await;
+        let digest = ready.status.unwrap().image_digest.unwrap_or_default();
+        assert!(digest.ends_with(&placeholder), "{name}: {digest}");
+    }
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    eventually("storefront's production", TIMEOUT, || async {
+        let status = projects.get("storefront").await.ok()?.status?;
+        (status.production_deployment.as_deref() == Some("storefront-3f9c2ab")).then_some(())
+    })
+    .await;
 }
 
 /// User story: "Two teams both call their Project `docs`. The older one keeps

@@ -373,3 +373,17 @@ pub async fn terminate_job_pod(
         .expect("write the pod's status");
     running
 }
+
+/// `kubectl apply` of the named files of `config/samples` into `namespace`.
+pub fn apply_samples(namespace: &str, files: &[&str]) {
+    let samples = repo_root().join("config/samples");
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| samples.join(f).to_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec!["apply", "-n", namespace];
+    for path in &paths {
+        args.extend(["-f", path.as_str()]);
+    }
+    kubectl_ok(&args);
+}
