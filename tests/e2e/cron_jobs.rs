@@ -11,29 +11,18 @@
 
 use std::time::Duration;
 
-use clouddeck::api::webhook::Webhook;
 use clouddeck::api::webhook_delivery::WebhookDelivery;
 use clouddeck::api::{CronJob, Deployment, Project};
 use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::support::{self, TestNamespace, eventually};
+use crate::support::{self, TestNamespace, create, eventually};
 
 const IMAGE: &str = "registry.example/acme/hello@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const TIMEOUT: Duration = Duration::from_secs(45);
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value).unwrap();
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create")
-}
 
 fn production_deployment(name: &str, image: &str) -> serde_json::Value {
     json!({
@@ -152,29 +141,8 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
     create(&deployments, production_deployment("shop-1", IMAGE)).await;
     wait_production(&projects, "shop-1").await;
 
-    // A subscriber to cron job events. Its loopback URL is refused by the egress policy
-    // (nothing is sent); the delivery log still records each event.
-    support::kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "signing",
-        "-n",
-        &ns.name,
-        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ]);
-    create(
-        &Api::<Webhook>::namespaced(client.clone(), &ns.name),
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
-            "metadata": { "name": "cron-events" },
-            "spec": {
-                "url": "http://127.0.0.1:9/hook", "events": ["cronjob.*"],
-                "secretRefs": [{ "name": "signing", "key": "secret" }]
-            }
-        }),
-    )
-    .await;
+    // A subscriber to cron job events, recording in the delivery log.
+    support::recording_webhook(&client, &ns.name, "cron-events", &["cronjob.*"]).await;
 
     // Never due during the test: midnight on January 1st.
     create(

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use clouddeck::api::conditions::{self, CERTIFICATE_READY, READY, VERIFIED};
 use clouddeck::api::domain::Domain;
-use clouddeck::api::webhook::Webhook;
 use clouddeck::api::webhook_delivery::WebhookDelivery;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
@@ -187,30 +186,8 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
     let _operator = start_operator(&ns.name, &dns);
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     production_route(&client, &ns.name, "storefront-v1").await;
-    // A subscriber to domain and alert events. Its loopback URL is refused by the egress
-    // policy (nothing is sent); the delivery log still records each event.
-    let webhook: Webhook = serde_json::from_value(json!({
-        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
-        "metadata": { "name": "domain-events" },
-        "spec": {
-            "url": "http://127.0.0.1:9/hook", "events": ["domain.*", "alert.*"],
-            "secretRefs": [{ "name": "signing", "key": "secret" }]
-        }
-    }))
-    .unwrap();
-    support::kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "signing",
-        "-n",
-        &ns.name,
-        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ]);
-    Api::<Webhook>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &webhook)
-        .await
-        .unwrap();
+    // A subscriber to domain and alert events, recording in the delivery log.
+    support::recording_webhook(&client, &ns.name, "domain-events", &["domain.*", "alert.*"]).await;
 
     domains
         .create(
@@ -830,29 +807,13 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
         .start();
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     production_route(&client, &ns.name, "storefront-v1").await;
-    support::kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "signing",
-        "-n",
+    support::recording_webhook(
+        &client,
         &ns.name,
-        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    ]);
-    // Its loopback URL is refused by the egress policy; the delivery log still records.
-    let webhook: Webhook = serde_json::from_value(json!({
-        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
-        "metadata": { "name": "certificate-events" },
-        "spec": {
-            "url": "http://127.0.0.1:9/hook", "events": ["certificate.*", "alert.*"],
-            "secretRefs": [{ "name": "signing", "key": "secret" }]
-        }
-    }))
-    .unwrap();
-    Api::<Webhook>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &webhook)
-        .await
-        .unwrap();
+        "certificate-events",
+        &["certificate.*", "alert.*"],
+    )
+    .await;
 
     // A certificate that expires in 3 days (the warning starts at 14).
     let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3);

@@ -22,11 +22,11 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::support::{self, TestNamespace, eventually};
+use crate::support::{self, TestNamespace, create, eventually};
 
 const DIGEST: &str = "sha256:4c1f0d4f3ad1b4e7c2d2b0f4f0d6e6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d";
 const COMMIT: &str = "3f9c2ab7d1e04b5c9a8f6e2d1c0b9a8f7e6d5c4b";
@@ -87,16 +87,6 @@ impl Drop for Pipeline {
     }
 }
 
-async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(value).unwrap();
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create")
-}
-
 fn git_project(name: &str) -> serde_json::Value {
     json!({
         "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
@@ -148,6 +138,11 @@ fn git_deployment(name: &str, target: &str, branch: &str) -> serde_json::Value {
         target,
         json!({ "git": { "branch": branch, "commit": COMMIT } }),
     )
+}
+
+/// A git Deployment of Project `web` building the head of `branch`.
+fn git_head_deployment(name: &str, target: &str, branch: &str) -> serde_json::Value {
+    deployment(name, "web", target, json!({ "git": { "branch": branch } }))
 }
 
 /// The termination message of a build that pushed `DIGEST` for `COMMIT`.
@@ -455,12 +450,7 @@ async fn a_failing_build_fails_the_deployment_with_a_warning_event() {
     let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
-        deployment(
-            "web-bad",
-            "web",
-            "preview",
-            json!({ "git": { "branch": "broken" } }),
-        ),
+        git_head_deployment("web-bad", "preview", "broken"),
     )
     .await;
 
@@ -1087,12 +1077,7 @@ async fn a_newer_deployment_of_the_branch_supersedes_a_running_build() {
     let deployments = with_git_project(&client, &ns.name).await;
     create(
         &deployments,
-        deployment(
-            "web-1",
-            "web",
-            "production",
-            json!({ "git": { "branch": "main" } }),
-        ),
+        git_head_deployment("web-1", "production", "main"),
     )
     .await;
     wait_phase(&deployments, "web-1", DeploymentPhase::Queued).await;
@@ -1100,12 +1085,7 @@ async fn a_newer_deployment_of_the_branch_supersedes_a_running_build() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     create(
         &deployments,
-        deployment(
-            "web-2",
-            "web",
-            "production",
-            json!({ "git": { "branch": "main" } }),
-        ),
+        git_head_deployment("web-2", "production", "main"),
     )
     .await;
 

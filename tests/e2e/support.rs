@@ -387,3 +387,42 @@ pub fn apply_samples(namespace: &str, files: &[&str]) {
     }
     kubectl_ok(&args);
 }
+
+/// Creates the object `value` (JSON of a `K`) through `api`.
+pub async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    api.create(&kube::api::PostParams::default(), &obj)
+        .await
+        .expect("create")
+}
+
+/// A Webhook `name` subscribed to `events`, signed with a Secret `signing` it creates,
+/// pointing at a loopback URL where nothing listens: the egress policy refuses it (nothing
+/// is sent), and the delivery log still records each event.
+pub async fn recording_webhook(client: &Client, namespace: &str, name: &str, events: &[&str]) {
+    kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "signing",
+        "-n",
+        namespace,
+        "--from-literal=secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ]);
+    let webhooks = Api::<clouddeck::api::webhook::Webhook>::namespaced(client.clone(), namespace);
+    create(
+        &webhooks,
+        serde_json::json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+            "metadata": { "name": name },
+            "spec": {
+                "url": "http://127.0.0.1:9/hook", "events": events,
+                "secretRefs": [{ "name": "signing", "key": "secret" }]
+            }
+        }),
+    )
+    .await;
+}
