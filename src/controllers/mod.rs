@@ -55,6 +55,22 @@ pub const FIELD_MANAGER: &str = "clouddeck";
 /// [`ControllerRun::report_cache_sync`]).
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);
 
+/// Deletes `name` (in the background: what it owns goes with it) if it exists. Returns
+/// whether it did; a 404 is not an error.
+pub async fn delete_if_present<K>(api: &kube::Api<K>, name: &str) -> kube::Result<bool>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .delete(name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
 pub struct Context {
     pub client: Client,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -19,15 +19,15 @@ use tracing::{Instrument, info, info_span, warn};
 use super::render::{self, Production};
 use super::status::{self, State};
 use super::{CRON_JOB_FAILURES, NAME};
+use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::reconcile::is_stalled_with;
 use crate::controllers::deployment::render::running_image;
 use crate::controllers::deployment::{Error, MANAGED, Result, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{Context, FIELD_MANAGER};
+use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::delivery::Publisher;
 
 pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>) -> Result<Action> {
@@ -118,15 +118,8 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
             Some(applied)
         }
         (None, None) => {
-            match batch_api
-                .delete(&batch_name, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {
-                    info!(cronjob = %batch_name, "deleted the batch CronJob: the Project is gone")
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(err) => return Err(err.into()),
+            if delete_if_present(&batch_api, &batch_name).await? {
+                info!(cronjob = %batch_name, "deleted the batch CronJob: the Project is gone");
             }
             None
         }

@@ -10,7 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
@@ -23,7 +23,7 @@ use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use super::{
     CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, reset_backoff,
 };
-use crate::api::conditions::Conditions;
+use crate::api::conditions::{Conditions, is_stalled_with};
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
 };
@@ -31,7 +31,7 @@ use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{Context, FIELD_MANAGER};
+use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::delivery::Publisher;
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
@@ -755,15 +755,6 @@ async fn stall(
     Ok(())
 }
 
-/// Whether the conditions already say `Stalled` with this message.
-pub fn is_stalled_with(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    message: &str,
-) -> bool {
-    crate::api::conditions::find(conditions, crate::api::conditions::STALLED)
-        .is_some_and(|c| c.status == "True" && c.message == message)
-}
-
 async fn write_status(
     client: &Client,
     deployment: &Deployment,
@@ -784,14 +775,8 @@ async fn write_status(
 
 async fn delete_build_job(client: &Client, namespace: &str, name: &str) -> Result<()> {
     let jobs = Api::<Job>::namespaced(client.clone(), namespace);
-    match jobs
-        .delete(&build_job_name(name), &DeleteParams::background())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+    delete_if_present(&jobs, &build_job_name(name)).await?;
+    Ok(())
 }
 
 #[cfg(test)]

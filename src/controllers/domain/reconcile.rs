@@ -10,7 +10,7 @@ use gateway_api::apis::standard::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -26,8 +26,8 @@ use super::{DomainContext, NAME, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::project::Project;
-use crate::controllers::FIELD_MANAGER;
 use crate::controllers::events::reject_malformed;
+use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::{PlatformEvent, Publisher};
 use crate::dns::{self, VerificationRecord};
 use crate::routing;
@@ -427,17 +427,6 @@ async fn serving(
         ),
         None => (Serving::NothingYet(what), None),
     })
-}
-
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-    }
 }
 
 /// Writes the status when it changed, with server-side apply so that a field this

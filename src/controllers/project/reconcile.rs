@@ -7,7 +7,7 @@ use std::time::Duration;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -17,14 +17,14 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::{NAME, PROJECT_FAILURES, ProjectContext, render, status};
 use crate::api::conditions::Conditions;
+use crate::api::conditions::is_stalled_with;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::reconcile::is_stalled_with;
 use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{Context, FIELD_MANAGER};
+use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::delivery::Publisher;
 use crate::routing;
 
@@ -178,10 +178,8 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
             .iter()
             .filter_map(|r| r.metadata.name.as_deref()),
     ) {
-        match routes.delete(&stale, &DeleteParams::background()).await {
-            Ok(_) => info!(route = %stale, "deleted the alias of a branch with nothing Ready"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => return Err(err.into()),
+        if delete_if_present(&routes, &stale).await? {
+            info!(route = %stale, "deleted the alias of a branch with nothing Ready");
         }
     }
 
@@ -333,24 +331,20 @@ async fn prune(
     name: &str,
     field: &str,
 ) -> Result<()> {
-    match deployments.delete(name, &DeleteParams::background()).await {
-        Ok(_) => {
-            info!(deployment = %name, beyond = field, "pruned");
-            let note = format!("deleted Deployment {name}: beyond {field}");
-            publish(
-                recorder,
-                project,
-                EventType::Normal,
-                "Pruned",
-                "Prune",
-                &note,
-            )
-            .await;
-            Ok(())
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
+    if delete_if_present(deployments, name).await? {
+        info!(deployment = %name, beyond = field, "pruned");
+        let note = format!("deleted Deployment {name}: beyond {field}");
+        publish(
+            recorder,
+            project,
+            EventType::Normal,
+            "Pruned",
+            "Prune",
+            &note,
+        )
+        .await;
     }
+    Ok(())
 }
 
 /// Reports an invalid spec: `Stalled` naming the field, a Warning Event, production left
