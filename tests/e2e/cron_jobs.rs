@@ -28,7 +28,7 @@ fn production_deployment(name: &str, image: &str) -> serde_json::Value {
     json!({
         "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
         "metadata": { "name": name },
-        "spec": { "projectRef": { "name": "shop" }, "target": "production", "source": { "image": image } }
+        "spec": { "projectRef": { "name": "cronshop" }, "target": "production", "source": { "image": image } }
     })
 }
 
@@ -37,7 +37,7 @@ async fn wait_production(projects: &Api<Project>, want: &str) {
         &format!("Project shop to serve {want} in production"),
         TIMEOUT,
         || async {
-            let status = projects.get("shop").await.ok()?.status?;
+            let status = projects.get("cronshop").await.ok()?.status?;
             (status.production_deployment.as_deref() == Some(want)).then_some(())
         },
     )
@@ -133,7 +133,7 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
         &projects,
         json!({
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
-            "metadata": { "name": "shop" },
+            "metadata": { "name": "cronshop" },
             "spec": { "image": IMAGE }
         }),
     )
@@ -151,7 +151,7 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
             "metadata": { "name": "nightly" },
             "spec": {
-                "projectRef": { "name": "shop" },
+                "projectRef": { "name": "cronshop" },
                 "schedule": "0 0 1 1 *",
                 "timeZone": "Europe/Berlin",
                 "timeoutSeconds": 60,
@@ -239,7 +239,7 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
     let data = &failed[0].spec.payload["data"];
     assert_eq!(data["cronJob"], "nightly");
     assert_eq!(data["job"], "nightly-by-hand");
-    assert_eq!(data["project"], "shop");
+    assert_eq!(data["project"], "cronshop");
 
     // A promotion moves the runs to the new production deployment.
     let second = IMAGE.replace("sha256:1111", "sha256:2222");
