@@ -48,6 +48,9 @@ pub struct OperatorConfig {
     pub domains: DomainConfig,
 
     #[command(flatten)]
+    pub hostnames: HostnameConfig,
+
+    #[command(flatten)]
     pub webhooks: WebhookConfig,
 
     #[command(flatten)]
@@ -166,6 +169,23 @@ pub struct RoutingConfig {
         value_parser = parse_domain
     )]
     pub base_domain: String,
+}
+
+/// Who owns a hostname (see docs/domains.md, "How CloudDeck decides who owns a hostname").
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Hostnames")]
+pub struct HostnameConfig {
+    /// How long a hostname stays reserved for its namespace after the Project or Domain
+    /// that held it is gone: a delete and re-create in that time (a GitOps replace) keeps
+    /// it, and no other namespace can take it before the time is up (e.g. 24h, 30m).
+    #[arg(
+        long,
+        env = "CLOUDDECK_HOSTNAME_RESERVATION",
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = parse_seconds
+    )]
+    pub hostname_reservation: Duration,
 }
 
 /// Custom domains: how ownership is verified and where certificates come from.

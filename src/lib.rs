@@ -7,6 +7,7 @@ pub mod config;
 pub mod controllers;
 pub mod delivery;
 pub mod dns;
+pub mod hostnames;
 pub mod leader;
 pub mod operator;
 pub mod routing;

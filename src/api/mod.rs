@@ -15,6 +15,7 @@ pub mod cron_job;
 pub mod deployment;
 pub mod domain;
 pub mod edge_handler;
+pub mod hostname_claim;
 pub mod project;
 pub mod split_test;
 pub mod validation;
@@ -25,6 +26,7 @@ pub use cron_job::{CronJob, CronJobSpec, CronJobStatus};
 pub use deployment::{Deployment, DeploymentPhase, DeploymentSpec, DeploymentStatus};
 pub use domain::{Domain, DomainSpec, DomainStatus};
 pub use edge_handler::{EdgeHandler, EdgeHandlerSpec, EdgeHandlerStatus};
+pub use hostname_claim::{ClaimHolder, HolderKind, HostnameClaim, HostnameClaimSpec};
 pub use project::{Project, ProjectSpec, ProjectStatus};
 pub use split_test::{SplitTest, SplitTestSpec, SplitTestStatus};
 pub use webhook::{EVENT_TYPES, Webhook, WebhookSpec, WebhookStatus};
@@ -39,10 +41,11 @@ pub const VERSION: &str = "v1alpha1";
 /// The `kubectl get <category>` that lists every CloudDeck kind.
 pub const CATEGORY: &str = "clouddeck";
 
-/// Every CRD CloudDeck serves, in a stable order.
+/// Every CRD CloudDeck serves, in a stable order: the eight kinds users write, then the
+/// operator's own cluster-scoped HostnameClaim.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
-        Project::crd(),
+        with_hostname_key_name(Project::crd()),
         Deployment::crd(),
         Domain::crd(),
         EdgeHandler::crd(),
@@ -50,10 +53,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Webhook::crd(),
         WebhookDelivery::crd(),
         SplitTest::crd(),
+        HostnameClaim::crd(),
     ]
     .into_iter()
     .map(reflow_descriptions)
     .collect()
+}
+
+/// A Project's name is the key of its hostnames (see [`crate::hostnames`]): the apiserver
+/// refuses names that cannot be one. Only a rule at the schema's root may read
+/// `metadata.name`, so it is added to the generated CRD here.
+fn with_hostname_key_name(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let rule = serde_json::json!({
+        "rule": crate::hostnames::KEY_NAME_RULE,
+        "message": crate::hostnames::KEY_NAME_MESSAGE,
+    });
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            let rule = serde_json::from_value(rule.clone()).expect("a validation rule");
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(rule);
+        }
+    }
+    crd
 }
 
 /// Doc comments are wrapped at 100 columns in the source; `kubectl explain` wraps text
@@ -129,8 +157,16 @@ mod tests {
     #[test]
     fn every_kind_is_namespaced_in_the_clouddeck_category_with_status() {
         let crds = crds();
-        assert_eq!(crds.len(), 8);
-        for crd in &crds {
+        assert_eq!(crds.len(), 9);
+        let (users, operators): (Vec<_>, Vec<_>) = crds
+            .iter()
+            .partition(|crd| crd.spec.names.kind != "HostnameClaim");
+        // The operator's own record: cluster-scoped (no tenant RoleBinding reaches it),
+        // outside the category users list.
+        assert_eq!(operators.len(), 1);
+        assert_eq!(operators[0].spec.scope, "Cluster");
+        assert!(operators[0].spec.names.categories.is_none());
+        for crd in users {
             let name = &crd.metadata.name.as_deref().unwrap();
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.scope, "Namespaced", "{name}");

@@ -25,6 +25,7 @@ pub mod cron_job;
 pub mod deployment;
 pub mod domain;
 pub mod events;
+pub mod hostname_claim;
 pub mod project;
 pub mod webhook;
 pub mod webhook_delivery;
@@ -108,6 +109,7 @@ pub fn all() -> Vec<KindController> {
         cron_job::CONTROLLER,
         deployment::CONTROLLER,
         domain::CONTROLLER,
+        hostname_claim::CONTROLLER,
         project::CONTROLLER,
         webhook::CONTROLLER,
         webhook_delivery::CONTROLLER,

@@ -1,11 +1,7 @@
 //! Routing: the Gateway API HTTPRoutes that give deployments their URLs — a preview
-//! route per Deployment (`<project>-<id>.<base domain>`), a branch alias per branch
-//! (`<project>-git-<branch>.<base domain>`) and the production route of a Project
-//! (`<project>.<base domain>`) — all attached to the Gateway the operator is configured with.
-//!
-//! Project names are unique only within a namespace, hostnames are not: the oldest Project
-//! of a name holds `<project>` as its hostname label, a younger namesake in another
-//! namespace gets `<project>-<id>` (see [`project_label`]).
+//! route per Deployment, a branch alias per branch and the production route of a Project —
+//! all attached to the Gateway the operator is configured with. Their hostnames come from
+//! [`crate::hostnames`], which also decides who may be served under them.
 
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteSpec,
@@ -51,7 +47,7 @@ pub fn bounded_to(name: &str, max: usize) -> String {
     format!("{head}-{hash}")
 }
 
-fn cut(text: &str, max: usize) -> &str {
+pub(crate) fn cut(text: &str, max: usize) -> &str {
     let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -59,70 +55,13 @@ fn cut(text: &str, max: usize) -> &str {
     text[..end].trim_end_matches(['-', '.'])
 }
 
-fn fnv1a(bytes: &[u8]) -> u32 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |hash, b| {
         (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
 }
 
-/// A short, stable id of a Deployment for its preview hostname: the first 8 hex digits
-/// of its UID.
-pub fn short_id(uid: &str) -> String {
-    uid.chars()
-        .filter(char::is_ascii_hexdigit)
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase()
-}
-
-/// A branch name as a DNS label fragment: `feature/New_Checkout` → `feature-new-checkout`.
-pub fn branch_slug(branch: &str) -> String {
-    let mut slug = String::with_capacity(branch.len());
-    for c in branch.chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.ends_with('-') {
-            slug.push('-');
-        }
-    }
-    let slug = slug.trim_matches('-');
-    if slug.is_empty() {
-        "branch".to_owned()
-    } else {
-        slug.to_owned()
-    }
-}
-
-/// `<project>-<short id>.<base domain>`: one Deployment.
-pub fn preview_hostname(project: &str, uid: &str, base_domain: &str) -> String {
-    format!("{}.{base_domain}", bounded_name(project, &short_id(uid)))
-}
-
-/// The first label of a Project's production and branch hostnames: its name when it holds
-/// that name in the cluster (it is the oldest Project so named), else `<project>-<id>`
-/// with the first 8 hex digits of its UID, which no other Project's hostnames start with
-/// by name alone.
-pub fn project_label(project: &str, project_uid: &str, holds_name: bool) -> String {
-    if holds_name {
-        project.to_owned()
-    } else {
-        bounded_name(project, &short_id(project_uid))
-    }
-}
-
-/// `<label>-git-<branch>.<base domain>`: the latest Ready Deployment of a branch; `label`
-/// from [`project_label`].
-pub fn branch_hostname(label: &str, branch: &str, base_domain: &str) -> String {
-    format!(
-        "{}.{base_domain}",
-        bounded_name(&format!("{label}-git"), &branch_slug(branch))
-    )
-}
-
-/// `<label>.<base domain>`: production; `label` from [`project_label`].
-pub fn production_hostname(label: &str, base_domain: &str) -> String {
-    format!("{label}.{base_domain}")
-}
+pub use crate::hostnames::scheme::{branch_slug, short_id};
 
 /// Name of a branch's alias HTTPRoute (also the first label of its hostname).
 pub fn branch_route_name(project: &str, branch: &str) -> String {
@@ -211,44 +150,6 @@ mod tests {
         }
     }
 
-    const UID: &str = "7f3c9a21-0b4e-4c1d-9e8f-123456789abc";
-
-    #[test]
-    fn hostnames() {
-        assert_eq!(
-            preview_hostname("web", UID, "apps.example.com"),
-            "web-7f3c9a21.apps.example.com"
-        );
-        assert_eq!(
-            branch_hostname("web", "feature/New_Checkout", "apps.example.com"),
-            "web-git-feature-new-checkout.apps.example.com"
-        );
-        assert_eq!(
-            production_hostname("web", "apps.example.com"),
-            "web.apps.example.com"
-        );
-        assert_eq!(url("web.apps.example.com"), "https://web.apps.example.com");
-    }
-
-    #[test]
-    fn a_namesake_gets_its_own_label() {
-        assert_eq!(project_label("web", UID, true), "web");
-        let label = project_label("web", UID, false);
-        assert_eq!(label, "web-7f3c9a21");
-        assert_eq!(
-            production_hostname(&label, "apps.example.com"),
-            "web-7f3c9a21.apps.example.com"
-        );
-        assert_eq!(
-            branch_hostname(&label, "main", "apps.example.com"),
-            "web-7f3c9a21-git-main.apps.example.com"
-        );
-        // The route names stay per namespace: only the hostname moves.
-        assert_eq!(branch_route_name("web", "main"), "web-git-main");
-        let long = project_label(&"p".repeat(63), UID, false);
-        assert!(long.len() <= 63 && long.ends_with("-7f3c9a21"), "{long}");
-    }
-
     #[test]
     fn long_names_stay_dns_labels_and_distinct() {
         let project = "p".repeat(60);
@@ -262,20 +163,7 @@ mod tests {
         );
         assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
         assert_ne!(a, b);
-        let preview = preview_hostname(&project, UID, "x.io");
-        assert!(preview.split('.').next().unwrap().len() <= 63);
-        assert!(
-            preview.starts_with("ppp") && preview.contains("-7f3c9a21."),
-            "{preview}"
-        );
         assert!(!a.ends_with('-') && !a.contains("--"), "{a}");
-    }
-
-    #[test]
-    fn slugs() {
-        assert_eq!(branch_slug("main"), "main");
-        assert_eq!(branch_slug("Feature//X_y"), "feature-x-y");
-        assert_eq!(branch_slug("_"), "branch");
     }
 
     #[test]

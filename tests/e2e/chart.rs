@@ -710,7 +710,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         &team.name,
         json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
                 "metadata": { "name": "www" },
-                "spec": { "hostname": format!("charted-www.{base_domain}"),
+                "spec": { "hostname": format!("www.charted.{base_domain}"),
                           "projectRef": { "name": "charted" } } }),
     );
 

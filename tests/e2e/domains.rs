@@ -10,6 +10,7 @@ use std::time::Duration;
 use clouddeck::api::conditions::{self, CERTIFICATE_READY, READY, VERIFIED};
 use clouddeck::api::domain::Domain;
 use clouddeck::api::webhook_delivery::WebhookDelivery;
+use clouddeck::hostnames::HostnameClaim;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::Secret;
@@ -88,8 +89,12 @@ fn start_operator(lease_namespace: &str, dns: &Dns) -> Operator {
         .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
         .args(["--default-cluster-issuer", ISSUER])
         .args(["--base-domain", "apps.e2e.test"])
+        .args(["--hostname-reservation", RESERVATION])
         .start()
 }
+
+/// How long a deleted owner's hostname stays reserved for its namespace in these tests.
+const RESERVATION: &str = "10s";
 
 fn domain(name: &str, hostname: &str, extra: serde_json::Value) -> Domain {
     let mut spec = json!({ "hostname": hostname, "projectRef": { "name": "storefront" } });
@@ -508,7 +513,21 @@ async fn a_hostname_verified_in_one_namespace_cannot_be_taken_from_another() {
         .delete("shop", &DeleteParams::default())
         .await
         .unwrap();
+    // The claim outlives the owner for the reservation, held for its namespace only.
+    let claims = Api::<HostnameClaim>::all(client.clone());
+    let released = eventually("the claim to be released", TIMEOUT, || async {
+        let claim = claims.get_opt(&hostname).await.ok()??;
+        claim.spec.released_at.is_some().then_some(claim)
+    })
+    .await;
+    assert_eq!(released.spec.namespace, first.name);
+    assert!(conditions::is_true(
+        &taker.get("shop").await.unwrap().status.unwrap().conditions,
+        conditions::STALLED
+    ));
     wait_condition(&taker, "shop", VERIFIED, "True", "RecordFound").await;
+    let claim = claims.get(&hostname).await.unwrap();
+    assert_eq!(claim.spec.namespace, second.name);
 }
 
 /// `kubectl apply -n <namespace>` of the files of `config/samples` named.
@@ -800,12 +819,14 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-own-tls").await;
     let _serial = support::one_operator_test_at_a_time().await;
-    // Hostnames under the operator's base domain, named for the Domains' Project: verified
-    // without a TXT record, so no DNS server is needed.
+    // Hostnames under the hostname of the namespace's own Project: verified without a TXT
+    // record, so no DNS server is needed.
     let operator = Operator::builder(&ns.name, "domains")
         .args(["--base-domain", "apps.e2e.test"])
+        .args(["--hostname-reservation", RESERVATION])
         .start();
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    let project_hostname = support::project_hostname(&client, &ns.name, "storefront").await;
     production_route(&client, &ns.name, "storefront-v1").await;
     support::recording_webhook(
         &client,
@@ -817,7 +838,7 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
 
     // A certificate that expires in 3 days (the warning starts at 14).
     let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3);
-    let hostname = format!("storefront-{}.apps.e2e.test", ns.name);
+    let hostname = format!("tls.{project_hostname}");
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec![hostname.clone()]).unwrap();
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(87);
@@ -909,7 +930,7 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
             &PostParams::default(),
             &domain(
                 "broken",
-                &format!("storefront-{}-broken.apps.e2e.test", ns.name),
+                &format!("broken.{project_hostname}"),
                 json!({ "tls": { "secretName": "broken-tls" } }),
             ),
         )

@@ -18,6 +18,8 @@ mod webhooks;
 
 mod domains;
 
+mod hostnames;
+
 mod cron_jobs;
 
 mod chart;

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clouddeck::api::{Deployment, DeploymentPhase, Project};
+use clouddeck::hostnames::HostnameClaim;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
@@ -60,8 +61,11 @@ impl Pipeline {
     /// Kills the operator (SIGKILL, no clean shutdown) if it runs, and starts a new one.
     async fn restart(&mut self) {
         drop(self.operator.take());
+        // A short reservation: a Project name a test before this one held (in a namespace
+        // since deleted) is free again soon, so tests may assert `<name>.<base>`.
         let operator = support::Operator::builder(&self.namespace, "pipeline")
             .args(["--build-pod-annotations", KWOK_HOLD])
+            .args(["--hostname-reservation", "20s"])
             .start_leading()
             .await;
         self.operator = Some(operator);
@@ -857,9 +861,10 @@ async fn the_sample_git_deployments_build_and_go_ready_on_the_local_cluster() {
 }
 
 /// User story: "Two teams both call their Project `docs`. The older one keeps
-/// `docs.<base domain>`; the younger one is told it is served under `docs-<id>.<base
-/// domain>` — without learning who holds the name — and moves to `docs.<base domain>` once
-/// the older Project is deleted."
+/// `docs.<base domain>`; the younger one is told it is served under `docs-<hash>.<base
+/// domain>` — without learning who holds the name. When the older team deletes and
+/// re-creates its Project (a GitOps replace), it gets `docs.<base domain>` back: the
+/// younger one never takes over its production hostname."
 #[tokio::test]
 async fn namesake_projects_in_two_namespaces_get_distinct_hostnames() {
     let client = support::client().await;
@@ -883,14 +888,10 @@ async fn namesake_projects_in_two_namespaces_get_distinct_hostnames() {
     }
 
     let younger = Api::<Project>::namespaced(client.clone(), &second.name);
-    let uid = create(&younger, image_project("docs"))
-        .await
-        .metadata
-        .uid
-        .unwrap();
+    create(&younger, image_project("docs")).await;
     let own = format!(
-        "docs-{}.clouddeck.localhost",
-        clouddeck::routing::short_id(&uid)
+        "{}.clouddeck.localhost",
+        clouddeck::hostnames::scheme::candidate_keys("docs", &second.name)[1]
     );
     assert_eq!(hostname_of(younger.clone()).await, own);
     let told = eventually("a HostnameAssigned Event", TIMEOUT, || async {
@@ -930,7 +931,7 @@ async fn namesake_projects_in_two_namespaces_get_distinct_hostnames() {
                 .unwrap_or_default()
         }
     };
-    let moved = |name: &'static str, want: String| {
+    let serves = |name: &'static str, want: String| {
         let hostnames = &hostnames;
         async move {
             eventually(&format!("{name} to serve {want}"), TIMEOUT, || async {
@@ -939,23 +940,46 @@ async fn namesake_projects_in_two_namespaces_get_distinct_hostnames() {
             .await
         }
     };
-    moved("docs-production", own.clone()).await;
+    serves("docs-production", own.clone()).await;
+    // Its preview is generated from its own key too.
+    let preview = deployments
+        .get("docs-1")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .url
+        .unwrap();
+    let key = own.split('.').next().unwrap();
+    assert!(
+        preview.starts_with(&format!("https://{key}--")),
+        "{preview}"
+    );
 
-    // The older one goes: the name is free and the younger one takes it.
+    // The older team replaces its Project (delete, then create): the name stays theirs.
     older
         .delete("docs", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        "the younger Project to hold docs.clouddeck.localhost",
-        TIMEOUT,
-        || async {
-            let hostname = younger.get("docs").await.ok()?.status?.hostname?;
-            (hostname == "docs.clouddeck.localhost").then_some(())
-        },
-    )
+    eventually("the older Project to be gone", TIMEOUT, || async {
+        older.get_opt("docs").await.ok()?.is_none().then_some(())
+    })
     .await;
-    moved("docs-production", "docs.clouddeck.localhost".to_owned()).await;
+    create(&older, image_project("docs")).await;
+    assert_eq!(hostname_of(older.clone()).await, "docs.clouddeck.localhost");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        hostname_of(younger.clone()).await,
+        own,
+        "the younger one stays where it is"
+    );
+    serves("docs-production", own.clone()).await;
+    let claim = Api::<HostnameClaim>::all(client.clone())
+        .get("docs.clouddeck.localhost")
+        .await
+        .expect("the claim on docs.clouddeck.localhost");
+    assert_eq!(claim.spec.namespace, first.name);
+    assert!(claim.spec.released_at.is_none());
 }
 
 /// User story: "I delete a Project and everything CloudDeck made for it goes away: its

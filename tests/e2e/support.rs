@@ -399,6 +399,28 @@ where
         .expect("create")
 }
 
+/// Creates a Project `name` that runs a prebuilt image (nothing is deployed) and returns the
+/// hostname it holds once the operator has given it one (`status.hostname`): what the
+/// namespace's Domains under the base domain may be named under.
+pub async fn project_hostname(client: &Client, namespace: &str, name: &str) -> String {
+    let projects = Api::<clouddeck::api::Project>::namespaced(client.clone(), namespace);
+    create(
+        &projects,
+        serde_json::json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": name },
+            "spec": { "image": "registry.local/e2e/app:1" }
+        }),
+    )
+    .await;
+    eventually(
+        &format!("Project {name} to hold a hostname"),
+        Duration::from_secs(60),
+        || async { projects.get(name).await.ok()?.status?.hostname },
+    )
+    .await
+}
+
 /// A Webhook `name` subscribed to `events`, signed with a Secret `signing` it creates,
 /// pointing at a loopback URL where nothing listens: the egress policy refuses it (nothing
 /// is sent), and the delivery log still records each event.

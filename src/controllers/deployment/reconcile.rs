@@ -23,7 +23,7 @@ use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use super::{
     CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, reset_backoff,
 };
-use crate::api::conditions::{Conditions, is_stalled_with};
+use crate::api::conditions::{self, Conditions, is_stalled_with};
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
 };
@@ -33,6 +33,7 @@ use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termi
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::delivery::Publisher;
+use crate::hostnames::{self, Authority};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
 
@@ -108,6 +109,30 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     };
     adopt_by_project(client, deployment, &project).await?;
 
+    // The preview hostname is generated from the key the Project holds; until it holds
+    // one there is nothing this Deployment may be served under.
+    let base = &ctx.config.routing.base_domain;
+    let Some(key) = project_key(client, &project, base).await? else {
+        if project.status.as_ref().is_some_and(|s| {
+            conditions::find(&s.conditions, conditions::STALLED).is_some_and(|c| c.status == "True")
+        }) {
+            let message = format!(
+                "spec.projectRef.name: Project {project_name} holds no hostname (see its status)"
+            );
+            stall(
+                client,
+                recorder,
+                deployment,
+                "ProjectHasNoHostname",
+                &message,
+            )
+            .await?;
+            return Err(Error::MissingReference(message));
+        }
+        // The Project controller has not taken its key yet; its status change wakes us.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+
     // Validate.
     let build_config = &ctx.config.build;
     let plan = match plan(deployment, &project, build_config) {
@@ -129,7 +154,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         .controller_owner_ref(&())
         .expect("a Deployment read from the API has a name and uid");
     let mut status = deployment.status.clone().unwrap_or_default();
-    let url = routing::url(&render::preview_hostname(deployment, &ctx.config.routing));
+    let url = routing::url(&render::preview_hostname(deployment, &key, base));
     let stop = if deployment
         .annotations()
         .get(CANCEL)
@@ -230,7 +255,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         Api::<Service>::namespaced(client.clone(), &namespace)
             .patch(&name, &apply, &Patch::Apply(&service))
             .await?;
-        let route = render::preview_route(deployment, &ctx.config.routing, &owner);
+        let route = render::preview_route(deployment, &key, &ctx.config.routing, &owner);
         Api::<HttpRoute>::namespaced(client.clone(), &namespace)
             .patch(&name, &apply, &Patch::Apply(&route))
             .await?;
@@ -727,6 +752,24 @@ fn record_finished(
 }
 
 /// Reports a spec or reference problem: `Stalled` naming the field, and a Warning Event.
+/// The key `project` holds, read from its status and checked against the claim: only a
+/// key whose claim names this very Project (namespace and uid) generates hostnames.
+async fn project_key(client: &Client, project: &Project, base: &str) -> Result<Option<String>> {
+    let Some(hostname) = project.status.as_ref().and_then(|s| s.hostname.clone()) else {
+        return Ok(None);
+    };
+    let Authority::Key(key) = hostnames::authority(&hostname, base) else {
+        return Ok(None);
+    };
+    let held = hostnames::key_holder(client, &hostname)
+        .await?
+        .is_some_and(|claim| {
+            Some(&claim.spec.namespace) == project.metadata.namespace.as_ref()
+                && Some(&claim.spec.holder.uid) == project.metadata.uid.as_ref()
+        });
+    Ok(held.then_some(key))
+}
+
 async fn stall(
     client: &Client,
     recorder: &Recorder,

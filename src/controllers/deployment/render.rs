@@ -187,21 +187,24 @@ pub fn service(deployment: &Deployment, owner: &OwnerReference) -> Service {
     .expect("the Service is valid")
 }
 
-/// The preview hostname of a Deployment: `<project>-<short id>.<base domain>`.
-pub fn preview_hostname(deployment: &Deployment, routing: &RoutingConfig) -> String {
+/// The preview hostname of a Deployment: `<key>--<short id>.<base domain>`, with the key
+/// its Project holds (see [`crate::hostnames`]).
+pub fn preview_hostname(deployment: &Deployment, key: &str, base_domain: &str) -> String {
     let uid = deployment.metadata.uid.as_deref().unwrap_or_default();
-    routing::preview_hostname(&deployment.spec.project_ref.name, uid, &routing.base_domain)
+    crate::hostnames::scheme::preview_hostname(key, uid, base_domain)
 }
 
 /// The preview HTTPRoute: the Deployment's own hostname to its Service.
 pub fn preview_route(
     deployment: &Deployment,
+    key: &str,
     routing: &RoutingConfig,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let meta = child_meta(deployment, &name, "route", owner);
-    routing::http_route(meta, &preview_hostname(deployment, routing), &name, routing)
+    let hostname = preview_hostname(deployment, key, &routing.base_domain);
+    routing::http_route(meta, &hostname, &name, routing)
 }
 
 /// The image a git Deployment runs: the pushed repository pinned by the digest.
@@ -538,11 +541,11 @@ mod tests {
     }
 
     #[test]
-    fn preview_route_uses_the_short_id_hostname() {
-        let route = preview_route(&deployment("preview"), &routing(), &owner());
+    fn preview_route_uses_the_projects_key_and_the_short_id() {
+        let route = preview_route(&deployment("preview"), "web", &routing(), &owner());
         assert_eq!(
             route.spec.hostnames.unwrap(),
-            ["web-7f3c9a21.apps.example.com"]
+            ["web--7f3c9a21.apps.example.com"]
         );
         assert_eq!(route.metadata.owner_references.unwrap()[0].name, "web-1");
     }

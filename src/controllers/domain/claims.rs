@@ -1,4 +1,6 @@
-//! Who owns a hostname. At most one Domain in the cluster serves a hostname:
+//! Which of several Domains of one namespace serves a hostname that namespace owns (under
+//! the base domain, where no TXT record proves anything). Which *namespace* owns a
+//! hostname is decided by [`crate::hostnames`]; this only settles ties inside it:
 //!
 //! - the owner is the Domain whose verification succeeded first (`status.verification
 //!   .verifiedAt`), among those not being deleted;
@@ -86,32 +88,6 @@ pub fn standing(me: &Claim, all: &[Claim]) -> Standing {
             same_namespace: owner.namespace == me.namespace,
         },
     }
-}
-
-/// Whether a Domain of a Project whose hostnames start with `label` may use `hostname`
-/// under the operator's `base` domain, where no TXT record can prove anything (tenants do
-/// not edit the operator's zone).
-///
-/// The operator names deployments `<label>.<base>`, `<project>-<id>.<base>` and
-/// `<label>-git-<branch>.<base>`, where `label` is the Project's name unless an older
-/// namesake in another namespace holds it (see [`crate::routing::project_label`]); a Domain
-/// may take a first label under the base only if it is its Project's label or starts with
-/// `<label>-`, so that no tenant can claim a hostname the operator generates for someone
-/// else's Project. Deeper names (`a.b.<base>`) are never generated and are first come,
-/// first served.
-pub fn may_use_internal(hostname: &str, base: &str, label: &str) -> bool {
-    let hostname = hostname.strip_prefix("*.").unwrap_or(hostname);
-    let Some(labels) = hostname
-        .strip_suffix(base)
-        .and_then(|h| h.strip_suffix('.'))
-    else {
-        return false; // the base domain itself
-    };
-    labels.contains('.')
-        || labels == label
-        || labels
-            .strip_prefix(label)
-            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 #[cfg(test)]
@@ -211,33 +187,5 @@ mod tests {
         other.hostname = "www.example.com".into();
         let me = claim("team-b", "shop", None, 2);
         assert_eq!(standing(&me, &[other]), Standing::Unclaimed);
-    }
-
-    #[test]
-    fn internal_hostnames_only_for_the_domains_own_project() {
-        let base = "apps.example.com";
-        assert!(may_use_internal(
-            "storefront.apps.example.com",
-            base,
-            "storefront"
-        ));
-        assert!(may_use_internal(
-            "storefront-shop.apps.example.com",
-            base,
-            "storefront"
-        ));
-        assert!(may_use_internal("a.b.apps.example.com", base, "storefront"));
-        // Another project's production or preview hostname.
-        assert!(!may_use_internal(
-            "blog.apps.example.com",
-            base,
-            "storefront"
-        ));
-        assert!(!may_use_internal(
-            "storefronts.apps.example.com",
-            base,
-            "storefront"
-        ));
-        assert!(!may_use_internal("apps.example.com", base, "storefront"));
     }
 }

@@ -30,6 +30,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
 use crate::config::DomainConfig;
 use crate::dns::TxtResolver;
+use crate::hostnames::HostnameClaim;
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
@@ -71,6 +72,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let domains = controller.store();
         let related = domains.clone();
         let followers = domains.clone();
+        let claimants = domains.clone();
+        let base = run.ctx.config.routing.base_domain.clone();
         let controller = controller
             .owns::<HttpRoute>(Api::all(client.clone()), managed.clone())
             .owns_with(
@@ -85,6 +88,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                     Ok(changed) => reconcile::related_domains(&related.state(), changed),
                     Err(_) => Vec::new(),
                 },
+            )
+            // A claim taken or freed changes who may be verified for its hostnames.
+            .watches(
+                Api::<HostnameClaim>::all(client.clone()),
+                watcher::Config::default(),
+                move |claim| reconcile::domains_under(&claimants.state(), &claim, &base),
             )
             .watches(
                 Api::<HttpRoute>::all(client.clone()),

@@ -25,11 +25,13 @@ use super::status::{self, ConditionValue, Ownership, Serving};
 use super::{DomainContext, NAME, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
+use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::controllers::events::reject_malformed;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::{PlatformEvent, Publisher};
 use crate::dns::{self, VerificationRecord};
+use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
 use crate::routing;
 use crate::{Error, Result};
 
@@ -87,8 +89,8 @@ pub fn error_policy(
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
     if domain.metadata.deletion_timestamp.is_some() {
-        // Route and Certificate go with it (owner references); the claim is released
-        // by dropping out of the list.
+        // Route, listener and Certificate go with it (owner references); its
+        // HostnameClaim outlives it by the reservation (controllers::hostname_claim).
         return Ok(Action::await_change());
     }
     let client = ctx.ctx.client.clone();
@@ -139,60 +141,88 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             .and_then(|stored| verified_at_of(&stored))
     });
 
-    // Who owns the hostname, then (only if nobody does) what DNS says.
-    let all: Vec<Claim> = valid(&ctx.domains.state())
-        .filter_map(|d| Claim::of(d, settings.allow_wildcard_domains))
-        .collect();
-    let me = Claim::of(domain, settings.allow_wildcard_domains).expect("hostname is valid");
+    // Who owns the hostname (the one rule of `crate::hostnames`), then, where a proof is
+    // needed and nobody owns it, what DNS says.
     let base_domain = &ctx.ctx.config.routing.base_domain;
-    let project = &domain.spec.project_ref.name;
-    let internal = dns::is_under(&hostname, base_domain);
-    // Under the base domain the Project's own hostname label decides; it is its name
-    // unless an older namesake in another namespace holds that.
-    let label = if internal {
-        project_label(&client, &namespace, project).await?
-    } else {
-        String::new()
-    };
+    let me = Claimant::of(domain, HolderKind::Domain);
     let mut verified_at = None;
-    let ownership = match claims::standing(&me, &all) {
-        _ if internal && !claims::may_use_internal(&hostname, base_domain, &label) => {
-            Ownership::Reserved {
-                base_domain: base_domain.clone(),
-                label: label.clone(),
+    let ownership = match hostnames::authority(&hostname, base_domain) {
+        Authority::Operator => Ownership::Reserved {
+            base_domain: base_domain.clone(),
+            key: None,
+        },
+        Authority::Key(key) => {
+            // The namespace whose live Project holds the key owns every name under it; a
+            // Project that does not exist, or exists elsewhere, is never a reason to accept.
+            let key_hostname = scheme::production_hostname(&key, base_domain);
+            let owned = hostnames::key_holder(&client, &key_hostname)
+                .await?
+                .is_some_and(|claim| claim.spec.namespace == namespace);
+            if owned {
+                // Two Domains of this namespace for one name: the first verified serves it.
+                let twins: Vec<Claim> = valid(&ctx.domains.state())
+                    .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
+                    .filter_map(|d| Claim::of(d, settings.allow_wildcard_domains))
+                    .collect();
+                let mine =
+                    Claim::of(domain, settings.allow_wildcard_domains).expect("hostname is valid");
+                match claims::standing(&mine, &twins) {
+                    Standing::Owner => {
+                        verified_at = previously_verified_at.clone();
+                        Ownership::Internal
+                    }
+                    Standing::Unclaimed => {
+                        verified_at = Some(Time(Timestamp::now()));
+                        Ownership::Internal
+                    }
+                    Standing::Taken {
+                        namespace, name, ..
+                    } => Ownership::Taken {
+                        namespace,
+                        name,
+                        same_namespace: true,
+                    },
+                }
+            } else {
+                Ownership::Reserved {
+                    base_domain: base_domain.clone(),
+                    key: Some(key),
+                }
             }
         }
-        Standing::Owner => {
-            verified_at = previously_verified_at.clone();
-            if internal {
-                Ownership::Internal
-            } else {
+        Authority::Exact => match hostnames::peek(&client, &hostname, &me).await? {
+            hostnames::Standing::Held => {
+                verified_at = previously_verified_at
+                    .clone()
+                    .or_else(|| Some(Time(Timestamp::now())));
                 Ownership::Verified
             }
-        }
-        Standing::Taken {
-            namespace,
-            name,
-            same_namespace,
-        } => Ownership::Taken {
-            namespace,
-            name,
-            same_namespace,
-        },
-        Standing::Unclaimed if internal => {
-            verified_at = Some(Time(Timestamp::now()));
-            Ownership::Internal
-        }
-        Standing::Unclaimed => {
-            let answer = ctx.resolver.lookup(&record.name).await;
-            match dns::judge(&answer, &record.value) {
-                dns::Verification::Verified => {
-                    verified_at = Some(Time(Timestamp::now()));
-                    Ownership::Verified
+            hostnames::Standing::Free | hostnames::Standing::Reserved => {
+                // This Domain's own earlier proof (verified before claims existed) stands;
+                // otherwise the TXT record must prove it now.
+                let proof = if previously_verified_at.is_some() {
+                    dns::Verification::Verified
+                } else {
+                    let answer = ctx.resolver.lookup(&record.name).await;
+                    dns::judge(&answer, &record.value)
+                };
+                match proof {
+                    dns::Verification::Verified => {
+                        match hostnames::take(&client, &hostname, &me).await? {
+                            hostnames::Standing::Held => {
+                                verified_at = previously_verified_at
+                                    .clone()
+                                    .or_else(|| Some(Time(Timestamp::now())));
+                                Ownership::Verified
+                            }
+                            other => taken(other, &namespace),
+                        }
+                    }
+                    other => Ownership::Unverified(other),
                 }
-                other => Ownership::Unverified(other),
             }
-        }
+            other => taken(other, &namespace),
+        },
     };
     let verified = status::verified_condition(
         &ownership,
@@ -349,18 +379,27 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     })
 }
 
-/// The first label of the hostnames the Project `project` is served under (its
-/// `status.hostname`), or its name while it has none yet.
-async fn project_label(client: &kube::Client, namespace: &str, project: &str) -> Result<String> {
-    let hostname = Api::<Project>::namespaced(client.clone(), namespace)
-        .get_opt(project)
-        .await?
-        .and_then(|p| p.status?.hostname);
-    Ok(hostname
-        .as_deref()
-        .and_then(|h| h.split('.').next())
-        .unwrap_or(project)
-        .to_owned())
+/// A refusal: the hostname is owned by another Domain of this namespace or by another
+/// namespace.
+fn taken(standing: hostnames::Standing, my_namespace: &str) -> Ownership {
+    match standing {
+        hostnames::Standing::HeldHere { name, .. } => Ownership::Taken {
+            namespace: my_namespace.to_owned(),
+            name,
+            same_namespace: true,
+        },
+        hostnames::Standing::Elsewhere { namespace } => Ownership::Taken {
+            namespace,
+            name: String::new(),
+            same_namespace: false,
+        },
+        // Held, Free or Reserved again after a lost race: the next look settles it.
+        _ => Ownership::Taken {
+            namespace: String::new(),
+            name: String::new(),
+            same_namespace: false,
+        },
+    }
 }
 
 /// What the route of a verified Domain points at, read from the Project's own routes so
@@ -380,23 +419,38 @@ async fn serving(
             Api::<DeserializeGuard<Domain>>::namespaced(client.clone(), &namespace)
                 .list(&kube::api::ListParams::default())
                 .await?;
-        let target_exists = same_namespace
+        // Only a hostname this namespace owns: a verified Domain of the same Project. A
+        // refused Domain for someone else's hostname is no target.
+        let target = same_namespace
             .items
             .iter()
             .filter_map(|g| g.0.as_ref().ok())
-            .any(|d| {
+            .find(|d| {
                 d.spec.hostname == redirect.domain
                     && d.spec.project_ref.name == *project
                     && d.metadata.deletion_timestamp.is_none()
             });
-        if !target_exists {
-            return Ok((
-                Serving::RedirectTargetMissing(format!(
-                    "spec.redirectTo.domain: no Domain of Project {project} in this namespace has hostname {}",
+        let missing = match target {
+            None => Some(format!(
+                "spec.redirectTo.domain: no Domain of Project {project} in this namespace has hostname {}",
+                redirect.domain
+            )),
+            Some(target)
+                if !target
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| conditions::is_true(&s.conditions, conditions::VERIFIED)) =>
+            {
+                Some(format!(
+                    "spec.redirectTo.domain: Domain {} for {} is not verified: a redirect only goes to a hostname this namespace owns",
+                    target.name_any(),
                     redirect.domain
-                )),
-                None,
-            ));
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = missing {
+            return Ok((Serving::RedirectTargetMissing(message), None));
         }
         return Ok((
             Serving::Redirect(redirect.domain.clone()),
@@ -619,6 +673,27 @@ pub fn related_domains(
                     .as_ref()
                     .is_some_and(|r| r.domain == changed.spec.hostname);
             same_host || redirects_here
+        })
+        .map(object_ref)
+        .collect()
+}
+
+/// Domains whose standing `claim` decides: those for its very hostname, and under the
+/// base domain those whose key is the claim's.
+pub fn domains_under(
+    all: &[Arc<DeserializeGuard<Domain>>],
+    claim: &HostnameClaim,
+    base: &str,
+) -> Vec<ObjectRef<DeserializeGuard<Domain>>> {
+    let claimed = hostnames::authority(&claim.spec.hostname, base);
+    valid(all)
+        .filter(|d| {
+            let Ok(hostname) = dns::normalize(&d.spec.hostname, true) else {
+                return false;
+            };
+            hostname == claim.spec.hostname
+                || matches!(&claimed, Authority::Key(_))
+                    && hostnames::authority(&hostname, base) == claimed
         })
         .map(object_ref)
         .collect()

@@ -44,11 +44,11 @@ pub enum Ownership {
     Verified,
     /// Not (yet) verified: what the lookup found.
     Unverified(Verification),
-    /// Under the operator's base domain, but named like another Project's hostnames.
+    /// Under the operator's base domain, and not this namespace's: its key is held by no
+    /// live Project of this namespace (`key`), or it is the operator's own (`None`).
     Reserved {
         base_domain: String,
-        /// The first label of the Project's own hostnames.
-        label: String,
+        key: Option<String>,
     },
     /// Another Domain owns the hostname.
     Taken {
@@ -76,13 +76,22 @@ pub fn verified_condition(
             "InternalHostname",
             format!("{hostname} is under the operator's base domain: no TXT record needed"),
         ),
-        Ownership::Reserved { base_domain, label } => ConditionValue::new(
+        Ownership::Reserved { base_domain, key } => ConditionValue::new(
             Status::False,
             "ReservedHostname",
-            format!(
-                "spec.hostname: under {base_domain} the operator names each Project's deployments; \
-                 use {label}.{base_domain}, {label}-<name>.{base_domain} or a hostname of your own"
-            ),
+            match key {
+                Some(key) => format!(
+                    "spec.hostname: a name under {base_domain} belongs to the namespace whose \
+                     Project holds its first label, and no Project of this namespace holds \
+                     {key:?}; use a name under one of your Projects' hostnames or a hostname \
+                     of your own"
+                ),
+                None => format!(
+                    "spec.hostname: {hostname} is the operator's own: no Project's hostnames \
+                     are named like it; use a name under one of your Projects' hostnames or a \
+                     hostname of your own"
+                ),
+            },
         ),
         Ownership::Verified => ConditionValue::new(
             Status::True,
@@ -97,11 +106,9 @@ pub fn verified_condition(
             let message = if *same_namespace {
                 format!("{hostname} is already served by Domain {name} in this namespace")
             } else if show_namespace {
-                format!(
-                    "{hostname} is already claimed by a verified Domain in namespace {namespace}"
-                )
+                format!("{hostname} is already owned by namespace {namespace}")
             } else {
-                format!("{hostname} is already claimed by a verified Domain in another namespace")
+                format!("{hostname} is already owned by another namespace")
             };
             ConditionValue::new(Status::False, "HostnameClaimed", message)
         }
@@ -462,16 +469,16 @@ mod tests {
         assert_eq!(verified(Ownership::Internal).reason, "InternalHostname");
         let reserved = verified(Ownership::Reserved {
             base_domain: "apps.example.com".into(),
-            label: "storefront".into(),
+            key: Some("storefront".into()),
         });
         assert_eq!(
             (reserved.status, reserved.reason),
             (Status::False, "ReservedHostname")
         );
         assert!(
-            reserved
-                .message
-                .contains("storefront-<name>.apps.example.com")
+            reserved.message.contains("\"storefront\""),
+            "{}",
+            reserved.message
         );
     }
 

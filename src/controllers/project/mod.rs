@@ -23,6 +23,7 @@ use super::deployment::{Error, Failures, MANAGED, backoff};
 use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
+use crate::hostnames::{self, Authority, HostnameClaim};
 
 pub const NAME: &str = "project";
 
@@ -41,7 +42,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         run.report_cache_sync(controller.store());
         let projects = controller.store();
         let namesakes = projects.clone();
+        let waiting = projects.clone();
+        let base = run.ctx.config.routing.base_domain.clone();
         controller
+            // A claim taken, released or expired changes which key a Project can hold.
+            .watches(
+                Api::<HostnameClaim>::all(client.clone()),
+                watcher::Config::default(),
+                move |claim| waiting_for(&waiting.state(), &claim, &base),
+            )
             // A Project coming or going changes who holds its name's hostname.
             .watches(
                 Api::<DeserializeGuard<Project>>::all(client.clone()),
@@ -87,6 +96,25 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 pub struct ProjectContext {
     pub ctx: Arc<Context>,
     pub projects: Store<DeserializeGuard<Project>>,
+}
+
+/// The Projects that may want the key of `claim`: those named like it, in any namespace.
+fn waiting_for(
+    all: &[Arc<DeserializeGuard<Project>>],
+    claim: &HostnameClaim,
+    base: &str,
+) -> Vec<ObjectRef<DeserializeGuard<Project>>> {
+    let Authority::Key(key) = hostnames::authority(&claim.spec.hostname, base) else {
+        return Vec::new();
+    };
+    all.iter()
+        .filter(|p| {
+            p.name_any() == key
+                || (p.namespace().as_deref() == Some(claim.spec.namespace.as_str())
+                    && p.name_any() == claim.spec.holder.name)
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
 }
 
 /// The Projects of the same name as `changed` in other namespaces.

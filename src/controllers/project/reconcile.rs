@@ -19,6 +19,7 @@ use super::{NAME, PROJECT_FAILURES, ProjectContext, render, status};
 use crate::api::conditions::Conditions;
 use crate::api::conditions::is_stalled_with;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
+use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
 use crate::controllers::deployment::render::PROJECT_LABEL;
@@ -26,6 +27,7 @@ use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, rese
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::delivery::Publisher;
+use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::routing;
 
 pub async fn reconcile(
@@ -72,6 +74,19 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     let name = project.name_any();
     let recorder = &ctx.recorder;
     let previous = project.status.clone().unwrap_or_default();
+
+    // Hostnames first: every route below is generated from the key this Project holds.
+    let Some(key) = hold_key(ctx, project, holds_name).await? else {
+        let base = &ctx.config.routing.base_domain;
+        let invalid = InvalidField::new(
+            "metadata.name",
+            format!(
+                "no hostname under {base} is free for Project {name}: {name}.{base} and its \
+                 fallback are owned by other namespaces; give the Project another name"
+            ),
+        );
+        return stall(ctx, recorder, project, &previous, invalid).await;
+    };
 
     // Validate what the apiserver cannot.
     if let Err(invalid) = validation::project(&project.spec) {
@@ -125,12 +140,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
         conditions: previous.conditions.clone(),
         ..Default::default()
     };
-    let label = routing::project_label(
-        &name,
-        project.metadata.uid.as_deref().unwrap_or_default(),
-        holds_name,
-    );
-    let hostname = routing::production_hostname(&label, &ctx.config.routing.base_domain);
+    let hostname = scheme::production_hostname(&key, &ctx.config.routing.base_domain);
     let production_url = routing::url(&hostname);
     next.hostname = Some(hostname.clone());
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -138,7 +148,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     if let Some(serving) = serving {
         let route = render::production_route(
             project,
-            &label,
+            &key,
             &serving.name_any(),
             &ctx.config.routing,
             &owner,
@@ -153,7 +163,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     for (branch, deployment) in &aliases {
         let route = render::branch_route(
             project,
-            &label,
+            &key,
             branch,
             deployment,
             &ctx.config.routing,
@@ -278,13 +288,13 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     write_status(ctx, project, &next).await?;
 
     if previous.hostname != next.hostname {
-        let note = if holds_name {
+        let note = if key == name {
             format!("production and branch aliases are served under {hostname}")
         } else {
             format!(
-                "production and branch aliases are served under {hostname}: {} belongs to an \
-                 older Project of the same name in another namespace",
-                routing::production_hostname(&name, &ctx.config.routing.base_domain)
+                "production and branch aliases are served under {hostname}: {} belongs to \
+                 another namespace",
+                scheme::production_hostname(&name, &ctx.config.routing.base_domain)
             )
         };
         publish(
@@ -320,6 +330,58 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
         }
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The key this Project holds (see [`crate::hostnames`]), taking it if it can: the one its
+/// status records, then one its namespace already owns (the Project was re-created), then
+/// its name, then its namesake fallback. A younger namesake of a Project in another
+/// namespace (`holds_name` false) asks for its fallback before its name, so the oldest
+/// Project of a name keeps it, as it did before claims existed.
+/// `None` when every candidate is owned by another namespace.
+async fn hold_key(ctx: &Context, project: &Project, holds_name: bool) -> Result<Option<String>> {
+    let base = &ctx.config.routing.base_domain;
+    let name = project.name_any();
+    let me = Claimant::of(project, HolderKind::Project);
+    let recorded = project
+        .status
+        .as_ref()
+        .and_then(|s| s.hostname.as_deref())
+        .and_then(|h| match hostnames::authority(h, base) {
+            Authority::Key(key) if scheme::production_hostname(&key, base) == h => Some(key),
+            _ => None,
+        });
+    // The steady state: the recorded key is still held, one read.
+    if let Some(key) = &recorded
+        && hostnames::take(&ctx.client, &scheme::production_hostname(key, base), &me).await?
+            == Standing::Held
+    {
+        return Ok(recorded);
+    }
+    let mut candidates = scheme::candidate_keys(&name, &me.namespace);
+    if !holds_name {
+        candidates.reverse();
+    }
+    // A key this namespace already owns (this Project re-created) comes before the rest.
+    let mut ours = Vec::new();
+    for key in &candidates {
+        let hostname = scheme::production_hostname(key, base);
+        let standing = hostnames::peek(&ctx.client, &hostname, &me).await?;
+        if matches!(standing, Standing::Held | Standing::Reserved) {
+            ours.push(key.clone());
+        }
+    }
+    let mut tried = Vec::new();
+    for key in ours.into_iter().chain(candidates) {
+        if tried.contains(&key) {
+            continue;
+        }
+        let hostname = scheme::production_hostname(&key, base);
+        if hostnames::take(&ctx.client, &hostname, &me).await? == Standing::Held {
+            return Ok(Some(key));
+        }
+        tried.push(key);
+    }
+    Ok(None)
 }
 
 /// Deletes the Deployment `name` (and, through owner references, all it runs) beyond the

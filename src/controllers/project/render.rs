@@ -16,6 +16,7 @@ use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL};
 use crate::controllers::deployment::status::AVAILABLE_REASON;
 use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
 use crate::delivery::PlatformEvent;
+use crate::hostnames::scheme;
 use crate::routing;
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
@@ -287,11 +288,11 @@ pub fn stale_aliases<'a>(
         .collect()
 }
 
-/// The production HTTPRoute: `<label>.<base domain>` to the served Deployment's Service;
-/// `label` from [`routing::project_label`].
+/// The production HTTPRoute: `<key>.<base domain>` to the served Deployment's Service;
+/// `key` is the one the Project holds (see [`crate::hostnames`]).
 pub fn production_route(
     project: &Project,
-    label: &str,
+    key: &str,
     service: &str,
     routing: &RoutingConfig,
     owner: &OwnerReference,
@@ -304,16 +305,16 @@ pub fn production_route(
     );
     routing::http_route(
         meta,
-        &routing::production_hostname(label, &routing.base_domain),
+        &scheme::production_hostname(key, &routing.base_domain),
         service,
         routing,
     )
 }
 
-/// A branch alias HTTPRoute: `<label>-git-<branch>.<base domain>`.
+/// A branch alias HTTPRoute: `<key>--git-<branch>.<base domain>`.
 pub fn branch_route(
     project: &Project,
-    label: &str,
+    key: &str,
     branch: &str,
     service: &str,
     routing: &RoutingConfig,
@@ -327,7 +328,7 @@ pub fn branch_route(
     );
     routing::http_route(
         meta,
-        &routing::branch_hostname(label, branch, &routing.base_domain),
+        &scheme::branch_hostname(key, branch, &routing.base_domain),
         service,
         routing,
     )
@@ -645,7 +646,7 @@ mod tests {
         let alias = branch_route(&p, "web", "feature/x", "pr-1", &routing, &owner);
         assert_eq!(
             alias.spec.hostnames.as_ref().unwrap()[0],
-            "web-git-feature-x.apps.example.com"
+            "web--git-feature-x.apps.example.com"
         );
         assert_eq!(
             alias.metadata.labels.as_ref().unwrap()[PROJECT_LABEL],
