@@ -64,6 +64,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot read or create the delivery origin key, Secret {namespace}/{name}")]
+    OriginKey {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: Option<Box<kube::Error>>,
+    },
+
     #[error("cannot install the {0} signal handler")]
     Signal(&'static str, #[source] std::io::Error),
 
@@ -86,6 +94,7 @@ impl Error {
             Error::LeaderElection { .. } => "LeaderElectionFailed",
             Error::Listen { .. } => "ListenFailed",
             Error::Signal(..) => "SignalHandlerFailed",
+            Error::OriginKey { .. } => "OriginKeyUnavailable",
             Error::ControllerStopped(_) => "ControllerStopped",
             Error::TaskFailed(..) => "TaskFailed",
         }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::OperatorConfig;
 use crate::controllers::{self, Context};
+use crate::delivery::OriginKey;
 use crate::leader::{LeaderElection, Leadership, LeaseSettings};
 use crate::server::{self, Health};
 use crate::telemetry::{self, Metrics};
@@ -62,12 +63,13 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         check_crds(&client, &api::crds()).await?;
         health.crds_verified();
         let settings = lease_settings(&config, &client);
+        let origin = OriginKey::load_or_create(&client, &settings.namespace).await?;
         info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "joining leader election");
         let (stop_election, election_stop) = shutdown::channel();
         let election = LeaderElection::start(client.clone(), settings, election_stop).await?;
-        Ok::<_, Error>((stop_election, election))
+        Ok::<_, Error>((stop_election, election, origin))
     };
-    let (stop_election, election) = tokio::select! {
+    let (stop_election, election, origin) = tokio::select! {
         started = startup => started?,
         signal = &mut signalled => {
             info!(signal, "shutting down during startup");
@@ -83,7 +85,12 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         metrics.clone(),
     ));
 
-    let ctx = Arc::new(Context::new(client, metrics, Arc::new(config.clone())));
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        Arc::new(config.clone()),
+        origin,
+    ));
     let (stop_controllers, controllers_stop) = shutdown::channel();
     let mut manager = tokio::spawn(controllers::run_while_leading(
         controllers::all(),

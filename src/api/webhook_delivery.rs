@@ -5,9 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    HOSTNAME_PATTERN, ProjectReference, conditions_schema, preserve_unknown_object,
-};
+use super::common::{HOSTNAME_PATTERN, ProjectReference, conditions_schema};
 
 /// Annotation that asks for a delivery to be attempted again (any new value, e.g. the
 /// current time): `kubectl annotate whd <name> clouddeck.io/redeliver="$(date +%s)" --overwrite`.
@@ -68,9 +66,17 @@ pub struct WebhookDeliverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_ref: Option<ProjectReference>,
 
-    /// The JSON body sent, exactly as delivered (before signing).
-    #[schemars(schema_with = "preserve_unknown_object")]
-    pub payload: serde_json::Value,
+    /// The JSON body sent, exactly as delivered (before signing), as text: a string has no
+    /// depth, so no payload can make the object too deep to decode (at most 256 KiB).
+    #[schemars(length(max = 262144))]
+    pub payload: String,
+}
+
+impl WebhookDeliverySpec {
+    /// The payload as JSON (`Null` if it is not JSON, which the operator never writes).
+    pub fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_default()
+    }
 }
 
 /// Points at a Webhook in the same namespace.
@@ -140,7 +146,8 @@ pub struct DeliveryAttempt {
     /// Time to the answer or the error, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<i64>,
-    /// Start of the response body, truncated to 1024 bytes.
+    /// Start of the response body, truncated to 1024 bytes; only from a receiver on a
+    /// public address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub response_body: Option<String>,

@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::OperatorConfig;
+use crate::delivery::{OriginKey, Publisher};
 use crate::leader::Leadership;
 use crate::server::Health;
 use crate::shutdown::{self, Stop};
@@ -79,17 +80,30 @@ pub struct Context {
     pub config: Arc<OperatorConfig>,
     /// The one Event recorder of this replica (see [`events`]).
     pub recorder: Recorder,
+    /// Seals the WebhookDeliveries this operator writes (see [`crate::delivery::origin`]).
+    pub origin: OriginKey,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, config: Arc<OperatorConfig>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        config: Arc<OperatorConfig>,
+        origin: OriginKey,
+    ) -> Self {
         let recorder = Recorder::new(client.clone(), events::reporter());
         Context {
             client,
             metrics,
             config,
             recorder,
+            origin,
         }
+    }
+
+    /// A publisher of webhook events whose deliveries carry this operator's seal.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.client.clone(), self.origin.clone())
     }
 }
 
@@ -275,6 +289,7 @@ mod tests {
             Client::try_from(config).unwrap(),
             Metrics::new(&mut registry),
             Arc::new(Cli::parse_from(["clouddeck"]).config),
+            OriginKey::from_bytes(&[0; 32]),
         ))
     }
 

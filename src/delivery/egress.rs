@@ -274,10 +274,18 @@ impl EgressPolicy {
             .cidrs
             .iter()
             .any(|net| net.contains(&addr) && net.prefix_len() == net.max_prefix_len());
+        // A host-name entry opens what an internal receiver's name resolves to (the
+        // cluster's private, CGNAT and unique-local ranges), never loopback, link-local,
+        // metadata or the other special ranges: a name is only as trustworthy as whoever
+        // controls its DNS. Those need the address or CIDR itself in the allowlist.
+        let by_name = matches!(
+            range,
+            BlockedRange::Private | BlockedRange::SharedAddressSpace | BlockedRange::UniqueLocal
+        ) && self.allows_host(host);
         let allowed = if range == BlockedRange::CloudMetadata {
             exact
         } else {
-            exact || self.allows_host(host) || self.cidrs.iter().any(|net| net.contains(&addr))
+            exact || by_name || self.cidrs.iter().any(|net| net.contains(&addr))
         };
         if allowed {
             Ok(())
@@ -291,6 +299,13 @@ impl EgressPolicy {
     pub fn check_all(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Refused> {
         addrs.iter().try_for_each(|addr| self.check(host, *addr))
     }
+}
+
+/// Whether `addr` is on the public internet: in none of the ranges refused by default.
+/// Only a public receiver's answer is stored in a delivery's status: an allowlisted
+/// internal one could otherwise be read through it by whoever may read deliveries.
+pub fn is_public(addr: IpAddr) -> bool {
+    classify(canonical(addr)).is_none()
 }
 
 /// IPv4-mapped IPv6 addresses as the IPv4 address they are, so `::ffff:127.0.0.1` matches
@@ -485,6 +500,38 @@ mod tests {
         assert!(policy.check("svc.cluster.local", private).is_err());
         assert!(policy.check("evilsvc.cluster.local", private).is_err());
         assert!(policy.check("other.tools.svc", private).is_err());
+        // A name opens the private ranges its receiver lives in, not loopback or the
+        // link-local range, whatever the name resolves to.
+        for special in ["127.0.0.1", "::1", "169.254.10.10", "0.0.0.0"] {
+            let addr: IpAddr = special.parse().unwrap();
+            assert!(policy.check("hooks.tools.svc", addr).is_err(), "{special}");
+        }
+        assert!(
+            policy
+                .check("hooks.tools.svc", "100.64.3.4".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check("hooks.tools.svc", "fd12::1".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for public in ["8.8.8.8", "2001:4860:4860::8888"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        for internal in [
+            "10.0.0.1",
+            "127.0.0.1",
+            "::ffff:192.168.1.1",
+            "169.254.169.254",
+            "fd00::1",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal}");
+        }
     }
 
     #[test]

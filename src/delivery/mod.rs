@@ -6,12 +6,14 @@
 //! - [`schedule`]: the retry schedule, jitter and `Retry-After`;
 //! - [`egress`]: which destinations are allowed (SSRF protection);
 //! - [`sender`]: one HTTP attempt;
+//! - [`origin`]: the seal that proves a delivery was written by this operator;
 //! - [`publisher`]: turns a platform event into one WebhookDelivery per subscribed Webhook
 //!   (the outbox), for any controller to call.
 
 pub mod egress;
 pub mod keys;
 pub mod metrics;
+pub mod origin;
 pub mod payload;
 pub mod publisher;
 pub mod schedule;
@@ -19,6 +21,7 @@ pub mod sender;
 pub mod signing;
 
 pub use egress::EgressPolicy;
+pub use origin::OriginKey;
 pub use payload::PlatformEvent;
 pub use publisher::Publisher;
 pub use sender::Sender;

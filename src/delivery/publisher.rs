@@ -9,7 +9,7 @@
 //!     .with_project(&project, project_labels)
 //!     .with("deployment", name)
 //!     .with("url", url);
-//! Publisher::new(ctx.client.clone()).publish(&event).await?;
+//! ctx.publisher().publish(&event).await?;
 //! ```
 //!
 //! Publishing is idempotent: delivery names are derived from (event id, Webhook), so a
@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use super::OriginKey;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
@@ -153,7 +154,7 @@ pub fn delivery_for(webhook: &Webhook, event: &PlatformEvent) -> WebhookDelivery
             project_ref: event.project.as_ref().map(|p| ProjectReference {
                 name: p.name.clone(),
             }),
-            payload: payload::render(webhook.spec.format, &body),
+            payload: payload::render(webhook.spec.format, &body).to_string(),
         },
         status: None,
     }
@@ -172,11 +173,12 @@ pub struct Published {
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
+    origin: OriginKey,
 }
 
 impl Publisher {
-    pub fn new(client: Client) -> Self {
-        Publisher { client }
+    pub fn new(client: Client, origin: OriginKey) -> Self {
+        Publisher { client, origin }
     }
 
     /// One WebhookDelivery per Webhook in the event's namespace that subscribes to it.
@@ -230,7 +232,7 @@ impl Publisher {
     }
 
     async fn create(&self, webhook: &Webhook, event: &PlatformEvent) -> Result<(String, bool)> {
-        let delivery = delivery_for(webhook, event);
+        let delivery = self.origin.sealed(delivery_for(webhook, event));
         let name = delivery.name_any();
         let api = Api::<WebhookDelivery>::namespaced(self.client.clone(), &event.namespace);
         match api.create(&PostParams::default(), &delivery).await {
@@ -412,13 +414,19 @@ mod tests {
             "2026-11-29T10:15:00Z",
             "whole seconds, as the apiserver keeps"
         );
-        assert_eq!(d.spec.payload["timestamp"], "2026-11-29T10:15:00Z");
-        assert_eq!(d.spec.payload["data"]["deployment"], "storefront-3f9c2ab");
+        assert_eq!(d.spec.payload_json()["timestamp"], "2026-11-29T10:15:00Z");
+        assert_eq!(
+            d.spec.payload_json()["data"]["deployment"],
+            "storefront-3f9c2ab"
+        );
         assert_eq!(delivery_for(&w, &e), d, "deterministic");
 
         let mut slack = webhook("alerts", json!({ "format": "slack" }));
         slack.spec.format = WebhookFormat::Slack;
-        assert_eq!(delivery_for(&slack, &e).spec.payload["text"], "ready");
+        assert_eq!(
+            delivery_for(&slack, &e).spec.payload_json()["text"],
+            "ready"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use reqwest::redirect;
 
-use super::egress::{EgressPolicy, Refused};
+use super::egress::{self, EgressPolicy, Refused};
 use super::schedule::{honours_retry_after, parse_retry_after};
 use super::signing::{self, SigningKey};
 use crate::api::webhook_delivery::MAX_RESPONSE_BODY_BYTES;
@@ -185,8 +185,12 @@ impl Sender {
             )
         });
 
+        // Only a public receiver's answer is kept (see egress::is_public).
+        let public = response
+            .remote_addr()
+            .is_some_and(|peer| egress::is_public(peer.ip()));
         let mut body = Vec::new();
-        while body.len() < MAX_RESPONSE_BODY_BYTES {
+        while public && body.len() < MAX_RESPONSE_BODY_BYTES {
             match response.chunk().await {
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 Ok(None) => break,
@@ -194,8 +198,7 @@ impl Sender {
                 Err(_) => break,
             }
         }
-        let body = (!body.is_empty())
-            .then(|| crate::truncate(&String::from_utf8_lossy(&body), MAX_RESPONSE_BODY_BYTES));
+        let body = body_text(&body);
         Ok(Answer {
             status: Some(status.as_u16()),
             body,
@@ -257,6 +260,13 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     } else {
         text
     }
+}
+
+/// The start of a response body as stored: UTF-8 (lossy), at most
+/// [`MAX_RESPONSE_BODY_BYTES`]; `None` when empty.
+fn body_text(body: &[u8]) -> Option<String> {
+    (!body.is_empty())
+        .then(|| crate::truncate(&String::from_utf8_lossy(body), MAX_RESPONSE_BODY_BYTES))
 }
 
 /// The only DNS resolution of deliveries: resolves, refuses the name if any address is
@@ -346,7 +356,8 @@ mod tests {
         let outcome = loopback_sender().send(&outgoing(&url, &keys)).await;
         assert!(outcome.succeeded(), "{outcome:?}");
         assert_eq!(outcome.status, Some(200));
-        assert_eq!(outcome.response_body.as_deref(), Some("thanks"));
+        // A loopback receiver is internal: its answer is not kept.
+        assert_eq!(outcome.response_body, None);
         assert_eq!(outcome.error, None);
 
         let got = seen.lock().unwrap()[0].clone();
@@ -384,14 +395,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn long_bodies_are_truncated_and_errors_recorded() {
+    async fn long_bodies_are_truncated_and_internal_answers_not_kept() {
         let (url, _) =
             receiver(|| (StatusCode::INTERNAL_SERVER_ERROR, "é".repeat(5000)).into_response())
                 .await;
         let outcome = loopback_sender().send(&outgoing(&url, &[])).await;
         assert!(!outcome.succeeded());
         assert_eq!(outcome.status, Some(500));
-        let body = outcome.response_body.unwrap();
+        assert_eq!(outcome.response_body, None, "an internal receiver's answer");
+        let body = body_text("é".repeat(5000).as_bytes()).unwrap();
         assert!(
             body.len() <= MAX_RESPONSE_BODY_BYTES && body.len() >= MAX_RESPONSE_BODY_BYTES - 1,
             "{}",

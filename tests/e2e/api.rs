@@ -148,7 +148,9 @@ async fn every_sample_applies_and_reads_back_with_defaults() {
         "webhookdeliveries.clouddeck.io/storefront-events-2b1f0c7e9a",
     );
     assert_eq!(
-        delivery["spec"]["payload"]["data"]["deployment"], "storefront-3f9c2ab",
+        serde_json::from_str::<serde_json::Value>(delivery["spec"]["payload"].as_str().unwrap())
+            .unwrap()["data"]["deployment"],
+        "storefront-3f9c2ab",
         "the payload is kept as sent"
     );
 

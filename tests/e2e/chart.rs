@@ -437,7 +437,17 @@ async fn helm_install_runs_two_ready_replicas_under_restricted_pod_security() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-chart").await;
     label_restricted(&ns.name);
-    let release = Release::install(&ns.name, &["--wait", "--timeout", "120s"]);
+    // The delivery policy is cluster-wide: only the RBAC test's release installs one.
+    let release = Release::install(
+        &ns.name,
+        &[
+            "--wait",
+            "--timeout",
+            "120s",
+            "--set",
+            "rbac.deliveryPolicy=false",
+        ],
+    );
 
     let ready = support::kubectl_ok(&[
         "get",
@@ -858,7 +868,7 @@ async fn users_get_clouddeck_kinds_through_the_builtin_view_edit_admin_roles() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-chart-users").await;
     let other = TestNamespace::new(&client, "e2e-chart-other").await;
-    let _release = Release::install(&ns.name, &[]);
+    let _release = Release::install(&ns.name, &["--set", "rbac.deliveryPolicy=false"]);
     let user = |name: &str| format!("system:serviceaccount:{}:{name}", ns.name);
     for (name, role) in [("dev", "edit"), ("auditor", "view"), ("lead", "admin")] {
         support::kubectl_ok(&["create", "serviceaccount", name, "-n", &ns.name]);
@@ -895,6 +905,9 @@ async fn users_get_clouddeck_kinds_through_the_builtin_view_edit_admin_roles() {
     let expect = [
         ("dev", "create", "projects.clouddeck.io", true),
         ("dev", "patch", "webhookdeliveries.clouddeck.io", true),
+        ("dev", "create", "webhookdeliveries.clouddeck.io", false),
+        ("dev", "create", "webhooks.clouddeck.io", true),
+        ("lead", "create", "webhookdeliveries.clouddeck.io", false),
         ("dev", "delete", "deployments.clouddeck.io", true),
         (
             "dev",

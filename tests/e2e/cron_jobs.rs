@@ -236,7 +236,7 @@ async fn a_cron_job_calls_production_reports_a_failed_run_and_follows_promotion(
     let log = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
     let failed = deliveries(&log, "cronjob.failed").await;
     assert_eq!(failed.len(), 1, "exactly one cronjob.failed delivery");
-    let data = &failed[0].spec.payload["data"];
+    let data = &failed[0].spec.payload_json()["data"];
     assert_eq!(data["cronJob"], "nightly");
     assert_eq!(data["job"], "nightly-by-hand");
     assert_eq!(data["project"], "cronshop");

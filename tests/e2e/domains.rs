@@ -261,7 +261,7 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
             .items
             .into_iter()
             .map(|d| {
-                let reason = d.spec.payload["data"]["reason"]
+                let reason = d.spec.payload_json()["data"]["reason"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
@@ -898,7 +898,7 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
                 .into_iter()
                 .filter(|d| d.spec.event_type.contains("expiring"))
                 .map(|d| {
-                    let not_after = d.spec.payload["data"]["notAfter"]
+                    let not_after = d.spec.payload_json()["data"]["notAfter"]
                         .as_str()
                         .unwrap_or_default()
                         .to_owned();

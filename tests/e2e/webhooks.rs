@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +16,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clouddeck::api::webhook::Webhook;
 use clouddeck::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
+use clouddeck::delivery::OriginKey;
 use clouddeck::delivery::signing::{SigningKey, verify};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::support::{self, Operator, TestNamespace, eventually};
@@ -173,12 +176,16 @@ async fn create_webhook(
         .unwrap()
 }
 
+/// The namespace's deliveries that decode (a test may have stored one that does not).
 async fn deliveries(client: &Client, namespace: &str) -> Vec<WebhookDelivery> {
-    Api::<WebhookDelivery>::namespaced(client.clone(), namespace)
+    Api::<kube::core::DeserializeGuard<WebhookDelivery>>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
+        .into_iter()
+        .filter_map(|guard| guard.0.ok())
+        .collect()
 }
 
 /// Waits until the namespace's only delivery is in `phase` with `attempts` attempts.
@@ -224,10 +231,9 @@ async fn a_new_webhook_gets_a_signed_ping_that_can_be_redelivered() {
     assert_eq!(ping.header("webhook-id"), delivery.spec.webhook_id);
     let status = delivery.status.clone().unwrap();
     assert_eq!(status.last_status_code, Some(200));
-    assert_eq!(
-        status.attempts[0].response_body.as_deref(),
-        Some("answered 200")
-    );
+    // The receiver is on loopback, an internal address: what it answered is not stored
+    // where anyone who may read the delivery would see it (no SSRF read channel).
+    assert_eq!(status.attempts[0].response_body, None);
     assert!(status.attempts[0].latency_ms.is_some());
 
     let webhook = eventually(
@@ -324,10 +330,7 @@ async fn a_failing_receiver_is_retried_until_delivered() {
     let status = delivery.status.unwrap();
     let codes: Vec<_> = status.attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, [Some(500), Some(500), Some(200)]);
-    assert_eq!(
-        status.attempts[0].response_body.as_deref(),
-        Some("answered 500")
-    );
+    assert_eq!(status.attempts[0].response_body, None, "an internal answer");
     let got = receiver.received();
     assert_eq!(got.len(), 3);
     for request in &got {
@@ -435,7 +438,9 @@ async fn benchmark_delivery_throughput_and_latency() {
     create_webhook(&client, &ns.name, "bench", &receiver.url(), &["1s"]).await;
     receiver.wait_for(1, Duration::from_secs(60)).await; // the ping: the pipeline is warm
 
-    let publisher = Publisher::new(client.clone());
+    // Sealed with the key of the operator started above (its Lease is in `ns`).
+    let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
+    let publisher = Publisher::new(client.clone(), origin);
     let started = std::time::Instant::now();
     let published: Vec<(String, std::time::Instant)> = futures::stream::iter(0..count)
         .map(|i| {
@@ -574,6 +579,35 @@ async fn an_internal_destination_is_refused_and_nothing_is_sent() {
         "{}",
         stalled.message
     );
+    // An event for it: the delivery says why it waits, in its phase and condition.
+    let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
+    clouddeck::delivery::Publisher::new(client.clone(), origin)
+        .publish(&clouddeck::delivery::PlatformEvent::new(
+            "deployment.ready",
+            "internal/1",
+            &ns.name,
+            "ready",
+        ))
+        .await
+        .unwrap();
+    eventually(
+        "the deliveries to say why they wait",
+        Duration::from_secs(30),
+        || async {
+            let all = deliveries(&client, &ns.name).await;
+            (!all.is_empty()
+                && all.iter().all(|d| {
+                    d.status.as_ref().is_some_and(|s| {
+                        s.phase == Some(DeliveryPhase::Pending)
+                            && s.conditions
+                                .iter()
+                                .any(|c| c.reason == "DestinationRefused")
+                    })
+                }))
+            .then_some(())
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for delivery in deliveries(&client, &ns.name).await {
         let attempts = delivery.status.and_then(|s| s.attempt_count).unwrap_or(0);
@@ -728,7 +762,8 @@ async fn retention_prunes_as_configured() {
             format!("retention {n}"),
         )
         .with("n", n);
-        Publisher::new(client.clone())
+        let origin = OriginKey::load_or_create(client, namespace).await.unwrap();
+        Publisher::new(client.clone(), origin)
             .publish(&event)
             .await
             .unwrap()
@@ -738,7 +773,7 @@ async fn retention_prunes_as_configured() {
         d.status.as_ref().and_then(|s| s.phase)
     }
     fn n(d: &WebhookDelivery) -> Option<u64> {
-        d.spec.payload["data"]["n"].as_u64()
+        d.spec.payload_json()["data"]["n"].as_u64()
     }
 
     let _serial = support::one_operator_test_at_a_time().await;
@@ -857,4 +892,356 @@ async fn retention_prunes_as_configured() {
     assert_eq!(of(&list, "failing").len(), 3, "{list:#?}");
     assert!(of(&list, "ok").is_empty());
     operator.stop().await;
+}
+
+/// `kubectl create -f -` of `object` in `namespace`, as `user` when given.
+fn kubectl_create(namespace: &str, object: &serde_json::Value, user: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut args = vec![
+        "create".to_owned(),
+        "-n".into(),
+        namespace.into(),
+        "-f".into(),
+        "-".into(),
+    ];
+    args.extend(user.map(|u| format!("--as={u}")));
+    let mut child = Command::new(support::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig_path())
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(object.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A WebhookDelivery as someone other than the operator would write it: no seal.
+fn forged_delivery(
+    name: &str,
+    webhook: &str,
+    timestamp: &str,
+    payload: serde_json::Value,
+) -> serde_json::Value {
+    let payload = payload.to_string();
+    json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "WebhookDelivery",
+        "metadata": { "name": name },
+        "spec": {
+            "webhookRef": { "name": webhook }, "eventType": "deployment.ready",
+            "webhookId": format!("msg_{name}"), "timestamp": timestamp,
+            "payload": payload
+        }
+    })
+}
+
+/// User story: "Someone who can create WebhookDeliveries in my namespace (a cluster without
+/// CloudDeck's admission policy, or a too-generous role) writes one with an event of their
+/// own invention for my Webhook. CloudDeck never signs and sends it: the delivery is Failed
+/// with `OriginUnverified` and a Warning Event, and my endpoint receives only what the
+/// operator published."
+#[tokio::test]
+async fn a_delivery_the_operator_did_not_write_is_never_sent() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-whd-forged").await;
+    let receiver = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let _operator = start_operator(&ns.name).await;
+    create_webhook(&client, &ns.name, "hook", &receiver.url(), &["1s"]).await;
+    receiver.wait_for(1, Duration::from_secs(60)).await; // the ping, sealed and sent
+
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let forged = forged_delivery(
+        "forged",
+        "hook",
+        &now,
+        json!({ "type": "deployment.ready", "data": { "deployment": "evil" } }),
+    );
+    let out = kubectl_create(&ns.name, &forged, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
+    let refused = eventually(
+        "the forged delivery to be refused",
+        Duration::from_secs(60),
+        || async {
+            let d = api.get("forged").await.ok()?;
+            let status = d.status.clone()?;
+            (status.phase == Some(DeliveryPhase::Failed)).then_some(status)
+        },
+    )
+    .await;
+    assert!(
+        refused.attempts.is_empty(),
+        "an attempt was made: {refused:?}"
+    );
+    assert!(
+        refused
+            .conditions
+            .iter()
+            .any(|c| c.reason == "OriginUnverified"),
+        "{:?}",
+        refused.conditions
+    );
+    eventually(
+        "an OriginUnverified Warning Event",
+        Duration::from_secs(30),
+        || async {
+            let events =
+                Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns.name)
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?;
+            events.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("OriginUnverified")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("forged")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "only the ping is sent");
+    assert_ne!(received[0].header("webhook-id"), "msg_forged");
+}
+
+/// User story: "A WebhookDelivery that the apiserver stores but the operator cannot read (a
+/// timestamp with a +99:00 offset) is reported as invalid and left alone, and one that no
+/// client could read (a payload nested 150 levels deep) is not stored at all: after an
+/// operator restart every other delivery still goes out."
+#[tokio::test]
+async fn a_delivery_the_operator_cannot_decode_does_not_stop_the_others() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-whd-poison").await;
+    let receiver = Receiver::start(&[]).await;
+    signing_secret(&client, &ns.name).await;
+    let operator = start_operator(&ns.name).await;
+    create_webhook(&client, &ns.name, "hook", &receiver.url(), &["1s"]).await;
+    receiver.wait_for(1, Duration::from_secs(60)).await;
+
+    // A payload nested 150 levels deep would make the whole list undecodable (serde_json's
+    // recursion limit applies to the document): the schema stores payloads as text, so the
+    // apiserver refuses it as an object.
+    let mut deep = json!("bottom");
+    for _ in 0..150 {
+        deep = json!({ "d": deep });
+    }
+    let mut too_deep = forged_delivery("too-deep", "hook", "2026-01-01T00:00:00Z", json!({}));
+    too_deep["spec"]["payload"] = deep;
+    let out = kubectl_create(&ns.name, &too_deep, None);
+    assert!(!out.status.success(), "a deeply nested payload was stored");
+    // A timestamp with a +99:00 offset passes the apiserver's date-time check, and no
+    // Rust time type can hold it.
+    let bad_offset = forged_delivery("bad-offset", "hook", "2026-01-01T00:00:00+99:00", json!({}));
+    let out = kubectl_create(&ns.name, &bad_offset, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = ["bad-offset"];
+
+    // A restart lists every delivery afresh: the cache must still sync.
+    drop(operator);
+    let operator = start_operator(&ns.name).await;
+    operator
+        .wait_ready_as("ok: leader", Duration::from_secs(60))
+        .await;
+    for name in &stored {
+        eventually(
+            &format!("an InvalidObject Event for {name}"),
+            Duration::from_secs(60),
+            || async {
+                let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+                    client.clone(),
+                    &ns.name,
+                )
+                .list(&ListParams::default())
+                .await
+                .ok()?;
+                events.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some("InvalidObject")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(*name)
+                })
+            },
+        )
+        .await;
+    }
+    // And the ping is redelivered on request, as if nothing were there.
+    let ping = deliveries(&client, &ns.name)
+        .await
+        .into_iter()
+        .find(|d| d.spec.event_type == "webhook.ping")
+        .expect("the ping delivery");
+    support::kubectl_ok(&[
+        "annotate",
+        "whd",
+        &ping.name_any(),
+        "-n",
+        &ns.name,
+        "clouddeck.io/redeliver=again",
+        "--overwrite",
+    ]);
+    receiver.wait_for(2, Duration::from_secs(60)).await;
+}
+
+/// User story: "With the chart's admission policy, a member of my team with `edit` rights
+/// cannot create a WebhookDelivery, nor change one beyond asking for a redelivery; the
+/// operator's ServiceAccount can."
+#[tokio::test]
+async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
+    // Not beside the chart's RBAC test: its release's policy binds cluster-wide.
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-whd-policy").await;
+    let fullname = format!("vap-{}", ns.name);
+    // The chart's policy, named for this test and bound to this namespace only: it is
+    // cluster-wide, and other tests run beside this one.
+    let chart = support::repo_root().join("charts/clouddeck");
+    let out = Command::new(support::cluster_dir().join("bin/helm"))
+        .args([
+            "template",
+            "clouddeck",
+            chart.to_str().unwrap(),
+            "--namespace",
+            &ns.name,
+        ])
+        .args(["--set", &format!("fullnameOverride={fullname}")])
+        .args(["--show-only", "templates/rbac/delivery-policy.yaml"])
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let mut value = serde_json::Value::deserialize(document).unwrap();
+        if value["kind"] == "ValidatingAdmissionPolicyBinding" {
+            value["spec"]["matchResources"] = json!({ "namespaceSelector": {
+                "matchLabels": { "kubernetes.io/metadata.name": ns.name } } });
+        }
+        documents.push(value);
+    }
+    assert_eq!(documents.len(), 2);
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            support::kubectl(&[
+                "delete",
+                "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                &self.0,
+                "--ignore-not-found",
+            ]);
+        }
+    }
+    let _cleanup = Cleanup(format!("{fullname}-webhookdeliveries"));
+    for document in &documents {
+        let out = kubectl_create("default", document, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // RBAC lets both write deliveries: what refuses the user is the policy alone.
+    let user = format!("e2e-dev@{}", ns.name);
+    let operator = format!("system:serviceaccount:{}:{fullname}", ns.name);
+    support::kubectl_ok(&[
+        "create",
+        "role",
+        "writes-deliveries",
+        "-n",
+        &ns.name,
+        "--verb=get,list,create,update,patch",
+        "--resource=webhookdeliveries.clouddeck.io",
+    ]);
+    support::kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "writes-deliveries",
+        "-n",
+        &ns.name,
+        "--role=writes-deliveries",
+        &format!("--user={user}"),
+        &format!("--serviceaccount={}:{fullname}", ns.name),
+    ]);
+
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let object = forged_delivery("from-user", "hook", &now, json!({}));
+    // The policy takes a moment to be enforced after it is created.
+    let refused = eventually(
+        "the policy to refuse the user",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl_create(&ns.name, &object, Some(&user));
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (!out.status.success() && stderr.contains("written by the CloudDeck operator only"))
+                .then_some(stderr)
+        },
+    )
+    .await;
+    assert!(refused.contains("ValidatingAdmissionPolicy"), "{refused}");
+
+    let object = forged_delivery("from-operator", "hook", &now, json!({}));
+    let out = kubectl_create(&ns.name, &object, Some(&operator));
+    assert!(
+        out.status.success(),
+        "the operator is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let as_user = format!("--as={user}");
+    let annotate = support::kubectl(&[
+        "annotate",
+        "whd",
+        "from-operator",
+        "-n",
+        &ns.name,
+        "clouddeck.io/redeliver=1",
+        "--overwrite",
+        &as_user,
+    ]);
+    assert!(
+        annotate.status.success(),
+        "a redelivery request is refused: {}",
+        String::from_utf8_lossy(&annotate.stderr)
+    );
+    let label = support::kubectl(&[
+        "label",
+        "whd",
+        "from-operator",
+        "-n",
+        &ns.name,
+        "clouddeck.io/webhook=other",
+        "--overwrite",
+        &as_user,
+    ]);
+    assert!(!label.status.success(), "a user relabelled a delivery");
+    let other = support::kubectl(&[
+        "annotate",
+        "whd",
+        "from-operator",
+        "-n",
+        &ns.name,
+        "clouddeck.io/origin=v1,AAAA",
+        "--overwrite",
+        &as_user,
+    ]);
+    assert!(!other.status.success(), "a user changed another annotation");
 }

@@ -28,7 +28,6 @@ use crate::controllers::deployment::render::running_image;
 use crate::controllers::deployment::{Error, MANAGED, Result, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
-use crate::delivery::Publisher;
 
 pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>) -> Result<Action> {
     let cron_job = match &guard.0 {
@@ -181,7 +180,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
         &state,
     );
     next.observed_generation = cron_job.metadata.generation;
-    let publisher = Publisher::new(client.clone());
+    let publisher = ctx.publisher();
     for failure in &failures {
         for event in render::failure_events(cron_job, project.as_ref(), failure) {
             publisher

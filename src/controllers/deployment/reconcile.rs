@@ -32,7 +32,6 @@ use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
-use crate::delivery::Publisher;
 use crate::hostnames::{self, Authority};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
@@ -291,7 +290,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     // Webhook events before the status that records the change: a crash in between
     // publishes again, and the deliveries' deterministic names make that a no-op.
     let (_, reason, message) = &step.condition;
-    let publisher = Publisher::new(client.clone());
+    let publisher = ctx.publisher();
     for event in render::platform_events(
         deployment, &project, previous, step.phase, &status, message, reason,
     ) {

@@ -29,7 +29,7 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::controllers::events::reject_malformed;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
-use crate::delivery::{PlatformEvent, Publisher};
+use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
 use crate::routing;
@@ -627,7 +627,7 @@ async fn publish_webhook_events(
         .await?
         .and_then(|p| p.metadata.labels)
         .unwrap_or_default();
-    let publisher = Publisher::new(ctx.ctx.client.clone());
+    let publisher = ctx.ctx.publisher();
     for event in events {
         publisher
             .publish(&event.with_project(project, labels.clone()))

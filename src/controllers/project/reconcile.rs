@@ -26,7 +26,6 @@ use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
-use crate::delivery::Publisher;
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::routing;
 
@@ -280,7 +279,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
             &production_url,
             message,
         );
-        Publisher::new(ctx.client.clone())
+        ctx.publisher()
             .publish(&event)
             .await
             .map_err(|err| Error::Publish(Box::new(err)))?;

@@ -47,7 +47,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let ctx = Arc::new(WebhookContext {
             ctx: run.ctx.clone(),
             recorder: run.ctx.recorder.clone(),
-            publisher: Publisher::new(client.clone()),
+            publisher: run.ctx.publisher(),
             policy: egress_policy(&run.ctx.config),
             retention: Retention::from_config(&run.ctx.config.webhooks),
         });
@@ -59,7 +59,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // A delivery's outcome changes its Webhook's health, and a delivery that finishes
         // may push an older one out of retention's newest N.
         .owns(
-            Api::<WebhookDelivery>::all(client),
+            Api::<DeserializeGuard<WebhookDelivery>>::all(client),
             watcher::Config::default(),
         )
         .graceful_shutdown_on(run.stopped());

@@ -231,7 +231,7 @@ mod tests {
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "WebhookDelivery",
             "metadata": { "name": name, "creationTimestamp": "2027-01-15T08:00:00Z" },
             "spec": { "webhookRef": { "name": "w" }, "eventType": "deployment.ready",
-                      "webhookId": "msg_1", "timestamp": "2027-01-15T08:00:00Z", "payload": {} }
+                      "webhookId": "msg_1", "timestamp": "2027-01-15T08:00:00Z", "payload": "{}" }
         }))
         .unwrap();
         d.status = Some(WebhookDeliveryStatus {

@@ -84,7 +84,9 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             metrics: metrics.clone(),
             webhooks,
         });
-        let api = Api::<WebhookDelivery>::all(client);
+        // The guard keeps one delivery the operator cannot decode (a timestamp chrono
+        // cannot hold, a payload nested too deep) from stopping every delivery.
+        let api = Api::<DeserializeGuard<WebhookDelivery>>::all(client);
         let controller =
             Controller::new(api, watcher::Config::default()).graceful_shutdown_on(run.stopped());
         run.report_cache_sync(controller.store());
@@ -101,7 +103,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 
 /// Pending depth and the age of the oldest pending delivery, from the watch cache.
 async fn report_backlog(
-    store: Store<WebhookDelivery>,
+    store: Store<DeserializeGuard<WebhookDelivery>>,
     metrics: DeliveryMetrics,
     stopped: impl Future<Output = ()>,
 ) {
@@ -111,6 +113,7 @@ async fn report_backlog(
         let pending: Vec<jiff::Timestamp> = store
             .state()
             .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
             .filter(|d| {
                 let phase = d.status.as_ref().and_then(|s| s.phase);
                 matches!(
@@ -133,7 +136,7 @@ async fn report_backlog(
 }
 
 fn error_policy(
-    delivery: Arc<WebhookDelivery>,
+    delivery: Arc<DeserializeGuard<WebhookDelivery>>,
     err: &crate::Error,
     _: Arc<DeliveryContext>,
 ) -> Action {

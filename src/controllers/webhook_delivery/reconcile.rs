@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controllers::events::reject_malformed;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -32,11 +34,19 @@ const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(
-    delivery: Arc<WebhookDelivery>,
+    guard: Arc<DeserializeGuard<WebhookDelivery>>,
     ctx: Arc<DeliveryContext>,
 ) -> Result<Action> {
+    let delivery = match &guard.0 {
+        Ok(delivery) => delivery,
+        Err(invalid) => {
+            // Never sent; reported once per change, and the other deliveries go on.
+            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
     let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
-    let result = reconcile_inner(&delivery, &ctx).await;
+    let result = reconcile_inner(delivery, &ctx).await;
     timer.finish(&result);
     result
 }
@@ -102,6 +112,21 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
         Due::Now => {}
     }
 
+    // Only what this operator wrote is sent: a delivery someone else created carries no
+    // valid seal (see delivery::origin), whatever it claims.
+    if !ctx.ctx.origin.verify(&current) {
+        let message = "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
+        return finish_without_attempt(
+            ctx,
+            &api,
+            &current,
+            status,
+            status::ORIGIN_UNVERIFIED,
+            message,
+        )
+        .await;
+    }
+
     // The Webhook may have been deleted, disabled or stopped since the event.
     let Some(webhook) = webhook else {
         let message = format!("Webhook {webhook_name:?} does not exist");
@@ -143,11 +168,22 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
         .await;
     }
     // A destination refused by this operator's egress policy is a configuration problem
-    // of the Webhook, whose Stalled condition names spec.url: no attempt is spent and no
-    // status written per delivery; they go out once the URL or the allowlist changes.
+    // of the Webhook, whose Stalled condition names spec.url: no attempt is spent; the
+    // delivery says why it waits (written once), and goes out once the URL or the
+    // allowlist changes.
     if let Err(refused) = ctx.sender.check_destination(&webhook.spec.url) {
         debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
-        return Ok(Action::requeue(WAIT_FOR_FIX));
+        let message = format!(
+            "not sent: the destination of Webhook {webhook_name:?} is refused by the operator's egress policy (see the Webhook's status)"
+        );
+        return wait_for_fix(
+            &api,
+            &current,
+            status,
+            status::DESTINATION_REFUSED,
+            &message,
+        )
+        .await;
     }
     let schedule = match RetrySchedule::from_policy(&webhook.spec.retry) {
         Ok(schedule) => schedule,
@@ -172,7 +208,7 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
     };
 
     // Claim the attempt before sending: the log shows it even if this process dies now.
-    let body = serde_json::to_vec(&current.spec.payload).expect("a JSON value serializes");
+    let body = current.spec.payload.as_bytes().to_vec();
     // Whole seconds, as the apiserver stores times: the claim is found again by its time.
     let claimed_at = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(now);
     status::claim(&mut status, generation, redelivery.as_deref(), claimed_at);
@@ -449,7 +485,7 @@ mod tests {
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "WebhookDelivery",
             "metadata": { "name": "d" },
             "spec": { "webhookRef": { "name": "w" }, "eventType": "webhook.ping",
-                      "webhookId": "msg_1", "timestamp": "2027-01-15T08:00:00Z", "payload": {} }
+                      "webhookId": "msg_1", "timestamp": "2027-01-15T08:00:00Z", "payload": "{}" }
         }))
         .unwrap();
         if let Some(value) = annotation {

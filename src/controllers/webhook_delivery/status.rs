@@ -33,6 +33,10 @@ pub const WEBHOOK_DISABLED: &str = "WebhookDisabled";
 pub const WEBHOOK_STOPPED: &str = "WebhookStopped";
 pub const WEBHOOK_INVALID: &str = "WebhookInvalid";
 pub const SIGNING_SECRET_UNAVAILABLE: &str = "SigningSecretUnavailable";
+/// The Webhook's URL is refused by the egress policy: waiting for a fix.
+pub const DESTINATION_REFUSED: &str = "DestinationRefused";
+/// Created by someone other than this operator: never sent.
+pub const ORIGIN_UNVERIFIED: &str = "OriginUnverified";
 
 /// Recorded for an attempt whose outcome was never written.
 pub const ABANDONED: &str = "no outcome recorded: the operator stopped during this attempt";
