@@ -559,37 +559,8 @@ fn chart_env(release: &Release) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `kubectl create` of `object` in `namespace`, as the admin or impersonating `user`.
-fn kubectl_create(namespace: &str, object: &Value, user: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut args = vec![
-        "create".to_owned(),
-        "-n".into(),
-        namespace.into(),
-        "-f".into(),
-        "-".into(),
-    ];
-    args.extend(user.map(|u| format!("--as={u}")));
-    let mut child = Command::new(support::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig_path())
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(object.to_string().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 fn create(namespace: &str, object: Value) {
-    let out = kubectl_create(namespace, &object, None);
+    let out = support::kubectl_create(namespace, &object, None);
     assert!(
         out.status.success(),
         "cannot create {}: {}",
@@ -970,7 +941,7 @@ async fn users_get_clouddeck_kinds_through_the_builtin_view_edit_admin_roles() {
     // And for real: `edit` creates a Project.
     let project = json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
                           "metadata": { "name": "mine" }, "spec": { "image": IMAGE } });
-    let out = kubectl_create(&ns.name, &project, Some(&user("dev")));
+    let out = support::kubectl_create(&ns.name, &project, Some(&user("dev")));
     assert!(
         out.status.success(),
         "edit cannot create a Project: {}",

@@ -3,7 +3,6 @@
 //! hostnames another namespace is served under. docs/domains.md, "How CloudDeck decides who
 //! owns a hostname", is the rule these tests hold the operator to.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use clouddeck::api::conditions::{self, READY, VERIFIED};
@@ -54,36 +53,8 @@ fn tenant(namespace: &str) -> String {
     user
 }
 
-/// `kubectl create -f -` of `object` in `namespace` as `user`.
-fn create_as(user: &str, namespace: &str, object: &Value) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(support::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig_path())
-        .args([
-            "create",
-            "-n",
-            namespace,
-            "-f",
-            "-",
-            &format!("--as={user}"),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(object.to_string().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 fn created_as(user: &str, namespace: &str, object: &Value) {
-    let out = create_as(user, namespace, object);
+    let out = support::kubectl_create(namespace, object, Some(user));
     assert!(
         out.status.success(),
         "{user} cannot create {}: {}",
@@ -241,12 +212,12 @@ async fn a_tenant_cannot_take_hostnames_generated_for_another_namespace() {
     assert_eq!(claim.spec.namespace, team_a.name);
 
     // A Project named like a generated hostname is refused by the apiserver itself.
-    let out = create_as(
-        &attacker,
+    let out = support::kubectl_create(
         &team_b.name,
         &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
                  "metadata": { "name": "storefront--git-main" },
                  "spec": { "image": "registry.local/e2e/app:1" } }),
+        Some(&attacker),
     );
     assert!(
         !out.status.success(),

@@ -448,3 +448,32 @@ pub async fn recording_webhook(client: &Client, namespace: &str, name: &str, eve
     )
     .await;
 }
+
+/// `kubectl create` of `object` in `namespace`, as the admin or impersonating `user`.
+pub fn kubectl_create(namespace: &str, object: &serde_json::Value, user: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut args = vec![
+        "create".to_owned(),
+        "-n".into(),
+        namespace.into(),
+        "-f".into(),
+        "-".into(),
+    ];
+    args.extend(user.map(|u| format!("--as={u}")));
+    let mut child = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(object.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -894,35 +894,6 @@ async fn retention_prunes_as_configured() {
     operator.stop().await;
 }
 
-/// `kubectl create -f -` of `object` in `namespace`, as `user` when given.
-fn kubectl_create(namespace: &str, object: &serde_json::Value, user: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut args = vec![
-        "create".to_owned(),
-        "-n".into(),
-        namespace.into(),
-        "-f".into(),
-        "-".into(),
-    ];
-    args.extend(user.map(|u| format!("--as={u}")));
-    let mut child = Command::new(support::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig_path())
-        .args(&args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(object.to_string().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 /// A WebhookDelivery as someone other than the operator would write it: no seal.
 fn forged_delivery(
     name: &str,
@@ -965,7 +936,7 @@ async fn a_delivery_the_operator_did_not_write_is_never_sent() {
         &now,
         json!({ "type": "deployment.ready", "data": { "deployment": "evil" } }),
     );
-    let out = kubectl_create(&ns.name, &forged, None);
+    let out = support::kubectl_create(&ns.name, &forged, None);
     assert!(
         out.status.success(),
         "{}",
@@ -1041,12 +1012,12 @@ async fn a_delivery_the_operator_cannot_decode_does_not_stop_the_others() {
     }
     let mut too_deep = forged_delivery("too-deep", "hook", "2026-01-01T00:00:00Z", json!({}));
     too_deep["spec"]["payload"] = deep;
-    let out = kubectl_create(&ns.name, &too_deep, None);
+    let out = support::kubectl_create(&ns.name, &too_deep, None);
     assert!(!out.status.success(), "a deeply nested payload was stored");
     // A timestamp with a +99:00 offset passes the apiserver's date-time check, and no
     // Rust time type can hold it.
     let bad_offset = forged_delivery("bad-offset", "hook", "2026-01-01T00:00:00+99:00", json!({}));
-    let out = kubectl_create(&ns.name, &bad_offset, None);
+    let out = support::kubectl_create(&ns.name, &bad_offset, None);
     assert!(
         out.status.success(),
         "{}",
@@ -1151,7 +1122,7 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
     }
     let _cleanup = Cleanup(format!("{fullname}-webhookdeliveries"));
     for document in &documents {
-        let out = kubectl_create("default", document, None);
+        let out = support::kubectl_create("default", document, None);
         assert!(
             out.status.success(),
             "{}",
@@ -1189,7 +1160,7 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
         "the policy to refuse the user",
         Duration::from_secs(30),
         || async {
-            let out = kubectl_create(&ns.name, &object, Some(&user));
+            let out = support::kubectl_create(&ns.name, &object, Some(&user));
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             (!out.status.success() && stderr.contains("written by the CloudDeck operator only"))
                 .then_some(stderr)
@@ -1199,7 +1170,7 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
     assert!(refused.contains("ValidatingAdmissionPolicy"), "{refused}");
 
     let object = forged_delivery("from-operator", "hook", &now, json!({}));
-    let out = kubectl_create(&ns.name, &object, Some(&operator));
+    let out = support::kubectl_create(&ns.name, &object, Some(&operator));
     assert!(
         out.status.success(),
         "the operator is refused: {}",
