@@ -22,6 +22,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use tracing::warn;
 
@@ -65,10 +66,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (webhooks, writer) = reflector::store::<DeserializeGuard<Webhook>>();
         let watch = reflector(
             writer,
+            // Backoff between failed watch attempts: without it an unreachable apiserver
+            // is retried in a tight loop (a core busy and thousands of log lines a second).
             watcher(
                 Api::<DeserializeGuard<Webhook>>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            .default_backoff(),
         );
         let stopped = run.stopped();
         tokio::spawn(async move {
