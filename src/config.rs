@@ -216,6 +216,29 @@ pub struct DomainConfig {
     )]
     pub certificate_expiry_warning_days: u32,
 
+    /// How often the TXT record of a verified Domain (outside the base domain) is looked
+    /// up again (e.g. 1h, 10m).
+    #[arg(
+        long,
+        env = "CLOUDDECK_VERIFICATION_RECHECK",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = parse_seconds
+    )]
+    pub verification_recheck: Duration,
+
+    /// How long a verified Domain keeps serving after its TXT record went missing: a
+    /// Warning Event at once, the hostname given up (route, listener, certificate and
+    /// claim) when this has passed without the record coming back (e.g. 7d).
+    #[arg(
+        long,
+        env = "CLOUDDECK_VERIFICATION_GRACE",
+        value_name = "DURATION",
+        default_value = "7d",
+        value_parser = parse_seconds
+    )]
+    pub verification_grace: Duration,
+
     /// cert-manager ClusterIssuer for Domains that name no issuer nor Secret.
     #[arg(
         long,

@@ -157,6 +157,13 @@ pub struct DomainVerification {
     /// When the record was first found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<Time>,
+    /// When the record of a verified Domain was last looked up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// Since when the record of a verified Domain has been missing. Once the operator's
+    /// `--verification-grace` has passed since, the Domain loses its hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_lost_at: Option<Time>,
 }
 
 /// The certificate serving the Domain.

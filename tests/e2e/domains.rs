@@ -985,3 +985,92 @@ async fn a_users_own_tls_secret_is_read_for_its_expiry() {
         "the operator's log echoes tls.crt"
     );
 }
+
+/// User story: "The TXT record that proved my hostname is removed (a DNS migration gone
+/// wrong, or the domain changed hands). CloudDeck notices at its next look, warns me with
+/// an Event and a `RecordLost` condition saying until when it keeps serving, and once that
+/// grace period is over it stops serving the hostname and frees it for whoever proves it
+/// next."
+#[tokio::test]
+async fn a_verified_domain_whose_record_goes_missing_is_warned_then_given_up() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-domain-lost").await;
+    let dns = Dns::start();
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = Operator::builder(&ns.name, "domains")
+        .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
+        .args(["--default-cluster-issuer", ISSUER])
+        .args(["--base-domain", "apps.e2e.test"])
+        .args([
+            "--verification-recheck",
+            "2s",
+            "--verification-grace",
+            "12s",
+        ])
+        .args(["--hostname-reservation", "2s"])
+        .start();
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    production_route(&client, &ns.name, "storefront-v1").await;
+    let hostname = format!("{}.example.test", ns.name);
+    domains
+        .create(
+            &PostParams::default(),
+            &domain("shop", &hostname, json!({})),
+        )
+        .await
+        .unwrap();
+    let (name, value) = record(&domains, "shop").await;
+    dns.set_txt(&BTreeMap::from([(name, vec![value])]));
+    wait_condition(&domains, "shop", VERIFIED, "True", "RecordFound").await;
+    let listener_sets = Api::<ListenerSet>::namespaced(client.clone(), &ns.name);
+    eventually("the listener for the hostname", TIMEOUT, || async {
+        listener_sets.get_opt("shop-listener").await.ok()?
+    })
+    .await;
+
+    dns.set_txt(&BTreeMap::new());
+    let lost = wait_condition(&domains, "shop", VERIFIED, "True", "RecordLost").await;
+    let message = condition_message(&lost, VERIFIED);
+    assert!(message.contains("stops being served at"), "{message}");
+    warning_event(&client, &ns.name, "shop", "VerificationRecordLost").await;
+    assert!(
+        listener_sets
+            .get_opt("shop-listener")
+            .await
+            .unwrap()
+            .is_some(),
+        "still served during the grace period"
+    );
+
+    let given_up = wait_condition(&domains, "shop", VERIFIED, "False", "NameNotFound").await;
+    assert!(
+        given_up
+            .status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.verified_at.is_none()),
+        "the verification is dropped"
+    );
+    eventually(
+        "the listener, route and certificate to go",
+        TIMEOUT,
+        || async {
+            let listener = listener_sets.get_opt("shop-listener").await.ok()?;
+            let route = Api::<HttpRoute>::namespaced(client.clone(), &ns.name)
+                .get_opt("shop-domain")
+                .await
+                .ok()?;
+            let certificate = certificates(&client, &ns.name)
+                .get_opt("shop-tls")
+                .await
+                .ok()?;
+            (listener.is_none() && route.is_none() && certificate.is_none()).then_some(())
+        },
+    )
+    .await;
+    let claims = Api::<HostnameClaim>::all(client.clone());
+    assert!(
+        claims.get_opt(&hostname).await.unwrap().is_none(),
+        "the hostname is free again"
+    );
+}

@@ -146,6 +146,8 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     let base_domain = &ctx.ctx.config.routing.base_domain;
     let me = Claimant::of(domain, HolderKind::Domain);
     let mut verified_at = None;
+    let previous_verification = previous.verification.clone().unwrap_or_default();
+    let (mut checked_at, mut record_lost_at) = (None, None);
     let ownership = match hostnames::authority(&hostname, base_domain) {
         Authority::Operator => Ownership::Reserved {
             base_domain: base_domain.clone(),
@@ -195,7 +197,18 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 verified_at = previously_verified_at
                     .clone()
                     .or_else(|| Some(Time(Timestamp::now())));
-                Ownership::Verified
+                // The owner's record is looked up again now and then: a lost record is
+                // reported at once, and the hostname given up after the grace period.
+                let checked = recheck(ctx, &record, &previous_verification).await;
+                (checked_at, record_lost_at) = (checked.checked_at, checked.lost_at);
+                if checked.expired {
+                    verified_at = None;
+                    let claims = Api::<HostnameClaim>::all(client.clone());
+                    delete_if_present(&claims, &hostnames::claim_name(&hostname)).await?;
+                    Ownership::Unverified(checked.answer)
+                } else {
+                    Ownership::Verified
+                }
             }
             hostnames::Standing::Free | hostnames::Standing::Reserved => {
                 // This Domain's own earlier proof (verified before claims existed) stands;
@@ -224,16 +237,32 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             other => taken(other, &namespace),
         },
     };
-    let verified = status::verified_condition(
+    let mut verified = status::verified_condition(
         &ownership,
         &hostname,
         &record,
         settings.show_claiming_namespace,
     );
+    if let (true, Some(lost)) = (verified.is_true(), &record_lost_at) {
+        let until = lost.0 + settings.verification_grace;
+        verified = status::record_lost_condition(&record, lost.0, until);
+        if previous_verification.record_lost_at.is_none() {
+            publish(
+                ctx,
+                domain,
+                EventType::Warning,
+                "VerificationRecordLost",
+                &verified.message,
+            )
+            .await;
+        }
+    }
     next.verification = Some(DomainVerification {
         record_name: record.name.clone(),
         record_value: record.value.clone(),
         verified_at: verified_at.clone(),
+        checked_at,
+        record_lost_at: record_lost_at.clone(),
     });
 
     let owner = domain
@@ -373,10 +402,71 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         Ownership::Taken { .. } => Action::requeue(Duration::from_secs(60)),
         Ownership::Reserved { .. } => Action::await_change(),
         _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
-            Action::requeue(Duration::from_secs(300))
+            Action::requeue(Duration::from_secs(300).min(settings.verification_recheck))
         }
-        _ => Action::requeue(RESYNC),
+        _ => Action::requeue(RESYNC.min(settings.verification_recheck)),
     })
+}
+
+/// What looking up a verified Domain's record again found.
+struct Recheck {
+    checked_at: Option<Time>,
+    /// Since when the record is missing (carried over, set now, or cleared).
+    lost_at: Option<Time>,
+    /// The record has been missing for longer than the grace period.
+    expired: bool,
+    answer: dns::Verification,
+}
+
+/// Looks the record up again when `--verification-recheck` has passed since the last look;
+/// otherwise carries the last look over. Only a definite answer (no such name, no record,
+/// another value) counts as lost; a resolver that does not answer changes nothing.
+async fn recheck(
+    ctx: &DomainContext,
+    record: &VerificationRecord,
+    last: &DomainVerification,
+) -> Recheck {
+    let settings = &ctx.settings;
+    let now = Timestamp::now();
+    let carried = Recheck {
+        checked_at: last.checked_at.clone(),
+        lost_at: last.record_lost_at.clone(),
+        expired: false,
+        answer: dns::Verification::Verified,
+    };
+    let due = last
+        .checked_at
+        .as_ref()
+        .is_none_or(|t| now >= t.0 + settings.verification_recheck);
+    if !due {
+        return carried;
+    }
+    let answer = dns::judge(&ctx.resolver.lookup(&record.name).await, &record.value);
+    let last_lost = last.record_lost_at.as_ref().map(|t| t.0);
+    let Some(lost_at) = lost_since(&answer, last_lost, now) else {
+        return carried;
+    };
+    Recheck {
+        checked_at: Some(Time(now)),
+        lost_at: lost_at.map(Time),
+        expired: lost_at.is_some_and(|lost| now >= lost + settings.verification_grace),
+        answer,
+    }
+}
+
+/// Since when the record is missing after a look that found `answer`: `None` when the look
+/// proves nothing (the nameserver did not answer), else the time (kept from `last_lost`,
+/// or `now`) or `Some(None)` when the record is there.
+fn lost_since(
+    answer: &dns::Verification,
+    last_lost: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Option<Timestamp>> {
+    match answer {
+        dns::Verification::Verified => Some(None),
+        dns::Verification::ResolverUnreachable(_) | dns::Verification::LookupFailed(_) => None,
+        _ => Some(Some(last_lost.unwrap_or(now))),
+    }
 }
 
 /// A refusal: the hostname is owned by another Domain of this namespace or by another
@@ -747,6 +837,37 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_lost_record_counts_from_the_first_look_that_missed_it() {
+        let (t0, t1) = (
+            Timestamp::from_second(1_000).unwrap(),
+            Timestamp::from_second(2_000).unwrap(),
+        );
+        assert_eq!(
+            lost_since(&dns::Verification::NameNotFound, None, t1),
+            Some(Some(t1))
+        );
+        assert_eq!(
+            lost_since(&dns::Verification::RecordMissing, Some(t0), t1),
+            Some(Some(t0)),
+            "the first miss is kept"
+        );
+        assert_eq!(
+            lost_since(&dns::Verification::Verified, Some(t0), t1),
+            Some(None),
+            "back"
+        );
+        assert_eq!(
+            lost_since(
+                &dns::Verification::ResolverUnreachable("timeout".into()),
+                Some(t0),
+                t1
+            ),
+            None,
+            "a nameserver that does not answer proves nothing"
+        );
     }
 
     #[test]

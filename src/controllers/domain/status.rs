@@ -58,6 +58,24 @@ pub enum Ownership {
     },
 }
 
+/// `Verified` while the owner's record is missing and the grace period runs: still
+/// serving, and saying until when.
+pub fn record_lost_condition(
+    record: &VerificationRecord,
+    lost: Timestamp,
+    until: Timestamp,
+) -> ConditionValue {
+    ConditionValue::new(
+        Status::True,
+        "RecordLost",
+        format!(
+            "the TXT record {} with this Domain's value has been missing since {lost}: the \
+             hostname stops being served at {until} unless it is published again",
+            record.name
+        ),
+    )
+}
+
 /// The `Verified` condition. `show_namespace` names the namespace that owns a taken
 /// hostname; off by default, so as not to tell one tenant about another.
 pub fn verified_condition(

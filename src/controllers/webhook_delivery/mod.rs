@@ -19,10 +19,10 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::core::DeserializeGuard;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use tracing::warn;
 
