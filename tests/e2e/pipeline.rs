@@ -1204,3 +1204,50 @@ async fn rollback_to_a_cold_deployment_scales_it_up_before_moving_production() {
     })
     .await;
 }
+
+/// User story: "Builds push to the platform's registry at `<registry>/<namespace>/<project>`.
+/// Someone in another team points their Project's `spec.registry.repository` at my path in
+/// that registry to overwrite my images or poison my build cache. Their Deployment is
+/// Stalled naming the field, and no build runs."
+#[tokio::test]
+async fn a_repository_in_another_namespaces_path_of_the_platform_registry_is_refused() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-registry").await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "pipeline")
+        .args(["--build-pod-annotations", KWOK_HOLD])
+        .args(["--default-registry", "registry.e2e.local/builds"])
+        .start_leading()
+        .await;
+    let mut project = git_project("web");
+    project["spec"]["registry"]["repository"] = json!("registry.e2e.local/builds/victim/web");
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        project,
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(&deployments, git_deployment("web-1", "preview", "main")).await;
+
+    let stalled = eventually("the Deployment to stall", TIMEOUT, || async {
+        let d = deployments.get("web-1").await.ok()?;
+        d.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")
+    })
+    .await;
+    assert!(
+        stalled.message.starts_with("spec.registry.repository:")
+            && stalled
+                .message
+                .contains(&format!("registry.e2e.local/builds/{}/", ns.name)),
+        "{}",
+        stalled.message
+    );
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(jobs.items.is_empty(), "a build ran");
+}

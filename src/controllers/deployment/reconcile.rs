@@ -367,6 +367,18 @@ fn plan<'a>(
             ),
         ));
     };
+    if let Some(registry) = &project.spec.registry
+        && let Err(message) = render::check_own_repository(
+            &registry.repository,
+            project.metadata.namespace.as_deref().unwrap_or_default(),
+            config.default_registry.as_deref(),
+        )
+    {
+        return Err(InvalidField::new(
+            "spec.registry.repository",
+            format!("{message} (in Project {project_name})"),
+        ));
+    }
     let Some(repository) = render::repository(project, config.default_registry.as_deref()) else {
         return Err(InvalidField::new(
             "spec.registry",

@@ -223,6 +223,31 @@ pub fn repository(project: &Project, default_registry: Option<&str>) -> Option<S
     default_registry.map(|base| format!("{}/{namespace}/{name}", base.trim_end_matches('/')))
 }
 
+/// Refuses a Project's own `spec.registry.repository` that lies under the operator's
+/// default registry outside this namespace's path `<default>/<namespace>/`: builds push
+/// there (and read their cache from there) with the platform's access, so such a path
+/// would overwrite another team's images or poison its build cache.
+pub fn check_own_repository(
+    repository: &str,
+    namespace: &str,
+    default_registry: Option<&str>,
+) -> Result<(), String> {
+    let Some(default) = default_registry else {
+        return Ok(());
+    };
+    let default = default.trim_end_matches('/').to_ascii_lowercase();
+    let repository = repository.to_ascii_lowercase();
+    let under_default = repository == default || repository.starts_with(&format!("{default}/"));
+    let own = format!("{default}/{namespace}/");
+    if under_default && !repository.starts_with(&own) {
+        return Err(format!(
+            "{repository} is in the operator's default registry but outside this namespace's \
+             path {own}: use a repository under it, or leave spec.registry out"
+        ));
+    }
+    Ok(())
+}
+
 /// The webhook events a phase change publishes (`deployment.created` on the first one,
 /// `deployment.building|ready|failed`, and an `alert.*` for a failure); none when the
 /// phase stays. Each id is `<uid>/<event type>`, so publishing
@@ -548,6 +573,28 @@ mod tests {
             ["web--7f3c9a21.apps.example.com"]
         );
         assert_eq!(route.metadata.owner_references.unwrap()[0].name, "web-1");
+    }
+
+    #[test]
+    fn an_own_repository_cannot_reach_into_another_namespaces_path() {
+        let default = Some("registry.local:5000/builds/");
+        assert!(check_own_repository("ghcr.io/acme/web", "team", default).is_ok());
+        assert!(
+            check_own_repository("registry.local:5000/builds/team/web", "team", default).is_ok()
+        );
+        for stolen in [
+            "registry.local:5000/builds/other/web",
+            "REGISTRY.local:5000/builds/other/web",
+            "registry.local:5000/builds/teammate/web",
+            "registry.local:5000/builds",
+            "registry.local:5000/builds/web",
+        ] {
+            assert!(
+                check_own_repository(stolen, "team", default).is_err(),
+                "{stolen}"
+            );
+        }
+        assert!(check_own_repository("registry.local:5000/builds/other/web", "team", None).is_ok());
     }
 
     #[test]
