@@ -1216,3 +1216,96 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
     ]);
     assert!(!other.status.success(), "a user changed another annotation");
 }
+
+/// User story: "Another team's endpoint accepts connections and never answers, and it has
+/// twenty deliveries pending. My new Webhook's ping still goes out at once, while their
+/// attempts are still waiting for an answer: one receiver cannot hold every attempt the
+/// operator makes."
+#[tokio::test]
+async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let slow = TestNamespace::new(&client, "e2e-whd-hanging").await;
+    let fast = TestNamespace::new(&client, "e2e-whd-healthy").await;
+    // Accepts every connection and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    signing_secret(&client, &slow.name).await;
+    signing_secret(&client, &fast.name).await;
+    let _operator = start_operator(&slow.name).await;
+    let webhook: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": "hanging" },
+        "spec": {
+            "url": hanging_url, "events": ["deployment.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }],
+            "timeoutSeconds": 30, "retry": { "schedule": ["1s"] },
+        }
+    }))
+    .unwrap();
+    Api::<Webhook>::namespaced(client.clone(), &slow.name)
+        .create(&PostParams::default(), &webhook)
+        .await
+        .unwrap();
+    let origin = OriginKey::load_or_create(&client, &slow.name)
+        .await
+        .unwrap();
+    let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin);
+    for n in 0..20 {
+        let event = clouddeck::delivery::PlatformEvent::new(
+            "deployment.ready",
+            format!("hanging/{n}"),
+            &slow.name,
+            "ready",
+        );
+        publisher.publish(&event).await.unwrap();
+    }
+    eventually(
+        "attempts to the hanging receiver",
+        Duration::from_secs(30),
+        || async {
+            deliveries(&client, &slow.name)
+                .await
+                .iter()
+                .any(|d| d.status.as_ref().is_some_and(|s| !s.attempts.is_empty()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let receiver = Receiver::start(&[]).await;
+    create_webhook(&client, &fast.name, "healthy", &receiver.url(), &["1s"]).await;
+    receiver.wait_for(1, Duration::from_secs(60)).await;
+    // Still waiting for the hanging receiver: the healthy ping did not queue behind them.
+    let slow_deliveries = deliveries(&client, &slow.name).await;
+    let finished: Vec<_> = slow_deliveries
+        .iter()
+        .filter(|d| {
+            d.status.as_ref().is_some_and(|s| {
+                s.attempts
+                    .iter()
+                    .any(|a| a.error.is_some() || a.status_code.is_some())
+            })
+        })
+        .map(|d| d.name_any())
+        .collect();
+    assert!(
+        finished.is_empty(),
+        "the healthy ping waited for {finished:?}"
+    );
+    let in_flight = slow_deliveries
+        .iter()
+        .filter(|d| d.status.as_ref().is_some_and(|s| !s.attempts.is_empty()))
+        .count();
+    assert!(
+        (1..=clouddeck::delivery::fairness::PER_WEBHOOK).contains(&in_flight),
+        "{in_flight} attempts in flight to one Webhook"
+    );
+    hold.abort();
+}

@@ -30,6 +30,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
 use crate::config::OperatorConfig;
+use crate::delivery::fairness::Shares;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
 
@@ -49,6 +50,8 @@ pub struct DeliveryContext {
     /// it (just created) is read from the API.
     /// Every Webhook (a malformed one is an `Err` and is looked up as missing).
     pub webhooks: Store<DeserializeGuard<Webhook>>,
+    /// Attempts in flight per Webhook and per namespace (see [`crate::delivery::fairness`]).
+    pub shares: Shares,
 }
 
 /// The egress policy of this operator: `--webhook-allow-cidrs` (checked when parsed).
@@ -87,6 +90,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             recorder: run.ctx.recorder.clone(),
             metrics: metrics.clone(),
             webhooks,
+            shares: Shares::default(),
         });
         // The guard keeps one delivery the operator cannot decode (a timestamp chrono
         // cannot hold, a payload nested too deep) from stopping every delivery.

@@ -30,6 +30,9 @@ use crate::delivery::sender::Outgoing;
 /// How soon to look again at a delivery that cannot be attempted yet.
 const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
 
+/// When a delivery over its share of attempts in flight is looked at again.
+const OVER_SHARE: Duration = Duration::from_secs(2);
+
 /// How long past the Webhook's timeout an unrecorded claim is still respected.
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
@@ -192,6 +195,13 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
             return wait_for_fix(&api, &current, status, status::WEBHOOK_INVALID, &message).await;
         }
     };
+    // Within this Webhook's and namespace's share of the attempts in flight, or a moment
+    // later (before any API call): one receiver that never answers must not hold every slot.
+    let Some(_share) = ctx.shares.try_take(&namespace, &webhook_name) else {
+        debug!(delivery = %current.name_any(), "over its share of attempts in flight; later");
+        return Ok(Action::requeue(OVER_SHARE));
+    };
+
     let keys = match keys::load(&ctx.ctx.client, &webhook).await? {
         Ok(keys) => keys,
         Err(problem) => {
