@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Attempts in flight to one Webhook.
-pub const PER_WEBHOOK: usize = 2;
+pub const PER_WEBHOOK: usize = 4;
 /// Attempts in flight for one namespace, all its Webhooks together.
-pub const PER_NAMESPACE: usize = 4;
+pub const PER_NAMESPACE: usize = 8;
 
 /// Counts attempts in flight per Webhook and per namespace. Cheap to clone.
 #[derive(Clone, Debug, Default)]

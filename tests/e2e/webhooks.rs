@@ -1218,7 +1218,7 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
 }
 
 /// User story: "Another team's endpoint accepts connections and never answers, and it has
-/// twenty deliveries pending. My new Webhook's ping still goes out at once, while their
+/// more deliveries pending than the operator makes attempts at a time. My new Webhook's ping still goes out at once, while their
 /// attempts are still waiting for an answer: one receiver cannot hold every attempt the
 /// operator makes."
 #[tokio::test]
@@ -1257,7 +1257,9 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
         .await
         .unwrap();
     let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin);
-    for n in 0..20 {
+    // More than the operator makes at a time: without shares they would hold every slot.
+    let backlog = usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY) + 8;
+    for n in 0..backlog {
         let event = clouddeck::delivery::PlatformEvent::new(
             "deployment.ready",
             format!("hanging/{n}"),

@@ -34,6 +34,10 @@ use crate::delivery::fairness::Shares;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
 
+/// Attempts (and other delivery reconciles) at a time, cluster-wide. Shares per Webhook and
+/// namespace (see [`crate::delivery::fairness`]) keep one tenant from taking them all.
+pub const CONCURRENCY: u16 = 32;
+
 pub const CONTROLLER: KindController = KindController {
     name: "webhookdelivery",
     run,
@@ -101,7 +105,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         tokio::spawn(report_backlog(controller.store(), metrics, run.stopped()));
         controller
             // Attempts are network-bound: allow a few in parallel, bounded.
-            .with_config(kube::runtime::controller::Config::default().concurrency(16))
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
             .run(reconcile::reconcile, error_policy, ctx)
             .for_each(|_| async {})
             .await;

@@ -31,7 +31,7 @@ use crate::delivery::sender::Outgoing;
 const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
 
 /// When a delivery over its share of attempts in flight is looked at again.
-const OVER_SHARE: Duration = Duration::from_secs(2);
+const OVER_SHARE: Duration = Duration::from_millis(200);
 
 /// How long past the Webhook's timeout an unrecorded claim is still respected.
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
@@ -198,8 +198,8 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
     // Within this Webhook's and namespace's share of the attempts in flight, or a moment
     // later (before any API call): one receiver that never answers must not hold every slot.
     let Some(_share) = ctx.shares.try_take(&namespace, &webhook_name) else {
-        debug!(delivery = %current.name_any(), "over its share of attempts in flight; later");
-        return Ok(Action::requeue(OVER_SHARE));
+        // Polled, not queued: soon, and spread so that a backlog does not come back at once.
+        return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
     };
 
     let keys = match keys::load(&ctx.ctx.client, &webhook).await? {
