@@ -19,6 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::api::webhook_delivery::WebhookDelivery;
 
 /// The annotation that carries the seal: `v1,<base64 HMAC-SHA256>`.
@@ -71,13 +72,7 @@ impl OriginKey {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(KEY_SECRET.to_owned()),
-                    labels: Some(
-                        [(
-                            "app.kubernetes.io/managed-by".to_owned(),
-                            "clouddeck".to_owned(),
-                        )]
-                        .into(),
-                    ),
+                    labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())].into()),
                     ..ObjectMeta::default()
                 },
                 data: Some([(KEY_FIELD.to_owned(), ByteString(bytes.to_vec()))].into()),

@@ -10,6 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::{ClaimHolder, HolderKind, HostnameClaim, HostnameClaimSpec};
 use crate::api::project::Project;
+use crate::delivery::{MANAGED_BY, MANAGED_BY_LABEL};
 
 use super::scheme::claim_name;
 
@@ -56,13 +57,6 @@ pub enum Standing {
     HeldHere { kind: HolderKind, name: String },
     /// Another namespace owns it (held, or reserved after its holder went).
     Elsewhere { namespace: String },
-}
-
-impl Standing {
-    /// Whether the claimant may take the claim (after whatever proof its kind needs).
-    pub fn is_open(&self) -> bool {
-        matches!(self, Standing::Free | Standing::Reserved)
-    }
 }
 
 /// The standing of `me` on a hostname whose claim is `claim`; `holder_gone` says whether
@@ -164,10 +158,7 @@ pub async fn take(client: &Client, hostname: &str, me: &Claimant) -> kube::Resul
                         name: Some(name.clone()),
                         labels: Some(
                             [
-                                (
-                                    "app.kubernetes.io/managed-by".to_owned(),
-                                    "clouddeck".to_owned(),
-                                ),
+                                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
                                 ("clouddeck.io/namespace".to_owned(), me.namespace.clone()),
                             ]
                             .into(),
@@ -204,6 +195,15 @@ pub async fn take(client: &Client, hostname: &str, me: &Claimant) -> kube::Resul
     }
     // Five lost races in a row: report it as held by someone else, and look again later.
     peek(client, hostname, me).await
+}
+
+/// Whether `me` holds the claim on `hostname`. One read: for a claimant that has just read
+/// itself from the API, so its being alive needs no second look.
+pub async fn holds(client: &Client, hostname: &str, me: &Claimant) -> kube::Result<bool> {
+    let claim = read(&Api::<HostnameClaim>::all(client.clone()), hostname).await?;
+    Ok(claim.is_some_and(|c| {
+        c.spec.hostname == hostname && standing(Some(&c), me, false) == Standing::Held
+    }))
 }
 
 /// The claim that decides `<key>.<base>` hostnames, if one exists and its holder is a live

@@ -27,12 +27,13 @@ use crate::api::conditions::{self, Conditions, is_stalled_with};
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
 };
+use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
-use crate::hostnames::{self, Authority};
+use crate::hostnames::{self, Authority, Claimant};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
 
@@ -112,9 +113,11 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     // one there is nothing this Deployment may be served under.
     let base = &ctx.config.routing.base_domain;
     let Some(key) = project_key(client, &project, base).await? else {
-        if project.status.as_ref().is_some_and(|s| {
-            conditions::find(&s.conditions, conditions::STALLED).is_some_and(|c| c.status == "True")
-        }) {
+        if project
+            .status
+            .as_ref()
+            .is_some_and(|s| conditions::is_true(&s.conditions, conditions::STALLED))
+        {
             let message = format!(
                 "spec.projectRef.name: Project {project_name} holds no hostname (see its status)"
             );
@@ -772,13 +775,10 @@ async fn project_key(client: &Client, project: &Project, base: &str) -> Result<O
     let Authority::Key(key) = hostnames::authority(&hostname, base) else {
         return Ok(None);
     };
-    let held = hostnames::key_holder(client, &hostname)
+    let me = Claimant::of(project, HolderKind::Project);
+    Ok(hostnames::holds(client, &hostname, &me)
         .await?
-        .is_some_and(|claim| {
-            Some(&claim.spec.namespace) == project.metadata.namespace.as_ref()
-                && Some(&claim.spec.holder.uid) == project.metadata.uid.as_ref()
-        });
-    Ok(held.then_some(key))
+        .then_some(key))
 }
 
 async fn stall(

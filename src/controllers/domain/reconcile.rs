@@ -148,6 +148,12 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     let mut verified_at = None;
     let previous_verification = previous.verification.clone().unwrap_or_default();
     let (mut checked_at, mut record_lost_at) = (None, None);
+    // A verification keeps the time it was first made.
+    let verified_since = || {
+        previously_verified_at
+            .clone()
+            .or_else(|| Some(Time(Timestamp::now())))
+    };
     let ownership = match hostnames::authority(&hostname, base_domain) {
         Authority::Operator => Ownership::Reserved {
             base_domain: base_domain.clone(),
@@ -194,9 +200,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         }
         Authority::Exact => match hostnames::peek(&client, &hostname, &me).await? {
             hostnames::Standing::Held => {
-                verified_at = previously_verified_at
-                    .clone()
-                    .or_else(|| Some(Time(Timestamp::now())));
+                verified_at = verified_since();
                 // The owner's record is looked up again now and then: a lost record is
                 // reported at once, and the hostname given up after the grace period.
                 let checked = recheck(ctx, &record, &previous_verification).await;
@@ -223,9 +227,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                     dns::Verification::Verified => {
                         match hostnames::take(&client, &hostname, &me).await? {
                             hostnames::Standing::Held => {
-                                verified_at = previously_verified_at
-                                    .clone()
-                                    .or_else(|| Some(Time(Timestamp::now())));
+                                verified_at = verified_since();
                                 Ownership::Verified
                             }
                             other => taken(other, &namespace),
