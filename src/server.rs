@@ -1,8 +1,9 @@
 //! The HTTP endpoints kubelet and Prometheus use: `/healthz` (liveness), `/readyz`
 //! (readiness, and which role this replica has) and `/metrics` (OpenMetrics).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -24,8 +25,27 @@ pub struct ReadinessState {
     pub leadership: Leadership,
     /// Controllers started while leading whose caches have not synced yet.
     pub unsynced_caches: BTreeSet<&'static str>,
+    /// The last watch error of each controller, and when it came.
+    pub watch_failures: BTreeMap<&'static str, (Instant, String)>,
+    /// When each controller last logged a watch error, and how many it left unlogged since.
+    pub watch_logs: BTreeMap<&'static str, (Instant, u64)>,
+    /// When each reconcile in flight started, by controller and a number of its own.
+    pub reconciles: BTreeMap<(&'static str, u64), Instant>,
     pub shutting_down: bool,
 }
+
+/// A watch error this recent makes a leader not ready. Failing watches retry at least every
+/// [`crate::controllers::watch_backoff::MAX`], so while one keeps failing this never lapses; once
+/// the apiserver is back, readiness returns this long after the last error.
+pub const WATCH_FAILURE_WINDOW: Duration = Duration::from_secs(15);
+
+/// A controller logs its first watch error, then at most one line this often while errors
+/// keep coming: an outage is a few lines a minute per controller, not one per retry.
+pub const WATCH_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A reconcile running this long is wedged (every call it makes has a timeout far below
+/// this): `/healthz` fails so that the kubelet restarts the process.
+pub const WEDGED_AFTER: Duration = Duration::from_secs(600);
 
 impl Default for ReadinessState {
     fn default() -> Self {
@@ -33,6 +53,9 @@ impl Default for ReadinessState {
             crds_verified: false,
             leadership: Leadership::Unknown,
             unsynced_caches: BTreeSet::new(),
+            watch_failures: BTreeMap::new(),
+            watch_logs: BTreeMap::new(),
+            reconciles: BTreeMap::new(),
             shutting_down: false,
         }
     }
@@ -48,8 +71,10 @@ pub enum Readiness {
 
 impl ReadinessState {
     /// Ready once the CRDs are there and the replica knows its role; a leader also waits
-    /// for its controllers' caches. Standbys are ready too: they take over without a restart.
-    pub fn readiness(&self) -> Readiness {
+    /// for its controllers' caches, and is not ready while a watch fails (the apiserver is
+    /// unreachable, or refuses a watch). Standbys are ready too: they take over without a
+    /// restart.
+    pub fn readiness(&self, now: Instant) -> Readiness {
         if self.shutting_down {
             return Readiness::NotReady("shutting down".into());
         }
@@ -68,8 +93,54 @@ impl ReadinessState {
                     pending.join(", ")
                 ))
             }
-            Leadership::Leader => Readiness::Ready("ok: leader"),
+            Leadership::Leader => {
+                let failing: Vec<_> = self
+                    .watch_failures
+                    .iter()
+                    .filter(|(_, (at, _))| {
+                        now.saturating_duration_since(*at) < WATCH_FAILURE_WINDOW
+                    })
+                    .collect();
+                let names: Vec<_> = failing.iter().map(|(name, _)| **name).collect();
+                match failing.iter().max_by_key(|(_, (at, _))| *at) {
+                    None => Readiness::Ready("ok: leader"),
+                    Some((_, (_, latest))) => Readiness::NotReady(format!(
+                        "leader: watches failing, retrying ({}): {latest}",
+                        names.join(", ")
+                    )),
+                }
+            }
         }
+    }
+
+    /// Alive unless a controller is wedged: a reconcile in flight for [`WEDGED_AFTER`].
+    /// Nothing here depends on the apiserver being reachable, so an outage does not make
+    /// the kubelet restart every replica.
+    pub fn liveness(&self, now: Instant) -> Result<(), String> {
+        match self
+            .reconciles
+            .iter()
+            .map(|((name, _), started)| (name, now.saturating_duration_since(*started)))
+            .max_by_key(|(_, running)| *running)
+        {
+            Some((name, running)) if running >= WEDGED_AFTER => Err(format!(
+                "controller {name}: a reconcile has run for {}s",
+                running.as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Held while a reconcile runs (see [`Health::reconcile_started`]).
+pub struct ReconcileInFlight {
+    health: Health,
+    key: (&'static str, u64),
+}
+
+impl Drop for ReconcileInFlight {
+    fn drop(&mut self) {
+        self.health.state().reconciles.remove(&self.key);
     }
 }
 
@@ -89,7 +160,49 @@ impl Health {
     }
 
     pub fn readiness(&self) -> Readiness {
-        self.state().readiness()
+        self.state().readiness(Instant::now())
+    }
+
+    pub fn liveness(&self) -> Result<(), String> {
+        self.state().liveness(Instant::now())
+    }
+
+    /// A controller's watch failed (it retries after a backoff). Returns `Some(n)` when this
+    /// error should be logged, `n` being the errors left unlogged before it.
+    pub fn watch_failed(&self, controller: &'static str, error: String) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.watch_failures.insert(controller, (now, error));
+        match state.watch_logs.get_mut(controller) {
+            Some((logged, unlogged))
+                if now.saturating_duration_since(*logged) < WATCH_LOG_EVERY =>
+            {
+                *unlogged += 1;
+                None
+            }
+            Some((logged, unlogged)) => {
+                *logged = now;
+                Some(std::mem::take(unlogged))
+            }
+            None => {
+                state.watch_logs.insert(controller, (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Marks a reconcile of `controller` in flight until the returned guard is dropped.
+    pub fn reconcile_started(&self, controller: &'static str) -> ReconcileInFlight {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = (
+            controller,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.state().reconciles.insert(key, Instant::now());
+        ReconcileInFlight {
+            health: self.clone(),
+            key,
+        }
     }
 
     pub fn crds_verified(&self) {
@@ -110,9 +223,13 @@ impl Health {
         self.state().unsynced_caches.remove(controller);
     }
 
-    /// Controllers stopped (leadership lost or shutdown): no caches to wait for.
+    /// Controllers stopped (leadership lost or shutdown): no caches to wait for, no
+    /// watches to report on.
     pub fn clear_caches(&self) {
-        self.state().unsynced_caches.clear();
+        let mut state = self.state();
+        state.unsynced_caches.clear();
+        state.watch_failures.clear();
+        state.watch_logs.clear();
     }
 
     pub fn shutting_down(&self) {
@@ -146,10 +263,17 @@ pub async fn serve(
         .await
 }
 
-/// Liveness: the process and its runtime answer. Nothing here depends on the API server,
-/// so an apiserver outage does not make kubelet restart every replica.
-async fn healthz() -> &'static str {
-    "ok"
+/// Liveness: the process and its runtime answer, and no controller is wedged (see
+/// [`ReadinessState::liveness`]).
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("wedged: {reason}"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -192,24 +316,26 @@ mod tests {
             leadership: Leadership::Leader,
             ..ReadinessState::default()
         };
-        assert!(matches!(state.readiness(), Readiness::NotReady(r) if r.contains("CRDs")));
+        assert!(
+            matches!(state.readiness(Instant::now()), Readiness::NotReady(r) if r.contains("CRDs"))
+        );
     }
 
     #[test]
     fn not_ready_while_the_role_is_unknown() {
         assert!(
-            matches!(ready_state(Leadership::Unknown).readiness(), Readiness::NotReady(r) if r.contains("Lease"))
+            matches!(ready_state(Leadership::Unknown).readiness(Instant::now()), Readiness::NotReady(r) if r.contains("Lease"))
         );
     }
 
     #[test]
     fn leaders_and_standbys_are_both_ready_and_say_which() {
         assert_eq!(
-            ready_state(Leadership::Leader).readiness(),
+            ready_state(Leadership::Leader).readiness(Instant::now()),
             Readiness::Ready("ok: leader")
         );
         assert_eq!(
-            ready_state(Leadership::Standby).readiness(),
+            ready_state(Leadership::Standby).readiness(Instant::now()),
             Readiness::Ready("ok: standby")
         );
     }
@@ -234,7 +360,71 @@ mod tests {
     fn a_standby_does_not_wait_for_caches_it_does_not_run() {
         let mut state = ready_state(Leadership::Standby);
         state.unsynced_caches.insert("project");
-        assert_eq!(state.readiness(), Readiness::Ready("ok: standby"));
+        assert_eq!(
+            state.readiness(Instant::now()),
+            Readiness::Ready("ok: standby")
+        );
+    }
+
+    #[test]
+    fn a_leader_whose_watch_fails_is_not_ready_until_the_errors_stop() {
+        let now = Instant::now();
+        let mut state = ready_state(Leadership::Leader);
+        state
+            .watch_failures
+            .insert("deployment", (now, "client error (Connect)".into()));
+        assert_eq!(
+            state.readiness(now + Duration::from_secs(5)),
+            Readiness::NotReady(
+                "leader: watches failing, retrying (deployment): client error (Connect)".into()
+            )
+        );
+        assert_eq!(
+            state.readiness(now + WATCH_FAILURE_WINDOW),
+            Readiness::Ready("ok: leader")
+        );
+        let mut standby = state.clone();
+        standby.leadership = Leadership::Standby;
+        assert_eq!(standby.readiness(now), Readiness::Ready("ok: standby"));
+    }
+
+    #[test]
+    fn watch_errors_are_logged_first_then_at_most_every_few_seconds() {
+        let health = Health::default();
+        assert_eq!(health.watch_failed("project", "refused".into()), Some(0));
+        assert_eq!(health.watch_failed("project", "refused".into()), None);
+        assert_eq!(health.watch_failed("project", "refused".into()), None);
+        assert_eq!(health.watch_failed("domain", "refused".into()), Some(0));
+        let mut state = health.state();
+        let logged = state.watch_logs.get_mut("project").unwrap();
+        logged.0 -= WATCH_LOG_EVERY;
+        drop(state);
+        assert_eq!(health.watch_failed("project", "refused".into()), Some(2));
+    }
+
+    #[test]
+    fn a_reconcile_that_never_ends_fails_liveness() {
+        let now = Instant::now();
+        let mut state = ready_state(Leadership::Leader);
+        assert_eq!(state.liveness(now), Ok(()));
+        state.reconciles.insert(("domain", 7), now);
+        state.reconciles.insert(("project", 8), now + WEDGED_AFTER);
+        assert_eq!(state.liveness(now + WEDGED_AFTER / 2), Ok(()));
+        assert_eq!(
+            state.liveness(now + WEDGED_AFTER),
+            Err("controller domain: a reconcile has run for 600s".into())
+        );
+    }
+
+    #[test]
+    fn a_finished_reconcile_leaves_nothing_in_flight() {
+        let health = Health::default();
+        let first = health.reconcile_started("project");
+        let second = health.reconcile_started("project");
+        assert_eq!(health.snapshot().reconciles.len(), 2);
+        drop(first);
+        drop(second);
+        assert!(health.snapshot().reconciles.is_empty());
     }
 
     #[test]

@@ -17,12 +17,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global `tracing` subscriber, writing to stderr. The filter is
-/// `--log-level`, else `RUST_LOG`, else `info`.
+/// `--log-level`, else `RUST_LOG`, else `info` (see [`filter_directives`]).
 pub fn init_logging(config: &LogConfig) {
-    let filter = match &config.log_level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let spec = match &config.log_level {
+        Some(level) => level.clone(),
+        None => std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| "info".into()),
     };
+    let filter = EnvFilter::try_new(filter_directives(&spec))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
     let registry = tracing_subscriber::registry().with(filter);
     // Colours only for a person at a terminal, not in files or `kubectl logs`.
     let fmt = tracing_subscriber::fmt::layer()
@@ -35,6 +37,19 @@ pub fn init_logging(config: &LogConfig) {
             .try_init(),
         LogFormat::Pretty => registry.with(fmt.compact()).try_init(),
     };
+}
+
+/// `spec`, quietened where a library repeats what CloudDeck reports itself: kube's client
+/// logs an ERROR line per failed request, which in an apiserver outage is every retry of
+/// every watch, while each controller logs one line per backoff step of a failing watch
+/// and every reconcile error with its object. A filter that names `kube_client` is kept as
+/// given (a person debugging the client wants its lines).
+pub fn filter_directives(spec: &str) -> String {
+    if spec.contains("kube_client") {
+        spec.to_owned()
+    } else {
+        format!("{spec},kube_client::client::builder=off")
+    }
 }
 
 /// The registry `/metrics` serves: every metric is named `clouddeck_*`.
@@ -296,6 +311,19 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn the_client_s_per_request_errors_are_off_unless_asked_for() {
+        assert_eq!(
+            filter_directives("info"),
+            "info,kube_client::client::builder=off"
+        );
+        assert_eq!(
+            filter_directives("info,kube_client=debug"),
+            "info,kube_client=debug"
+        );
+        EnvFilter::try_new(filter_directives("info,clouddeck=debug")).unwrap();
     }
 
     #[test]

@@ -9,17 +9,21 @@
 //! fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 //!     async move {
 //!         let api = Api::<Project>::all(run.ctx.client.clone());
-//!         let controller = Controller::new(api, watcher::Config::default())
-//!             .graceful_shutdown_on(run.stopped());
-//!         run.report_cache_sync(controller.store());
-//!         controller
-//!             .run(reconcile, error_policy, run.ctx.clone())
-//!             .for_each(|_| async {})
+//!         let routes = Api::<PartialObjectMeta<HttpRoute>>::all(run.ctx.client.clone());
+//!         let controller = run
+//!             .controller(api, watcher::Config::default())
+//!             .owns_stream(run.watch(routes, watcher::Config::default()).touched_objects());
+//!         run.drive(controller.run(run.tracked(reconcile), error_policy, run.ctx.clone()))
 //!             .await;
 //!     }
 //!     .boxed()
 //! }
 //! ```
+//!
+//! [`ControllerRun::prepare`] gives every controller the same watch backoff
+//! ([`watch_backoff::WatchBackoff`]), shutdown and cache-sync report; [`ControllerRun::drive`]
+//! reports its watch errors (log line and `/readyz`); [`ControllerRun::tracked`] lets
+//! `/healthz` see a reconcile that never ends.
 
 pub mod cron_job;
 pub mod deployment;
@@ -27,6 +31,9 @@ pub mod domain;
 pub mod events;
 pub mod hostname_claim;
 pub mod project;
+pub mod watch_backoff;
+
+use watch_backoff::WatchBackoff;
 pub mod webhook;
 pub mod webhook_delivery;
 
@@ -35,9 +42,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kube::Client;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -144,6 +154,143 @@ impl ControllerRun {
         self.stop.stopped()
     }
 
+    /// A controller of the objects `api` lists, fed by [`ControllerRun::watch`], with the
+    /// wiring every controller shares: it stops with leadership, and its cache is reported
+    /// in `/readyz` until it has its initial list. Its children and related objects come
+    /// from [`ControllerRun::watch`] streams too (children as `PartialObjectMeta`: their
+    /// owner reference is all a trigger needs).
+    pub fn controller<K>(&self, api: Api<K>, config: watcher::Config) -> Controller<K>
+    where
+        K: Clone + kube::Resource + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync + Unpin,
+    {
+        self.projected_controller(api, config, |_| {})
+    }
+
+    /// [`ControllerRun::controller`], caching each object as `project` leaves it: memory
+    /// per object bounded by what reconciles read from the cache (a reconcile that needs
+    /// what was dropped reads the object itself). Every cache drops `managedFields`, which
+    /// no reconcile reads and which is often the larger part of an object.
+    pub fn projected_controller<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        project: impl Fn(&mut K) + Send + Sync + 'static,
+    ) -> Controller<K>
+    where
+        K: Clone + kube::Resource + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync + Unpin,
+    {
+        let (store, writer) = reflector::store();
+        let events = self.watch(api, config).map_ok(move |event| {
+            event.modify(|obj| {
+                obj.meta_mut().managed_fields = None;
+                project(obj);
+            })
+        });
+        let objects = reflector(writer, events).applied_objects();
+        self.report_cache_sync(store.clone());
+        Controller::for_stream(objects, store)
+            // No error reaches the controller's merged trigger stream (see `watch`); were
+            // one to, it would pause every trigger for one short step.
+            .trigger_backoff(WatchBackoff::default())
+            .graceful_shutdown_on(self.stopped())
+    }
+
+    /// A watch of `api` with its own backoff ([`WatchBackoff`]) whose errors are reported
+    /// (log line, `/readyz`) and then dropped. kube-runtime pauses all of a controller's
+    /// triggers while it backs off from any one's error, so after an apiserver restart each
+    /// watch's `410 Gone` added a pause to every other (issue #13); here each watch waits
+    /// on its own and the others keep flowing.
+    pub fn watch<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+    where
+        K: Clone + kube::Resource + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Send + 'static,
+    {
+        self.reported(watcher::watcher(api, config))
+    }
+
+    fn reported<T: Send + 'static>(
+        &self,
+        events: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    ) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+        let reporter = self.reporter();
+        events
+            // 410 Gone is the apiserver asking for a relist (its watch cache no longer
+            // holds our resourceVersion, as after it restarts): the watcher has already
+            // started over, and relists at once rather than after a backoff step.
+            .filter(|event| std::future::ready(!is_gone(event)))
+            .backoff(WatchBackoff::default())
+            .filter_map(move |event| {
+                let event = match event {
+                    Ok(event) => Some(Ok(event)),
+                    Err(err) => {
+                        reporter.watch_failed(&err);
+                        None
+                    }
+                };
+                std::future::ready(event)
+            })
+    }
+
+    /// `reconcile`, with each call marked in flight for `/healthz` (see
+    /// [`Health::reconcile_started`]).
+    pub fn tracked<K, C, Fut>(
+        &self,
+        mut reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
+    ) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Fut::Output>
+    where
+        Fut: Future + Send + 'static,
+    {
+        let (health, name) = (self.health.clone(), self.name);
+        move |obj, ctx| {
+            let in_flight = health.reconcile_started(name);
+            let reconciled = reconcile(obj, ctx);
+            async move {
+                let outcome = reconciled.await;
+                drop(in_flight);
+                outcome
+            }
+            .boxed()
+        }
+    }
+
+    /// Runs a controller's result stream to its end. Reconcile errors are each
+    /// controller's own business (its error policy); watch errors are reported where they
+    /// happen ([`ControllerRun::watch`]), and here too should one come through.
+    pub async fn drive<K, E>(
+        &self,
+        results: impl Stream<
+            Item = Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+        >,
+    ) where
+        K: kube::Resource,
+        E: std::error::Error + 'static,
+    {
+        results
+            .for_each(|result| {
+                if let Err(controller::Error::QueueError(err)) = &result {
+                    self.reporter().watch_failed(err);
+                }
+                async {}
+            })
+            .await;
+    }
+
+    /// Reports the failed watches of this controller, for watches it runs itself.
+    pub fn reporter(&self) -> WatchReporter {
+        WatchReporter {
+            name: self.name,
+            health: self.health.clone(),
+        }
+    }
+
     /// Marks this controller's cache synced in `/readyz` once `store` has its initial list.
     pub fn report_cache_sync<K>(&self, store: Store<K>)
     where
@@ -163,6 +310,27 @@ impl ControllerRun {
                 }
             }
         });
+    }
+}
+
+fn is_gone<T>(event: &Result<T, watcher::Error>) -> bool {
+    matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410)
+}
+
+/// Reports a controller's failed watches: a log line and `/readyz` (see
+/// [`ControllerRun::drive`]).
+#[derive(Clone)]
+pub struct WatchReporter {
+    name: &'static str,
+    health: Health,
+}
+
+impl WatchReporter {
+    pub fn watch_failed(&self, err: &watcher::Error) {
+        let error = crate::one_line(err);
+        if let Some(unlogged) = self.health.watch_failed(self.name, error.clone()) {
+            warn!(controller = self.name, error = %error, unlogged, "watch failed; retrying after a backoff");
+        }
     }
 }
 

@@ -23,3 +23,5 @@ mod hostnames;
 mod cron_jobs;
 
 mod chart;
+
+mod outage;

@@ -173,7 +173,7 @@ impl Operator {
             "--lease-renew-before",
             "2s",
             "--log-level",
-            "info,clouddeck=debug",
+            &std::env::var("CLOUDDECK_E2E_LOG").unwrap_or_else(|_| "info,clouddeck=debug".into()),
         ];
         OperatorBuilder {
             args: args.iter().map(|s| s.to_string()).collect(),

@@ -12,13 +12,13 @@ pub mod status;
 
 use std::sync::{Arc, LazyLock};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -37,34 +37,45 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         // The guard keeps one malformed object from stopping the controller.
-        let controller = Controller::new(
+        let controller = run.controller(
             Api::<DeserializeGuard<CronJob>>::all(client.clone()),
             watcher::Config::default(),
         );
-        run.report_cache_sync(controller.store());
         let by_project = controller.store();
         let by_job = controller.store();
-        controller
-            .owns(
-                Api::<BatchCronJob>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+        let controller = controller
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<BatchCronJob>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
             // A run that starts, succeeds or fails; only the runs of CloudDeck CronJobs.
-            .watches(
-                Api::<Job>::all(client.clone()),
-                watcher::Config::default().labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
+            .watches_stream(
+                run.watch(
+                    Api::<Job>::all(client.clone()),
+                    watcher::Config::default()
+                        .labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
+                )
+                .touched_objects(),
                 move |job| cron_job_of(&by_job, &job),
             )
             // A promotion (the Project's production changes) moves the runs to it.
-            .watches(
-                Api::<DeserializeGuard<Project>>::all(client),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Project>>::all(client),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |project| cron_jobs_of(&by_project, &project),
-            )
-            .graceful_shutdown_on(run.stopped())
-            .run(reconcile::reconcile, error_policy, run.ctx.clone())
-            .for_each(|_| async {})
-            .await;
+            );
+        run.drive(controller.run(
+            run.tracked(reconcile::reconcile),
+            error_policy,
+            run.ctx.clone(),
+        ))
+        .await;
     }
     .boxed()
 }

@@ -14,16 +14,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -101,30 +101,44 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let client = run.ctx.client.clone();
         // The guard keeps one malformed object from stopping the controller.
         let deployments = Api::<DeserializeGuard<Deployment>>::all(client.clone());
-        let controller = Controller::new(deployments, watcher::Config::default());
+        let controller = run.controller(deployments, watcher::Config::default());
         let store = controller.store();
-        run.report_cache_sync(store.clone());
-        controller
-            .owns(
-                Api::<Job>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+        let controller = controller
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<Job>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
-            .owns(
-                Api::<Workload>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<Workload>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
-            .owns(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
-            .owns(
-                Api::<HttpRoute>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
-            .watches(
-                Api::<DeserializeGuard<Project>>::all(client),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Project>>::all(client),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |project| {
                     let namespace = project.namespace();
                     let name = project.name_any();
@@ -139,11 +153,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                         .map(|guard| ObjectRef::from_obj(&*guard))
                         .collect::<Vec<_>>()
                 },
-            )
-            .graceful_shutdown_on(run.stopped())
-            .run(reconcile::reconcile, error_policy, run.ctx.clone())
-            .for_each(|_| async {})
-            .await;
+            );
+        run.drive(controller.run(
+            run.tracked(reconcile::reconcile),
+            error_policy,
+            run.ctx.clone(),
+        ))
+        .await;
     }
     .boxed()
 }

@@ -15,14 +15,14 @@ pub mod status;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::DynamicObject;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::error;
 
@@ -65,7 +65,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let certificates = render::certificate_resource();
 
         // The guards keep one malformed Domain from stopping the controller.
-        let controller = Controller::new(
+        let controller = run.controller(
             Api::<DeserializeGuard<Domain>>::all(client.clone()),
             watcher::Config::default(),
         );
@@ -75,33 +75,49 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let claimants = domains.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let controller = controller
-            .owns::<HttpRoute>(Api::all(client.clone()), managed.clone())
-            .owns_with(
-                Api::<DynamicObject>::all_with(client.clone(), &certificates),
-                certificates,
-                managed.clone(),
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
+                    managed.clone(),
+                )
+                .touched_objects(),
             )
-            .watches(
-                Api::<DeserializeGuard<Domain>>::all(client.clone()),
-                watcher::Config::default(),
+            .owns_stream_with(
+                run.watch(
+                    Api::<PartialObjectMeta<DynamicObject>>::all_with(
+                        client.clone(),
+                        &certificates,
+                    ),
+                    managed.clone(),
+                )
+                .touched_objects(),
+                certificates,
+            )
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Domain>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |guard| match &guard.0 {
                     Ok(changed) => reconcile::related_domains(&related.state(), changed),
                     Err(_) => Vec::new(),
                 },
             )
             // A claim taken or freed changes who may be verified for its hostnames.
-            .watches(
-                Api::<HostnameClaim>::all(client.clone()),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<HostnameClaim>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |claim| reconcile::domains_under(&claimants.state(), &claim, &base),
             )
-            .watches(
-                Api::<HttpRoute>::all(client.clone()),
-                managed,
+            .watches_stream(
+                run.watch(Api::<HttpRoute>::all(client.clone()), managed)
+                    .touched_objects(),
                 move |route| reconcile::domains_following(&followers.state(), &route),
-            )
-            .graceful_shutdown_on(run.stopped());
-        run.report_cache_sync(controller.store());
+            );
 
         let ctx = Arc::new(DomainContext {
             recorder: run.ctx.recorder.clone(),
@@ -111,10 +127,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             domains,
             failures: Mutex::default(),
         });
-        controller
-            .run(reconcile::reconcile, reconcile::error_policy, ctx)
-            .for_each(|_| async {})
-            .await;
+        run.drive(controller.run(
+            run.tracked(reconcile::reconcile),
+            reconcile::error_policy,
+            ctx,
+        ))
+        .await;
     }
     .boxed()
 }

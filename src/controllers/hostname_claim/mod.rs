@@ -8,15 +8,15 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -40,35 +40,38 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let client = run.ctx.client.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let wildcards = run.ctx.config.domains.allow_wildcard_domains;
-        let controller = Controller::new(
-            Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
-            watcher::Config::default(),
-        );
-        run.report_cache_sync(controller.store());
-        controller
-            // A Project's claim is on the hostname its status shows.
-            .watches(
-                Api::<DeserializeGuard<Project>>::all(client.clone()),
+        let controller = run
+            .controller(
+                Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
                 watcher::Config::default(),
+            )
+            // A Project's claim is on the hostname its status shows.
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Project>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 |guard| {
                     let hostname = guard.0.as_ref().ok()?.status.as_ref()?.hostname.clone()?;
                     Some(claim_ref(&hostname))
                 },
             )
             // A Domain outside the base domain claims exactly its hostname.
-            .watches(
-                Api::<DeserializeGuard<Domain>>::all(client),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Domain>>::all(client),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |guard| {
                     let domain = guard.0.as_ref().ok()?;
                     let hostname = crate::dns::normalize(&domain.spec.hostname, wildcards).ok()?;
                     (hostnames::authority(&hostname, &base) == Authority::Exact)
                         .then(|| claim_ref(&hostname))
                 },
-            )
-            .graceful_shutdown_on(run.stopped())
-            .run(reconcile, error_policy, run.ctx.clone())
-            .for_each(|_| async {})
+            );
+        run.drive(controller.run(run.tracked(reconcile), error_policy, run.ctx.clone()))
             .await;
     }
     .boxed()

@@ -9,13 +9,13 @@ pub mod status;
 
 use std::sync::{Arc, LazyLock};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -35,36 +35,47 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         // The guards keep one malformed object from stopping the controller.
-        let controller = Controller::new(
+        let controller = run.controller(
             Api::<DeserializeGuard<Project>>::all(client.clone()),
             watcher::Config::default(),
         );
-        run.report_cache_sync(controller.store());
         let projects = controller.store();
         let namesakes = projects.clone();
         let waiting = projects.clone();
         let base = run.ctx.config.routing.base_domain.clone();
-        controller
+        let controller = controller
             // A claim taken, released or expired changes which key a Project can hold.
-            .watches(
-                Api::<HostnameClaim>::all(client.clone()),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<HostnameClaim>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |claim| waiting_for(&waiting.state(), &claim, &base),
             )
             // A Project coming or going changes who holds its name's hostname.
-            .watches(
-                Api::<DeserializeGuard<Project>>::all(client.clone()),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Project>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 move |changed| namesakes_of(&namesakes.state(), &changed),
             )
-            .owns(
-                Api::<HttpRoute>::all(client.clone()),
-                watcher::Config::default().labels(MANAGED),
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
+                    watcher::Config::default().labels(MANAGED),
+                )
+                .touched_objects(),
             )
             // Every change of a Deployment may change what its Project serves.
-            .watches(
-                Api::<DeserializeGuard<Deployment>>::all(client),
-                watcher::Config::default(),
+            .watches_stream(
+                run.watch(
+                    Api::<DeserializeGuard<Deployment>>::all(client),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
                 |guard| {
                     let deployment = guard.0.as_ref().ok()?;
                     let namespace = deployment.namespace()?;
@@ -75,18 +86,16 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                         .within(&namespace),
                     )
                 },
-            )
-            .graceful_shutdown_on(run.stopped())
-            .run(
-                reconcile::reconcile,
-                error_policy,
-                Arc::new(ProjectContext {
-                    ctx: run.ctx.clone(),
-                    projects,
-                }),
-            )
-            .for_each(|_| async {})
-            .await;
+            );
+        run.drive(controller.run(
+            run.tracked(reconcile::reconcile),
+            error_policy,
+            Arc::new(ProjectContext {
+                ctx: run.ctx.clone(),
+                projects,
+            }),
+        ))
+        .await;
     }
     .boxed()
 }

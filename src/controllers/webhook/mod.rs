@@ -11,12 +11,12 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -52,26 +52,26 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             retention: Retention::from_config(&run.ctx.config.webhooks),
         });
         // The guard keeps one malformed Webhook from stopping the controller.
-        let controller = Controller::new(
-            Api::<DeserializeGuard<Webhook>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        // A delivery's outcome changes its Webhook's health, and a delivery that finishes
-        // may push an older one out of retention's newest N.
-        .owns(
-            Api::<DeserializeGuard<WebhookDelivery>>::all(client),
-            watcher::Config::default(),
-        )
-        .graceful_shutdown_on(run.stopped());
-        run.report_cache_sync(controller.store());
-        controller
+        let controller = run
+            .controller(
+                Api::<DeserializeGuard<Webhook>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            // A delivery's outcome changes its Webhook's health, and a delivery that finishes
+            // may push an older one out of retention's newest N.
+            .owns_stream(
+                run.watch(
+                    Api::<PartialObjectMeta<WebhookDelivery>>::all(client),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
+            )
             // A burst of deliveries changes the health of the same Webhook many times:
             // reconcile it once per burst.
             .with_config(
                 kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)),
-            )
-            .run(reconcile::reconcile, error_policy, ctx)
-            .for_each(|_| async {})
+            );
+        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
             .await;
     }
     .boxed()

@@ -19,11 +19,10 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::watcher;
 use tracing::warn;
 
 use super::{Context, ControllerRun, KindController};
@@ -71,15 +70,14 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let client = run.ctx.client.clone();
         let metrics = run.ctx.metrics.delivery.clone();
         let (webhooks, writer) = reflector::store::<DeserializeGuard<Webhook>>();
+        // Its own backoff and error reports, as every controller's watch (see
+        // `ControllerRun::watch`).
         let watch = reflector(
             writer,
-            // Backoff between failed watch attempts: without it an unreachable apiserver
-            // is retried in a tight loop (a core busy and thousands of log lines a second).
-            watcher(
+            run.watch(
                 Api::<DeserializeGuard<Webhook>>::all(client.clone()),
                 watcher::Config::default(),
-            )
-            .default_backoff(),
+            ),
         );
         let stopped = run.stopped();
         tokio::spawn(async move {
@@ -99,15 +97,19 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // The guard keeps one delivery the operator cannot decode (a timestamp chrono
         // cannot hold, a payload nested too deep) from stopping every delivery.
         let api = Api::<DeserializeGuard<WebhookDelivery>>::all(client);
-        let controller =
-            Controller::new(api, watcher::Config::default()).graceful_shutdown_on(run.stopped());
-        run.report_cache_sync(controller.store());
+        // Cached without payloads (up to 256 KiB each): the seal is checked as each version
+        // arrives and remembered on the cached copy; an attempt reads the full object.
+        let origin = run.ctx.origin.clone();
+        let controller = run.projected_controller(api, watcher::Config::default(), move |guard| {
+            if let Ok(delivery) = &mut guard.0 {
+                reconcile::project(delivery, &origin);
+            }
+        });
         tokio::spawn(report_backlog(controller.store(), metrics, run.stopped()));
-        controller
-            // Attempts are network-bound: allow a few in parallel, bounded.
-            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-            .run(reconcile::reconcile, error_policy, ctx)
-            .for_each(|_| async {})
+        // Attempts are network-bound: allow a few in parallel, bounded.
+        let controller = controller
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
+        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
             .await;
     }
     .boxed()

@@ -33,6 +33,28 @@ const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
 /// When a delivery over its share of attempts in flight is looked at again.
 const OVER_SHARE: Duration = Duration::from_millis(200);
 
+/// On a cached delivery (and only there: the projection sets it, over any value the object
+/// had): whether its seal was valid when its payload was dropped from the cache.
+const PROJECTED_SEAL: &str = "clouddeck.io/cached-seal-valid";
+
+/// What the delivery controller caches of `delivery`: everything but the payload, with
+/// the seal checked first and the verdict kept in [`PROJECTED_SEAL`].
+pub fn project(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginKey) {
+    let sealed = origin.verify(delivery);
+    delivery.spec.payload = String::new();
+    delivery
+        .annotations_mut()
+        .insert(PROJECTED_SEAL.into(), sealed.to_string());
+}
+
+/// The verdict [`project`] left on a cached delivery; `None` for a whole object.
+fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
+    delivery
+        .annotations()
+        .get(PROJECTED_SEAL)
+        .map(|verdict| verdict == "true")
+}
+
 /// How long past the Webhook's timeout an unrecorded claim is still respected.
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
@@ -117,7 +139,11 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
 
     // Only what this operator wrote is sent: a delivery someone else created carries no
     // valid seal (see delivery::origin), whatever it claims.
-    if !ctx.ctx.origin.verify(&current) {
+    let sealed = match projected_seal(&current) {
+        Some(sealed) => sealed,
+        None => ctx.ctx.origin.verify(&current),
+    };
+    if !sealed {
         let message = "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
         return finish_without_attempt(
             ctx,
@@ -170,8 +196,47 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
         )
         .await;
     }
+    let schedule = match RetrySchedule::from_policy(&webhook.spec.retry) {
+        Ok(schedule) => schedule,
+        Err(invalid) => {
+            let message = format!("Webhook {webhook_name:?} is invalid: {invalid}");
+            return wait_for_fix(&api, &current, status, status::WEBHOOK_INVALID, &message).await;
+        }
+    };
+    // Within this Webhook's and namespace's share of the attempts in flight, or a moment
+    // later (before any API call): one receiver that never answers must not hold every slot.
+    let Some(_share) = ctx.shares.try_take(&namespace, &webhook_name) else {
+        // Polled, not queued: soon, and spread so that a backlog does not come back at once.
+        return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
+    };
+    // The cache holds no payload: read the delivery whole, once per attempt, and check
+    // its seal on what will be sent.
+    if projected_seal(&current).is_some() {
+        let Some(full) = api.get_opt(&current.name_any()).await? else {
+            return Ok(Action::await_change());
+        };
+        if full.metadata.resource_version != current.metadata.resource_version {
+            // Changed since the cache saw it; the watch brings the new version.
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        if !ctx.ctx.origin.verify(&full) {
+            let message =
+                "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
+            return finish_without_attempt(
+                ctx,
+                &api,
+                &full,
+                status,
+                status::ORIGIN_UNVERIFIED,
+                message,
+            )
+            .await;
+        }
+        current = full;
+    }
+
     // A destination refused by this operator's egress policy is a configuration problem
-    // of the Webhook, whose Stalled condition names spec.url: no attempt is spent; the
+    // of the Webhook, whose Stalled condition names the field: no attempt is spent; the
     // delivery says why it waits (written once), and goes out once the URL or the
     // allowlist changes.
     if let Err(refused) = ctx.sender.check_destination(&webhook.spec.url) {
@@ -188,20 +253,6 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
         )
         .await;
     }
-    let schedule = match RetrySchedule::from_policy(&webhook.spec.retry) {
-        Ok(schedule) => schedule,
-        Err(invalid) => {
-            let message = format!("Webhook {webhook_name:?} is invalid: {invalid}");
-            return wait_for_fix(&api, &current, status, status::WEBHOOK_INVALID, &message).await;
-        }
-    };
-    // Within this Webhook's and namespace's share of the attempts in flight, or a moment
-    // later (before any API call): one receiver that never answers must not hold every slot.
-    let Some(_share) = ctx.shares.try_take(&namespace, &webhook_name) else {
-        // Polled, not queued: soon, and spread so that a backlog does not come back at once.
-        return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
-    };
-
     let keys = match keys::load(&ctx.ctx.client, &webhook).await? {
         Ok(keys) => keys,
         Err(problem) => {
@@ -486,6 +537,25 @@ pub(crate) async fn publish_event_with<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_copy_has_no_payload_and_the_seal_s_own_verdict() {
+        use crate::delivery::OriginKey;
+        let key = OriginKey::from_bytes(&[7; 32]);
+        let (unsealed, _) = delivery(None, None);
+        let mut sealed = key.sealed(unsealed.clone());
+        project(&mut sealed, &key);
+        assert_eq!(sealed.spec.payload, "");
+        assert_eq!(projected_seal(&sealed), Some(true));
+
+        // A verdict the object brings with it is replaced by the projection's own.
+        let mut forged = unsealed;
+        forged
+            .annotations_mut()
+            .insert(PROJECTED_SEAL.into(), "true".into());
+        project(&mut forged, &key);
+        assert_eq!(projected_seal(&forged), Some(false));
+    }
 
     fn delivery(
         annotation: Option<&str>,
