@@ -7,8 +7,9 @@
 //! namespaces and mounts inside them) and `allowPrivilegeEscalation: true` (rootlesskit uses
 //! the setuid `newuidmap`/`newgidmap` helpers). It still runs as a non-root user with every
 //! capability dropped and `--oci-worker-no-process-sandbox`, as BuildKit documents for
-//! Kubernetes. A namespace that enforces `restricted` must use the `buildpacks` strategy or
-//! label itself `baseline` for builds.
+//! Kubernetes. `baseline` forbids both Unconfined profiles, so a namespace that enforces
+//! `restricted` or `baseline` must use the `buildpacks` strategy; the Deployment controller
+//! checks the pod at admission (dry run) before it creates the Job.
 //!
 //! Secrets never appear in args, env or logs: clone credentials, the registry push
 //! Secret and build Secrets are mounted as files and read by the scripts below, which only

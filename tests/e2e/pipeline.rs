@@ -496,6 +496,74 @@ async fn a_failing_build_fails_the_deployment_with_a_warning_event() {
     assert!(described.contains("BuildFailed"), "{described}");
 }
 
+/// Issue #10: "a build pod refused by admission fails the Deployment at once with that
+/// reason, never a wait until the build timeout". A namespace enforcing the `baseline` Pod
+/// Security level refuses rootless BuildKit's Unconfined profiles; the `buildpacks`
+/// strategy passes it.
+#[tokio::test]
+async fn a_build_pod_that_pod_security_refuses_fails_the_deployment_at_once() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-psa").await;
+    support::kubectl_ok(&[
+        "label",
+        "namespace",
+        &ns.name,
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let deployments = with_git_project(&client, &ns.name).await;
+    let started = tokio::time::Instant::now();
+    create(&deployments, git_deployment("web-1", "preview", "main")).await;
+
+    let failed = wait_phase(&deployments, "web-1", DeploymentPhase::Failed).await;
+    let took = started.elapsed();
+    let ready = failed
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BuildPodRefused")
+    );
+    assert!(
+        ready.message.contains("violates PodSecurity") && ready.message.contains("baseline"),
+        "{}",
+        ready.message
+    );
+    assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(jobs.items.is_empty(), "no build Job is left waiting");
+    eventually("a BuildPodRefused Warning Event", TIMEOUT, || async {
+        events(&client, &ns.name, "web-1")
+            .await
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("BuildPodRefused")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+
+    // The strategy that needs only `restricted` is admitted in the same namespace.
+    Api::<Project>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "build": { "strategy": "buildpacks" } } })),
+        )
+        .await
+        .unwrap();
+    create(&deployments, git_deployment("web-2", "preview", "main")).await;
+    finish_build_pod(&client, &ns.name, "web-2-build", 0, &built()).await;
+    wait_phase(&deployments, "web-2", DeploymentPhase::Ready).await;
+}
+
 /// User story: "I deploy an image the cluster cannot pull: the Deployment fails with
 /// `ImagePullFailed`, says which pod and image, raises a Warning Event — and production
 /// stays on what it served."

@@ -10,13 +10,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, info_span, warn};
 
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
@@ -434,6 +434,13 @@ async fn run_build(
         None => {
             // The template of an existing Job is immutable: apply only to create.
             let desired = build::build_job(input).map_err(BuildError::Invalid)?;
+            if let Some(message) = admission_refusal(client, namespace, &desired).await? {
+                let state = BuildState::Failed {
+                    reason: "BuildPodRefused",
+                    message,
+                };
+                return Ok((state, None, None));
+            }
             jobs.patch(
                 &job_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -450,6 +457,63 @@ async fn run_build(
         .iter()
         .max_by_key(|p| p.metadata.creation_timestamp.clone());
     Ok(observe_build(&job, pod, namespace))
+}
+
+/// Asks the apiserver, with a dry-run create, whether the pod `job` would create is
+/// admitted: Pod Security admission (and any policy or webhook) judges pods, not Jobs, so a
+/// refused build pod would otherwise only show as a Job that never starts, and the build
+/// would wait for its deadline. Returns the refusal, meant for the user.
+async fn admission_refusal(
+    client: &Client,
+    namespace: &str,
+    job: &Job,
+) -> Result<Option<String>, BuildError> {
+    let Some(template) = job.spec.as_ref().map(|spec| &spec.template) else {
+        return Ok(None);
+    };
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.generate_name = Some(format!("{}-", job.name_any()));
+    let pod = Pod {
+        metadata: meta,
+        spec: template.spec.clone(),
+        status: None,
+    };
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    };
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, &pod)
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if refused_by_admission(status.code, &status.message) => {
+            Ok(Some(format!(
+                "the build pod is refused in namespace {namespace}: {} (see docs/pipeline.md, Pod Security)",
+                status.message
+            )))
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            // The operator's own role lacks the dry-run create (an older install): build
+            // without the early check rather than fail every build.
+            warn!(error = %status.message, "cannot check build pods at admission; grant create on pods (dry-run only)");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether an apiserver answer to a pod create is admission refusing the pod itself (Pod
+/// Security, a ValidatingAdmissionPolicy, a webhook), rather than RBAC refusing the
+/// operator or a transient failure.
+pub fn refused_by_admission(code: u16, message: &str) -> bool {
+    match code {
+        // RBAC says "... cannot create resource \"pods\" ..."; admission says why the pod is
+        // not allowed (Pod Security: "violates PodSecurity").
+        403 => !message.contains("cannot create resource"),
+        400 | 422 => true,
+        _ => false,
+    }
 }
 
 /// Reads the build's state from its Job and Pod.
@@ -879,6 +943,20 @@ mod tests {
         );
         assert_eq!(pod_name.as_deref(), Some("web-1-build-abcde"));
         assert_eq!(commit.as_deref(), Some("abcdef1"));
+    }
+
+    #[test]
+    fn admission_refusals_are_told_from_rbac_and_outages() {
+        let psa = r#"pods "web-1-build-x" is forbidden: violates PodSecurity "baseline:latest": seccompProfile (pod or container "build" must not set securityContext.seccompProfile.type to "Unconfined")"#;
+        assert!(refused_by_admission(403, psa));
+        assert!(refused_by_admission(
+            422,
+            "admission webhook denied the request"
+        ));
+        let rbac = r#"pods is forbidden: User "system:serviceaccount:clouddeck-system:clouddeck" cannot create resource "pods" in API group "" in the namespace "team-a""#;
+        assert!(!refused_by_admission(403, rbac));
+        assert!(!refused_by_admission(500, "etcdserver: request timed out"));
+        assert!(!refused_by_admission(429, "too many requests"));
     }
 
     #[test]
