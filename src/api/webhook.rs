@@ -80,7 +80,7 @@ pub fn event_matches(pattern: &str, event: &str) -> bool {
     category = "clouddeck",
     derive = "PartialEq",
     doc = "A subscription delivering CloudDeck events (deployments, domains, certificates, cron jobs, alerts) to an HTTP endpoint, signed per Standard Webhooks or formatted for Slack, with retries.",
-    printcolumn = r#"{ "name": "URL", "type": "string", "jsonPath": ".spec.url" }"#,
+    printcolumn = r#"{ "name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint" }"#,
     printcolumn = r#"{ "name": "Format", "type": "string", "jsonPath": ".spec.format" }"#,
     printcolumn = r#"{ "name": "Disabled", "type": "boolean", "jsonPath": ".spec.disabled" }"#,
     printcolumn = r#"{ "name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status" }"#,
@@ -90,14 +90,24 @@ pub fn event_matches(pattern: &str, event: &str) -> bool {
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    { "rule": "self.format != 'standardWebhooks' || (has(self.secretRefs) && size(self.secretRefs) > 0)", "message": "spec.secretRefs is required for the standardWebhooks format: deliveries are signed" }
+    { "rule": "self.format != 'standardWebhooks' || (has(self.secretRefs) && size(self.secretRefs) > 0)", "message": "spec.secretRefs is required for the standardWebhooks format: deliveries are signed" },
+    { "rule": "has(self.url) != has(self.urlSecretRef)", "message": "give exactly one of spec.url and spec.urlSecretRef" }
 ]))]
 pub struct WebhookSpec {
     /// The endpoint events are POSTed to, `https://` (or `http://` inside the cluster),
-    /// e.g. `https://hooks.example.com/clouddeck` or a Slack incoming-webhook URL.
+    /// e.g. `https://hooks.example.com/clouddeck`. Give this or `urlSecretRef`; a URL that
+    /// is itself a credential (a Slack incoming-webhook URL) belongs in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
     #[schemars(transform = url_rule)]
-    pub url: String,
+    pub url: Option<String>,
+
+    /// A key of a Secret in this namespace whose value is the endpoint URL: for a URL that
+    /// is a credential, such as a Slack incoming-webhook URL (whoever knows it can post to
+    /// the channel). Users who may read Webhooks but not Secrets never see it: status,
+    /// Events and `kubectl get` show only its origin (`https://hooks.slack.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyReference>,
 
     /// Event types to deliver: catalogue names such as `deployment.ready`, a family
     /// wildcard such as `deployment.*` or `alert.*`, or `*` for everything. The catalogue:
@@ -220,6 +230,10 @@ pub struct WebhookStatus {
     /// When a delivery attempt last failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<Time>,
+    /// Where deliveries go, as an origin (`https://hooks.example.com`): never a path or
+    /// query, which may carry a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn default_timeout_seconds() -> i32 {

@@ -1,16 +1,82 @@
-//! Reading a Webhook's signing keys from its Secrets. Problems are described by Secret
-//! name, key and field path, never by value.
+//! Reading what a Webhook keeps in Secrets: its signing keys, and its endpoint URL when that
+//! is a credential (`spec.urlSecretRef`). Problems are described by Secret name, key and
+//! field path, never by value.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::signing::SigningKey;
+use crate::api::common::SecretKeyReference;
 use crate::api::validation::InvalidField;
 use crate::api::webhook::{Webhook, WebhookFormat};
 
 /// Why the keys cannot be used: missing Secret, missing key, unparseable value.
 pub type KeyProblem = InvalidField;
+
+/// Where a Webhook's deliveries go, and which field said so (for messages).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub field: &'static str,
+}
+
+impl std::fmt::Debug for Endpoint {
+    /// The origin only: the path of a URL from a Secret is a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({}, {})", self.field, origin(&self.url))
+    }
+}
+
+/// `https://hooks.example.com`: the URL without path or query, which may hold a token
+/// (Slack's do), for messages and status.
+pub fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+/// The endpoint of `webhook`: `spec.url`, or the value behind `spec.urlSecretRef` (read
+/// each time: a rotated URL is used at once). `Ok(Err(..))` is a problem the user must fix;
+/// `Err(..)` an API error worth retrying.
+pub async fn endpoint(
+    client: &Client,
+    webhook: &Webhook,
+) -> kube::Result<Result<Endpoint, KeyProblem>> {
+    if let Some(url) = &webhook.spec.url {
+        return Ok(Ok(Endpoint {
+            url: url.clone(),
+            field: "spec.url",
+        }));
+    }
+    let Some(reference) = &webhook.spec.url_secret_ref else {
+        return Ok(Err(InvalidField::new(
+            "spec.url",
+            "give spec.url or spec.urlSecretRef",
+        )));
+    };
+    let field = "spec.urlSecretRef";
+    let secrets = secrets_of(client, webhook);
+    Ok(secret_value(&secrets, reference, field)
+        .await?
+        .and_then(|value| {
+            let url = String::from_utf8(value)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
+                .ok_or_else(|| {
+                    InvalidField::new(
+                        field,
+                        format!(
+                            "key {:?} of Secret {:?} is not a URL",
+                            reference.key, reference.name
+                        ),
+                    )
+                })?;
+            Ok(Endpoint { url, field })
+        }))
+}
 
 /// The signing keys of `webhook`, in `spec.secretRefs` order: none for Slack deliveries.
 /// `Ok(Err(..))` is a problem the user must fix; `Err(..)` an API error worth retrying.
@@ -21,8 +87,7 @@ pub async fn load(
     if webhook.spec.format != WebhookFormat::StandardWebhooks {
         return Ok(Ok(Vec::new()));
     }
-    let namespace = webhook.namespace().unwrap_or_default();
-    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let secrets = secrets_of(client, webhook);
     if webhook.spec.secret_refs.is_empty() {
         return Ok(Err(InvalidField::new(
             "spec.secretRefs",
@@ -32,29 +97,9 @@ pub async fn load(
     let mut keys = Vec::with_capacity(webhook.spec.secret_refs.len());
     for (i, reference) in webhook.spec.secret_refs.iter().enumerate() {
         let field = format!("spec.secretRefs[{i}]");
-        let Some(secret) = secrets.get_opt(&reference.name).await? else {
-            return Ok(Err(InvalidField::new(
-                field,
-                format!("Secret {:?} not found", reference.name),
-            )));
-        };
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&reference.key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&reference.key))
-                    .map(|s| s.clone().into_bytes())
-            });
-        let Some(value) = value else {
-            return Ok(Err(InvalidField::new(
-                field,
-                format!("Secret {:?} has no key {:?}", reference.name, reference.key),
-            )));
+        let value = match secret_value(&secrets, reference, &field).await? {
+            Ok(value) => value,
+            Err(problem) => return Ok(Err(problem)),
         };
         match SigningKey::parse(&value) {
             Ok(key) => keys.push(key),
@@ -70,4 +115,63 @@ pub async fn load(
         }
     }
     Ok(Ok(keys))
+}
+
+fn secrets_of(client: &Client, webhook: &Webhook) -> Api<Secret> {
+    Api::namespaced(client.clone(), &webhook.namespace().unwrap_or_default())
+}
+
+/// The bytes under `reference`, or which of Secret and key is missing (named by `field`).
+async fn secret_value(
+    secrets: &Api<Secret>,
+    reference: &SecretKeyReference,
+    field: &str,
+) -> kube::Result<Result<Vec<u8>, KeyProblem>> {
+    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+        return Ok(Err(InvalidField::new(
+            field,
+            format!("Secret {:?} not found", reference.name),
+        )));
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&reference.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&reference.key))
+                .map(|s| s.clone().into_bytes())
+        });
+    Ok(value.ok_or_else(|| {
+        InvalidField::new(
+            field,
+            format!("Secret {:?} has no key {:?}", reference.name, reference.key),
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_shows_only_its_origin() {
+        let endpoint = Endpoint {
+            url: "https://hooks.slack.com/services/T000/B000/XXXXSECRET".into(),
+            field: "spec.urlSecretRef",
+        };
+        let shown = format!("{endpoint:?}");
+        assert_eq!(
+            shown,
+            "Endpoint(spec.urlSecretRef, https://hooks.slack.com)"
+        );
+        assert_eq!(origin("not a url"), "(invalid URL)");
+        assert_eq!(
+            origin("http://receiver.team-a.svc:8080/hook?token=abc"),
+            "http://receiver.team-a.svc:8080"
+        );
+    }
 }

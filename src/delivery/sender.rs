@@ -179,9 +179,10 @@ impl Sender {
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .unwrap_or("nowhere");
+            // The origin only: a redirect's path, like the URL's own, may hold a token.
             format!(
-                "redirect to {} not followed: set spec.url to the final address",
-                crate::truncate(location, 256)
+                "redirect to {} not followed: set the Webhook's URL to the final address",
+                super::keys::origin(location)
             )
         });
 
@@ -450,7 +451,8 @@ mod tests {
         assert!(!outcome.succeeded());
         let error = outcome.error.unwrap();
         assert!(
-            error.contains("not followed") && error.contains(&target),
+            error.contains("not followed")
+                && error.contains(&crate::delivery::keys::origin(&target)),
             "{error}"
         );
         assert!(target_seen.lock().unwrap().is_empty());

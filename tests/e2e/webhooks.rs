@@ -208,6 +208,130 @@ async fn wait_delivery(
     .await
 }
 
+/// Issue #10: "A Slack incoming-webhook URL is a secret: support taking the URL from a
+/// Secret, and do not show a full URL with a path in printer columns or status." The URL
+/// (with a token in its query) lives in a Secret; deliveries reach it; `kubectl get` and
+/// the Webhook's YAML show only the origin; rotating the Secret moves deliveries at once;
+/// a missing Secret stalls the Webhook without saying what the URL was.
+#[tokio::test]
+async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-urlsecret").await;
+    let first = Receiver::start(&[]).await;
+    let second = Receiver::start(&[]).await;
+    let token = "T0KEN-of-the-channel";
+    let url_of = |r: &Receiver| format!("{}?token={token}", r.url());
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns.name);
+    let secret = |url: String| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": { "name": "slack-url" },
+            "stringData": { "url": url }
+        }))
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret(url_of(&first)))
+        .await
+        .unwrap();
+    let _operator = start_operator(&ns.name).await;
+    let webhooks = Api::<Webhook>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &webhooks,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+            "metadata": { "name": "to-slack" },
+            "spec": {
+                "urlSecretRef": { "name": "slack-url", "key": "url" },
+                "events": ["alert.*"],
+                "format": "slack",
+                "retry": { "schedule": ["1s"] }
+            }
+        }),
+    )
+    .await;
+
+    // The ping, in Slack's format, at the URL from the Secret.
+    let got = first.wait_for(1, Duration::from_secs(60)).await;
+    assert!(got[0].json()["text"].is_string(), "{:?}", got[0].json());
+    let origin = format!("http://{}", first.addr);
+    eventually(
+        "the Webhook to show its endpoint",
+        Duration::from_secs(30),
+        || async {
+            let webhook = webhooks.get("to-slack").await.ok()?;
+            (webhook.status?.endpoint? == origin).then_some(())
+        },
+    )
+    .await;
+    let table = support::kubectl_ok(&["get", "webhooks", "-n", &ns.name, "-o", "wide"]);
+    assert!(table.contains(&origin), "{table}");
+    for shown in [
+        table,
+        support::kubectl_ok(&["get", "webhook", "to-slack", "-n", &ns.name, "-o", "yaml"]),
+        support::kubectl_ok(&["get", "webhookdeliveries", "-n", &ns.name, "-o", "yaml"]),
+        support::kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "yaml"]),
+    ] {
+        assert!(
+            !shown.contains(token) && !shown.contains("/hook"),
+            "the URL's path or token is shown:\n{shown}"
+        );
+    }
+
+    // Rotated: the next delivery goes to the new URL, with no change to the Webhook.
+    secrets
+        .replace(
+            "slack-url",
+            &PostParams::default(),
+            &secret(url_of(&second)),
+        )
+        .await
+        .unwrap();
+    support::kubectl_ok(&[
+        "annotate",
+        "webhook",
+        "to-slack",
+        "-n",
+        &ns.name,
+        "clouddeck.io/ping=again",
+    ]);
+    second.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(first.received().len(), 1);
+
+    // Gone: the Webhook is Stalled, naming the field and the Secret, not the URL.
+    secrets
+        .delete("slack-url", &Default::default())
+        .await
+        .unwrap();
+    support::kubectl_ok(&[
+        "annotate",
+        "webhook",
+        "to-slack",
+        "-n",
+        &ns.name,
+        "clouddeck.io/ping=third",
+        "--overwrite",
+    ]);
+    let stalled = eventually(
+        "the Webhook to be Stalled",
+        Duration::from_secs(60),
+        || async {
+            let status = webhooks.get("to-slack").await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.status == "True")
+        },
+    )
+    .await;
+    assert_eq!(stalled.reason, "EndpointSecretUnavailable");
+    assert!(
+        stalled.message.contains("spec.urlSecretRef") && stalled.message.contains("slack-url"),
+        "{}",
+        stalled.message
+    );
+}
+
 /// User story: "I create a Webhook pointing at my endpoint; it receives a `webhook.ping`
 /// signed with my secret, `kubectl get whd` shows it Delivered, and annotating the
 /// delivery sends it again with the same webhook-id so that I can dedupe."

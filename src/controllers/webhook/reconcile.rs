@@ -24,6 +24,7 @@ use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
 use crate::controllers::events::{reject_malformed, report_error};
 use crate::delivery::egress::EgressPolicy;
+use crate::delivery::keys::{Endpoint, origin};
 use crate::delivery::publisher::{deliveries_of, endpoint_gone};
 use crate::delivery::{PlatformEvent, keys};
 
@@ -60,23 +61,26 @@ pub async fn reconcile(
     result
 }
 
-/// Checks the apiserver cannot make: durations, event patterns, and a URL whose host is an
-/// address the egress policy refuses. Names the field.
+/// Checks the apiserver cannot make: durations, event patterns, and an endpoint URL (from
+/// the spec or a Secret) whose host is an address the egress policy refuses. Names the
+/// field; never shows more of a URL than its origin.
 pub fn validate(
     spec: &WebhookSpec,
+    endpoint: &Endpoint,
     policy: &EgressPolicy,
 ) -> Result<(), (&'static str, InvalidField)> {
     validation::webhook(spec).map_err(|e| (health_status::INVALID_SPEC, e))?;
-    let url = reqwest::Url::parse(&spec.url).map_err(|e| {
+    let field = endpoint.field;
+    let url = reqwest::Url::parse(&endpoint.url).map_err(|_| {
         (
             health_status::INVALID_SPEC,
-            InvalidField::new("spec.url", format!("not a URL: {e}")),
+            InvalidField::new(field, "not an absolute http(s) URL"),
         )
     })?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err((
             health_status::INVALID_SPEC,
-            InvalidField::new("spec.url", "must be an http(s) URL"),
+            InvalidField::new(field, "must be an http(s) URL with a host"),
         ));
     }
     let host = url.host_str().unwrap_or_default();
@@ -88,20 +92,11 @@ pub fn validate(
         policy.check(host, addr).map_err(|refused| {
             (
                 health_status::DESTINATION_REFUSED,
-                InvalidField::new("spec.url", refused.to_string()),
+                InvalidField::new(field, refused.to_string()),
             )
         })?;
     }
     Ok(())
-}
-
-/// `https://hooks.example.com`: the URL without path or query, which may hold a token
-/// (Slack's do), for messages.
-pub fn origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => u.origin().ascii_serialization(),
-        Err(_) => "(invalid URL)".into(),
-    }
 }
 
 async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Action> {
@@ -111,11 +106,16 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     let webhooks = Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace);
     let deliveries_api = Api::<WebhookDelivery>::namespaced(ctx.ctx.client.clone(), &namespace);
 
-    let check = validate(&webhook.spec, &ctx.policy);
+    let endpoint = keys::endpoint(&ctx.ctx.client, webhook).await?;
+    let check = match &endpoint {
+        Ok(endpoint) => validate(&webhook.spec, endpoint, &ctx.policy),
+        Err(problem) => Err((health_status::ENDPOINT_SECRET_UNAVAILABLE, problem.clone())),
+    };
     let key_problem = match &check {
         Ok(()) => keys::load(&ctx.ctx.client, webhook).await?.err(),
         Err(_) => None,
     };
+    let shown = endpoint.as_ref().map(|e| origin(&e.url)).ok();
     // Guarded: a delivery the operator cannot decode is reported by the delivery
     // controller and left out here. Only sealed deliveries (written by this operator)
     // say anything about the endpoint's health.
@@ -135,6 +135,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     let was_degraded = conditions::is_true(&old.conditions, DEGRADED);
     let mut status = WebhookStatus {
         observed_generation: generation,
+        endpoint: shown.clone(),
         ..old.clone()
     };
     let gone = endpoint_gone(webhook);
@@ -157,7 +158,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
             let message = format!(
                 "delivering {} to {}",
                 webhook.spec.events.join(", "),
-                origin(&webhook.spec.url)
+                shown.as_deref().unwrap_or("its endpoint")
             );
             c.ready(health_status::SUBSCRIBED, &message);
         }
@@ -293,7 +294,11 @@ async fn alert_failing(
     let note = format!(
         "{} delivery attempts in a row failed to {}; latest: {}",
         health.consecutive_failures,
-        origin(&webhook.spec.url),
+        webhook
+            .status
+            .as_ref()
+            .and_then(|s| s.endpoint.as_deref())
+            .unwrap_or("its endpoint"),
         health.last_error.as_deref().unwrap_or("unknown")
     );
     crate::controllers::webhook_delivery::reconcile::publish_event_with(
@@ -336,32 +341,63 @@ mod tests {
         .unwrap()
     }
 
+    fn at(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.into(),
+            field: "spec.url",
+        }
+    }
+
     #[test]
     fn validation_names_the_field() {
         let policy = EgressPolicy::default();
-        assert!(validate(&spec("https://hooks.example.com/x"), &policy).is_ok());
-        let (reason, err) = validate(&spec("http://169.254.169.254/latest"), &policy).unwrap_err();
+        let check = |url: &str, policy: &EgressPolicy| validate(&spec(url), &at(url), policy);
+        assert!(check("https://hooks.example.com/x", &policy).is_ok());
+        let (reason, err) = check("http://169.254.169.254/latest", &policy).unwrap_err();
         assert_eq!(reason, health_status::DESTINATION_REFUSED);
         assert_eq!(err.field, "spec.url");
         assert!(err.message.contains("cloud metadata"), "{err}");
-        let (_, err) = validate(&spec("http://[::1]:8080/"), &policy).unwrap_err();
+        let (_, err) = check("http://[::1]:8080/", &policy).unwrap_err();
         assert!(err.message.contains("loopback"), "{err}");
         let allow = EgressPolicy::from_allowlist(&["127.0.0.0/8"]).unwrap();
-        assert!(validate(&spec("http://127.0.0.1:9/"), &allow).is_ok());
+        assert!(check("http://127.0.0.1:9/", &allow).is_ok());
 
-        let mut bad = spec("https://hooks.example.com");
+        let url = "https://hooks.example.com";
+        let mut bad = spec(url);
         bad.retry.schedule = vec!["5s".into(), "later".into()];
-        let (reason, err) = validate(&bad, &policy).unwrap_err();
+        let (reason, err) = validate(&bad, &at(url), &policy).unwrap_err();
         assert_eq!(
             (reason, err.field.as_str()),
             (health_status::INVALID_SPEC, "spec.retry.schedule[1]")
         );
-        let mut bad = spec("https://hooks.example.com");
+        let mut bad = spec(url);
         bad.events = vec!["deployment.*".into(), "deploy.*".into()];
         assert_eq!(
-            validate(&bad, &policy).unwrap_err().1.field,
+            validate(&bad, &at(url), &policy).unwrap_err().1.field,
             "spec.events[1]"
         );
+    }
+
+    #[test]
+    fn a_url_from_a_secret_is_checked_and_named_by_its_field_never_shown() {
+        let policy = EgressPolicy::default();
+        let from_secret = Endpoint {
+            url: "http://169.254.169.254/latest/meta-data?token=hunter2".into(),
+            field: "spec.urlSecretRef",
+        };
+        let (reason, err) =
+            validate(&spec("https://unused.example"), &from_secret, &policy).unwrap_err();
+        assert_eq!(
+            (reason, err.field.as_str()),
+            (health_status::DESTINATION_REFUSED, "spec.urlSecretRef")
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let not_a_url = Endpoint {
+            url: "hooks.slack.com/services/T0/B0/secret".into(),
+            field: "spec.urlSecretRef",
+        };
+        let (_, err) = validate(&spec("https://unused.example"), &not_a_url, &policy).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub const DISABLED: &str = "Disabled";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const DESTINATION_REFUSED: &str = "DestinationRefused";
 pub const SECRET_UNAVAILABLE: &str = "SigningSecretUnavailable";
+pub const ENDPOINT_SECRET_UNAVAILABLE: &str = "EndpointSecretUnavailable";
 pub const DELIVERIES_FAILING: &str = "DeliveriesFailing";
 pub const DELIVERIES_SUCCEEDING: &str = "DeliveriesSucceeding";
 

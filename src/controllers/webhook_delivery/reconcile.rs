@@ -235,11 +235,27 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
         current = full;
     }
 
+    // The endpoint: spec.url, or read from its Secret now (a rotated URL is used at once;
+    // read within the share, so a backlog polling for a share costs no read).
+    let endpoint = match keys::endpoint(&ctx.ctx.client, &webhook).await? {
+        Ok(endpoint) => endpoint,
+        Err(problem) => {
+            let message = format!("not sent: Webhook {webhook_name:?} {problem}");
+            return wait_for_fix(
+                &api,
+                &current,
+                status,
+                status::ENDPOINT_SECRET_UNAVAILABLE,
+                &message,
+            )
+            .await;
+        }
+    };
     // A destination refused by this operator's egress policy is a configuration problem
     // of the Webhook, whose Stalled condition names the field: no attempt is spent; the
     // delivery says why it waits (written once), and goes out once the URL or the
     // allowlist changes.
-    if let Err(refused) = ctx.sender.check_destination(&webhook.spec.url) {
+    if let Err(refused) = ctx.sender.check_destination(&endpoint.url) {
         debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
         let message = format!(
             "not sent: the destination of Webhook {webhook_name:?} is refused by the operator's egress policy (see the Webhook's status)"
@@ -281,7 +297,7 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
     let outcome = ctx
         .sender
         .send(&Outgoing {
-            url: &webhook.spec.url,
+            url: &endpoint.url,
             webhook_id: &current.spec.webhook_id,
             body: &body,
             keys: &keys,

@@ -33,6 +33,7 @@ pub const WEBHOOK_DISABLED: &str = "WebhookDisabled";
 pub const WEBHOOK_STOPPED: &str = "WebhookStopped";
 pub const WEBHOOK_INVALID: &str = "WebhookInvalid";
 pub const SIGNING_SECRET_UNAVAILABLE: &str = "SigningSecretUnavailable";
+pub const ENDPOINT_SECRET_UNAVAILABLE: &str = "EndpointSecretUnavailable";
 /// The Webhook's URL is refused by the egress policy: waiting for a fix.
 pub const DESTINATION_REFUSED: &str = "DestinationRefused";
 /// Created by someone other than this operator: never sent.
