@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -214,6 +215,31 @@ impl ControllerRun {
         K: Send + 'static,
     {
         self.reported(watcher::watcher(api, config))
+    }
+
+    /// The children of kind `K` in every namespace, as metadata, for `owns_stream`.
+    pub fn children<K>(
+        &self,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+        K: std::fmt::Debug + Send + 'static,
+    {
+        self.related(config)
+    }
+
+    /// The objects of kind `K` in every namespace, for `watches_stream`.
+    pub fn related<K>(
+        &self,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+    where
+        K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+        K: std::fmt::Debug + Send + 'static,
+    {
+        self.watch(Api::<K>::all(self.ctx.client.clone()), config)
+            .touched_objects()
     }
 
     fn reported<T: Send + 'static>(

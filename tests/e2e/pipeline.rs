@@ -23,6 +23,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -152,6 +153,16 @@ fn git_head_deployment(name: &str, target: &str, branch: &str) -> serde_json::Va
 /// The termination message of a build that pushed `DIGEST` for `COMMIT`.
 fn built() -> String {
     format!(r#"{{"digest":"{DIGEST}","commit":"{COMMIT}"}}"#)
+}
+
+/// The Ready condition of `d`, which every Deployment with a status has.
+fn ready_condition(d: Deployment) -> Condition {
+    d.status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
 }
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
@@ -517,13 +528,7 @@ async fn a_build_pod_that_pod_security_refuses_fails_the_deployment_at_once() {
 
     let failed = wait_phase(&deployments, "web-1", DeploymentPhase::Failed).await;
     let took = started.elapsed();
-    let ready = failed
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_condition(failed);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "BuildPodRefused")
@@ -597,13 +602,7 @@ async fn an_image_that_cannot_be_pulled_fails_the_deployment() {
     )
     .await;
     let failed = wait_phase(&deployments, "pull-2", DeploymentPhase::Failed).await;
-    let ready = failed
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_condition(failed);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "ImagePullFailed")
@@ -660,13 +659,7 @@ async fn a_rollout_that_makes_no_progress_fails_and_says_why() {
     .await;
 
     let failed = wait_phase(&deployments, "greedy-1", DeploymentPhase::Failed).await;
-    let ready = failed
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = ready_condition(failed);
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "RolloutStalled")

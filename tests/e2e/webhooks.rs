@@ -208,6 +208,20 @@ async fn wait_delivery(
     .await
 }
 
+/// Asks for another `webhook.ping`, as a user does.
+fn ping(namespace: &str, webhook: &str, value: &str) {
+    let annotation = format!("clouddeck.io/ping={value}");
+    support::kubectl_ok(&[
+        "annotate",
+        "webhook",
+        webhook,
+        "-n",
+        namespace,
+        &annotation,
+        "--overwrite",
+    ]);
+}
+
 /// Issue #10: "A Slack incoming-webhook URL is a secret: support taking the URL from a
 /// Secret, and do not show a full URL with a path in printer columns or status." The URL
 /// (with a token in its query) lives in a Secret; deliveries reach it; `kubectl get` and
@@ -287,14 +301,7 @@ async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
         )
         .await
         .unwrap();
-    support::kubectl_ok(&[
-        "annotate",
-        "webhook",
-        "to-slack",
-        "-n",
-        &ns.name,
-        "clouddeck.io/ping=again",
-    ]);
+    ping(&ns.name, "to-slack", "again");
     second.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(first.received().len(), 1);
 
@@ -303,15 +310,7 @@ async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
         .delete("slack-url", &Default::default())
         .await
         .unwrap();
-    support::kubectl_ok(&[
-        "annotate",
-        "webhook",
-        "to-slack",
-        "-n",
-        &ns.name,
-        "clouddeck.io/ping=third",
-        "--overwrite",
-    ]);
+    ping(&ns.name, "to-slack", "third");
     let stalled = eventually(
         "the Webhook to be Stalled",
         Duration::from_secs(60),

@@ -15,10 +15,10 @@ use std::sync::{Arc, LazyLock};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -44,30 +44,18 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let by_project = controller.store();
         let by_job = controller.store();
         let controller = controller
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<BatchCronJob>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
+            .owns_stream(run.children::<BatchCronJob>(watcher::Config::default().labels(MANAGED)))
             // A run that starts, succeeds or fails; only the runs of CloudDeck CronJobs.
             .watches_stream(
-                run.watch(
-                    Api::<Job>::all(client.clone()),
+                run.related::<Job>(
                     watcher::Config::default()
                         .labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
-                )
-                .touched_objects(),
+                ),
                 move |job| cron_job_of(&by_job, &job),
             )
             // A promotion (the Project's production changes) moves the runs to it.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Project>>::all(client),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
                 move |project| cron_jobs_of(&by_project, &project),
             );
         run.drive(controller.run(

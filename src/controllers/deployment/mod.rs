@@ -20,10 +20,10 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -104,41 +104,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let controller = run.controller(deployments, watcher::Config::default());
         let store = controller.store();
         let controller = controller
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<Job>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<Workload>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<Service>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
+            .owns_stream(run.children::<Job>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(run.children::<Workload>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(run.children::<Service>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(run.children::<HttpRoute>(watcher::Config::default().labels(MANAGED)))
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Project>>::all(client),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
                 move |project| {
                     let namespace = project.namespace();
                     let name = project.name_any();

@@ -75,13 +75,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let claimants = domains.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let controller = controller
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
-                    managed.clone(),
-                )
-                .touched_objects(),
-            )
+            .owns_stream(run.children::<HttpRoute>(managed.clone()))
             .owns_stream_with(
                 run.watch(
                     Api::<PartialObjectMeta<DynamicObject>>::all_with(
@@ -94,11 +88,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 certificates,
             )
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Domain>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
                 move |guard| match &guard.0 {
                     Ok(changed) => reconcile::related_domains(&related.state(), changed),
                     Err(_) => Vec::new(),
@@ -106,18 +96,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             )
             // A claim taken or freed changes who may be verified for its hostnames.
             .watches_stream(
-                run.watch(
-                    Api::<HostnameClaim>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<HostnameClaim>(watcher::Config::default()),
                 move |claim| reconcile::domains_under(&claimants.state(), &claim, &base),
             )
-            .watches_stream(
-                run.watch(Api::<HttpRoute>::all(client.clone()), managed)
-                    .touched_objects(),
-                move |route| reconcile::domains_following(&followers.state(), &route),
-            );
+            .watches_stream(run.related::<HttpRoute>(managed), move |route| {
+                reconcile::domains_following(&followers.state(), &route)
+            });
 
         let ctx = Arc::new(DomainContext {
             recorder: run.ctx.recorder.clone(),

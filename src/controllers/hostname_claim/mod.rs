@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -47,11 +47,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             )
             // A Project's claim is on the hostname its status shows.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Project>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
                 |guard| {
                     let hostname = guard.0.as_ref().ok()?.status.as_ref()?.hostname.clone()?;
                     Some(claim_ref(&hostname))
@@ -59,11 +55,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             )
             // A Domain outside the base domain claims exactly its hostname.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Domain>>::all(client),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
                 move |guard| {
                     let domain = guard.0.as_ref().ok()?;
                     let hostname = crate::dns::normalize(&domain.spec.hostname, wildcards).ok()?;

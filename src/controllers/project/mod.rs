@@ -12,10 +12,10 @@ use std::sync::{Arc, LazyLock};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -46,36 +46,18 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let controller = controller
             // A claim taken, released or expired changes which key a Project can hold.
             .watches_stream(
-                run.watch(
-                    Api::<HostnameClaim>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<HostnameClaim>(watcher::Config::default()),
                 move |claim| waiting_for(&waiting.state(), &claim, &base),
             )
             // A Project coming or going changes who holds its name's hostname.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Project>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
                 move |changed| namesakes_of(&namesakes.state(), &changed),
             )
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<HttpRoute>>::all(client.clone()),
-                    watcher::Config::default().labels(MANAGED),
-                )
-                .touched_objects(),
-            )
+            .owns_stream(run.children::<HttpRoute>(watcher::Config::default().labels(MANAGED)))
             // Every change of a Deployment may change what its Project serves.
             .watches_stream(
-                run.watch(
-                    Api::<DeserializeGuard<Deployment>>::all(client),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
+                run.related::<DeserializeGuard<Deployment>>(watcher::Config::default()),
                 |guard| {
                     let deployment = guard.0.as_ref().ok()?;
                     let namespace = deployment.namespace()?;

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -59,13 +59,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             )
             // A delivery's outcome changes its Webhook's health, and a delivery that finishes
             // may push an older one out of retention's newest N.
-            .owns_stream(
-                run.watch(
-                    Api::<PartialObjectMeta<WebhookDelivery>>::all(client),
-                    watcher::Config::default(),
-                )
-                .touched_objects(),
-            )
+            .owns_stream(run.children::<WebhookDelivery>(watcher::Config::default()))
             // A burst of deliveries changes the health of the same Webhook many times:
             // reconcile it once per burst.
             .with_config(
