@@ -478,6 +478,42 @@ async fn helm_install_runs_two_ready_replicas_under_restricted_pod_security() {
     let events = support::kubectl_ok(&["get", "events", "-n", &ns.name]);
     assert!(!events.contains("violates PodSecurity"), "{events}");
 
+    // API Priority and Fairness puts the operator's requests in its own priority level,
+    // and its Lease renewals in leader-election: the apiserver says which FlowSchema
+    // classified a request in a response header.
+    let operator = release.service_account();
+    let classified_by = |args: &[&str]| {
+        let mut all = vec!["-v=8", "--as", operator.as_str()];
+        all.extend_from_slice(args);
+        let out = support::kubectl(&all);
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let uid_of = |name: &str| {
+        support::kubectl_ok(&["get", "flowschema", name, "-o", "jsonpath={.metadata.uid}"])
+    };
+    let operator_schema = uid_of(&format!("{}-operator", release.fullname()));
+    let lease_schema = uid_of(&format!("{}-operator-leases", release.fullname()));
+    let listed = classified_by(&["get", "projects.clouddeck.io", "-A"]);
+    assert!(
+        listed.contains(&format!(
+            "X-Kubernetes-Pf-Flowschema-Uid: {operator_schema}"
+        )),
+        "{listed}"
+    );
+    let lease = classified_by(&["get", "lease", "clouddeck-leader", "-n", &ns.name]);
+    assert!(
+        lease.contains(&format!("X-Kubernetes-Pf-Flowschema-Uid: {lease_schema}")),
+        "{lease}"
+    );
+    let level = support::kubectl_ok(&[
+        "get",
+        "prioritylevelconfiguration",
+        &format!("{}-operator", release.fullname()),
+        "-o",
+        "jsonpath={.spec.limited.nominalConcurrencyShares}",
+    ]);
+    assert_eq!(level, "10");
+
     let operator_role = format!("clusterrole/{}-operator", release.fullname());
     support::kubectl_ok(&["get", &operator_role]);
     drop(release);

@@ -25,3 +25,5 @@ mod cron_jobs;
 mod chart;
 
 mod outage;
+
+mod memory;
