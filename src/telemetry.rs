@@ -188,6 +188,18 @@ pub struct ReconcileMetrics {
     pub failures: Family<FailureLabels, Counter>,
     /// `clouddeck_reconcile_duration_seconds{controller}`
     pub duration: Family<ControllerLabels, Histogram>,
+    /// `clouddeck_watch_errors_total{controller}`: failed watch attempts (each is retried
+    /// after a backoff step; see `controllers::watch_backoff`).
+    pub watch_errors: Family<ControllerLabels, Counter>,
+    /// `clouddeck_invalid_objects_total{kind}`: objects the apiserver admitted that the
+    /// operator cannot decode, skipped (and reported on the object as a Warning Event).
+    pub invalid_objects: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// One of CloudDeck's own kinds: bounded.
+    pub kind: String,
 }
 
 impl ReconcileMetrics {
@@ -199,7 +211,19 @@ impl ReconcileMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 13))
             }),
+            watch_errors: Family::default(),
+            invalid_objects: Family::default(),
         };
+        registry.register(
+            "watch_errors",
+            "Failed watch attempts, by controller; each is retried after a backoff step",
+            metrics.watch_errors.clone(),
+        );
+        registry.register(
+            "invalid_objects",
+            "Objects the operator could not decode and skipped, by kind",
+            metrics.invalid_objects.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconciles run, by controller and result",

@@ -62,6 +62,13 @@ where
 /// Event `InvalidObject`, and no retry until it changes.
 pub async fn reject_malformed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &str) {
     warn!(name = ?obj.meta().name, namespace = ?obj.meta().namespace, error, "malformed object");
+    ctx.metrics
+        .reconcile
+        .invalid_objects
+        .get_or_create(&crate::telemetry::KindLabels {
+            kind: K::kind(&()).into_owned(),
+        })
+        .inc();
     let message = format!("the object does not match its schema: {error}");
     publish(
         &ctx.recorder,

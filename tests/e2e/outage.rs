@@ -230,6 +230,14 @@ async fn the_operator_survives_an_apiserver_outage() {
         operator.get("/healthz").await.map(|(code, _)| code),
         Some(200)
     );
+    let (_, metrics) = operator.get("/metrics").await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix(r#"clouddeck_watch_errors_total{controller="deployment"} "#)
+            .and_then(|n| n.parse::<f64>().ok())
+            .is_some_and(|n| n > 0.0)),
+        "the outage's watch errors are counted:\n{metrics}"
+    );
     // Long after the outage too: the issue saw objects of minutes later never reconciled.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let later = create_and_time(&client, &ns.name, "after-30").await;

@@ -1190,6 +1190,13 @@ async fn a_delivery_the_operator_cannot_decode_does_not_stop_the_others() {
         "--overwrite",
     ]);
     receiver.wait_for(2, Duration::from_secs(60)).await;
+    // Counted too, for an alert: the skipped objects, by kind.
+    let (_, metrics) = operator.get("/metrics").await.unwrap();
+    let skipped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"clouddeck_invalid_objects_total{kind="WebhookDelivery"} "#))
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(skipped.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 /// User story: "With the chart's admission policy, a member of my team with `edit` rights
