@@ -3,7 +3,6 @@
 //! failures → status and Events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -221,7 +220,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
         )
         .await;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(crate::controllers::RESYNC))
 }
 
 /// The newest of some times.

@@ -328,7 +328,7 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
         }
         // Image pull failures show on pods, which are not watched: look again soon.
         DeploymentPhase::Deploying => Action::requeue(Duration::from_secs(5)),
-        DeploymentPhase::Ready => Action::requeue(Duration::from_secs(300)),
+        DeploymentPhase::Ready => Action::requeue(crate::controllers::RESYNC),
         _ => Action::await_change(),
     })
 }

@@ -35,8 +35,8 @@ use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
 use crate::routing;
 use crate::{Error, Result};
 
-/// How often a settled Domain is looked at again (certificate expiry, missed events).
-const RESYNC: Duration = Duration::from_secs(3_600);
+// How often a settled Domain is looked at again (certificate expiry, missed events).
+use crate::controllers::RESYNC;
 
 #[instrument(skip_all, fields(namespace = guard.namespace().unwrap_or_default(), name = guard.name_any()))]
 pub async fn reconcile(

@@ -2,7 +2,6 @@
 //! the routes, supersede and prune → status and Events.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -328,7 +327,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
             .await;
         }
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(crate::controllers::RESYNC))
 }
 
 /// The key this Project holds (see [`crate::hostnames`]), taking it if it can: the one its

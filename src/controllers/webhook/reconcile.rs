@@ -36,10 +36,10 @@ pub const PING_ANNOTATION: &str = "clouddeck.io/ping";
 pub const PING_HANDLED_ANNOTATION: &str = "clouddeck.io/ping-handled";
 pub const PING_EVENT: &str = "webhook.ping";
 
-/// Retention runs with each reconcile: whenever one of the Webhook's deliveries changes
-/// (the controller owns them), when the next kept delivery passes its TTL, and at least
-/// this often.
-const RESYNC: Duration = Duration::from_secs(300);
+// Retention runs with each reconcile: whenever one of the Webhook's deliveries changes
+// (the controller owns them), when the next kept delivery passes its TTL, and at least
+// every RESYNC.
+use crate::controllers::RESYNC;
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<Webhook>>,
