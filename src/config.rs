@@ -295,6 +295,44 @@ pub struct WebhookConfig {
         default_value_t = 100
     )]
     pub keep_per_webhook: usize,
+
+    /// Fan-out cap: at most this many Webhooks of one namespace receive events, the oldest
+    /// first (by creation time, then name); the others are Stalled with reason
+    /// TooManyWebhooks. One event makes at most this many deliveries per namespace.
+    #[arg(
+        long = "webhook-max-per-namespace",
+        env = "CLOUDDECK_WEBHOOK_MAX_PER_NAMESPACE",
+        value_name = "COUNT",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub max_per_namespace: u32,
+
+    /// Fan-out rate: WebhookDeliveries one namespace's events may create per minute (a
+    /// minute's worth at once). An event over it is published when the namespace has room
+    /// again, and the object that raised it records its change only then.
+    #[arg(
+        long = "webhook-deliveries-per-minute",
+        env = "CLOUDDECK_WEBHOOK_DELIVERIES_PER_MINUTE",
+        value_name = "COUNT",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub deliveries_per_minute: u32,
+}
+
+impl WebhookConfig {
+    /// One event to a namespace's every Webhook must fit in a minute's worth of deliveries,
+    /// or it could never be published.
+    pub fn validate(&self) -> Result<()> {
+        if self.deliveries_per_minute < self.max_per_namespace {
+            return Err(Error::InvalidConfig(format!(
+                "--webhook-deliveries-per-minute ({}) must be at least --webhook-max-per-namespace ({}): one event may go to that many Webhooks at once",
+                self.deliveries_per_minute, self.max_per_namespace
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn parse_webhook_allow_entry(input: &str) -> Result<String, String> {
@@ -323,7 +361,8 @@ pub enum LogFormat {
 impl OperatorConfig {
     /// Checks the rules between settings that no single flag's parser can see.
     pub fn validate(&self) -> Result<()> {
-        self.lease.validate()
+        self.lease.validate()?;
+        self.webhooks.validate()
     }
 }
 

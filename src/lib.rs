@@ -80,6 +80,17 @@ pub enum Error {
 
     #[error("internal task {0} failed")]
     TaskFailed(&'static str, #[source] tokio::task::JoinError),
+
+    /// Not a failure: the namespace's events have made as many WebhookDeliveries as the
+    /// fan-out rate allows for now (see `delivery::fanout`). Publish again after
+    /// `retry_after`; the caller records its change only once published.
+    #[error(
+        "namespace {namespace} is over its webhook fan-out rate (--webhook-deliveries-per-minute); the event is published when it has room again"
+    )]
+    Throttled {
+        namespace: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -97,6 +108,15 @@ impl Error {
             Error::OriginKey { .. } => "OriginKeyUnavailable",
             Error::ControllerStopped(_) => "ControllerStopped",
             Error::TaskFailed(..) => "TaskFailed",
+            Error::Throttled { .. } => delivery::fanout::THROTTLED,
+        }
+    }
+
+    /// When to try again, for an error that says when ([`Error::Throttled`]).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

@@ -47,15 +47,13 @@ where
     E: ErrorReason + std::error::Error + 'static,
 {
     let note = crate::one_line(err);
-    publish(
-        &ctx.recorder,
-        obj,
-        EventType::Warning,
-        err.reason(),
-        "Reconcile",
-        &note,
-    )
-    .await;
+    // Deferred by the fan-out rate is not a failure, and says when it goes on.
+    let type_ = if err.reason() == crate::delivery::fanout::THROTTLED {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    publish(&ctx.recorder, obj, type_, err.reason(), "Reconcile", &note).await;
 }
 
 /// Reports an object that does not even parse (e.g. written around the schema): a Warning

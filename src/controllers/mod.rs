@@ -54,6 +54,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::OperatorConfig;
+use crate::delivery::fanout::FanOut;
 use crate::delivery::{OriginKey, Publisher};
 use crate::leader::Leadership;
 use crate::server::Health;
@@ -101,6 +102,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Seals the WebhookDeliveries this operator writes (see [`crate::delivery::origin`]).
     pub origin: OriginKey,
+    /// Per-namespace fan-out limits, shared by every publisher of this replica.
+    pub fan_out: FanOut,
 }
 
 impl Context {
@@ -111,18 +114,24 @@ impl Context {
         origin: OriginKey,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), events::reporter());
+        let fan_out = FanOut::from_config(&config.webhooks);
         Context {
             client,
             metrics,
             config,
             recorder,
             origin,
+            fan_out,
         }
     }
 
     /// A publisher of webhook events whose deliveries carry this operator's seal.
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.client.clone(), self.origin.clone())
+        Publisher::new(
+            self.client.clone(),
+            self.origin.clone(),
+            self.fan_out.clone(),
+        )
     }
 }
 
@@ -192,6 +201,32 @@ impl ControllerRun {
         K: Send + Sync + 'static,
         K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync + Unpin,
     {
+        let (store, events) = self.cache(api, config, project);
+        Controller::for_stream(events.applied_objects(), store)
+            // No error reaches the controller's merged trigger stream (see `watch`); were
+            // one to, it would pause every trigger for one short step.
+            .trigger_backoff(WatchBackoff::default())
+            .graceful_shutdown_on(self.stopped())
+    }
+
+    /// A cache of the objects `api` lists, each as `project` leaves it (and without
+    /// `managedFields`), reported in `/readyz` until it has its initial list, and the watch
+    /// events that fill it: poll them (e.g. as a controller's `owns_stream` through
+    /// `touched_objects`) or the cache stands still.
+    pub fn cache<K>(
+        &self,
+        api: Api<K>,
+        config: watcher::Config,
+        project: impl Fn(&mut K) + Send + Sync + 'static,
+    ) -> (
+        Store<K>,
+        impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    )
+    where
+        K: Clone + kube::Resource + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+    {
         let (store, writer) = reflector::store();
         let events = self.watch(api, config).map_ok(move |event| {
             event.modify(|obj| {
@@ -199,13 +234,8 @@ impl ControllerRun {
                 project(obj);
             })
         });
-        let objects = reflector(writer, events).applied_objects();
         self.report_cache_sync(store.clone());
-        Controller::for_stream(objects, store)
-            // No error reaches the controller's merged trigger stream (see `watch`); were
-            // one to, it would pause every trigger for one short step.
-            .trigger_backoff(WatchBackoff::default())
-            .graceful_shutdown_on(self.stopped())
+        (store, reflector(writer, events))
     }
 
     /// A watch of `api` with its own backoff ([`WatchBackoff`]) whose errors are reported

@@ -7,12 +7,15 @@
 //! - [`egress`]: which destinations are allowed (SSRF protection);
 //! - [`sender`]: one HTTP attempt;
 //! - [`fairness`]: per-Webhook and per-namespace shares of the attempts in flight;
+//! - [`fanout`]: per-namespace caps on the Webhooks that receive events and on the
+//!   deliveries created per minute;
 //! - [`origin`]: the seal that proves a delivery was written by this operator;
 //! - [`publisher`]: turns a platform event into one WebhookDelivery per subscribed Webhook
 //!   (the outbox), for any controller to call.
 
 pub mod egress;
 pub mod fairness;
+pub mod fanout;
 pub mod keys;
 pub mod metrics;
 pub mod origin;

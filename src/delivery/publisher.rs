@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use super::OriginKey;
+use super::fanout::{self, FanOut};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
@@ -169,21 +170,28 @@ pub struct Published {
     pub existing: Vec<String>,
 }
 
-/// Writes WebhookDeliveries. Cheap to clone.
+/// Writes WebhookDeliveries, within the namespace's fan-out limits. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     origin: OriginKey,
+    fan_out: FanOut,
 }
 
 impl Publisher {
-    pub fn new(client: Client, origin: OriginKey) -> Self {
-        Publisher { client, origin }
+    pub fn new(client: Client, origin: OriginKey, fan_out: FanOut) -> Self {
+        Publisher {
+            client,
+            origin,
+            fan_out,
+        }
     }
 
-    /// One WebhookDelivery per Webhook in the event's namespace that subscribes to it.
-    /// Returns after they are written (not sent). On an error, publish again: what was
-    /// written is found, not duplicated.
+    /// One WebhookDelivery per Webhook in the event's namespace that subscribes to it,
+    /// among those the fan-out cap lets receive events. Returns after they are written (not
+    /// sent). On an error, publish again: what was written is found, not duplicated. Over
+    /// the namespace's fan-out rate, nothing is written and the error is
+    /// [`crate::Error::Throttled`].
     pub async fn publish(&self, event: &PlatformEvent) -> Result<Published> {
         self.publish_except(event, "").await
     }
@@ -197,8 +205,16 @@ impl Publisher {
             Api::<DeserializeGuard<Webhook>>::namespaced(self.client.clone(), &event.namespace)
                 .list(&ListParams::default())
                 .await?;
-        let mut published = Published::default();
-        for webhook in webhooks
+        let receiving = fanout::receiving(
+            webhooks.items.iter().map(|guard| {
+                (
+                    guard.meta().name.as_deref().unwrap_or_default(),
+                    guard.meta().creation_timestamp.as_ref(),
+                )
+            }),
+            self.fan_out.max_webhooks,
+        );
+        let subscribed: Vec<&Webhook> = webhooks
             .items
             .iter()
             .filter_map(|guard| match &guard.0 {
@@ -209,8 +225,14 @@ impl Publisher {
                     None
                 }
             })
-            .filter(|w| w.name_any() != skip && subscribes(w, event))
-        {
+            .filter(|w| {
+                let name = w.name_any();
+                name != skip && receiving.contains(&name.as_str()) && subscribes(w, event)
+            })
+            .collect();
+        self.take(&event.namespace, subscribed.len())?;
+        let mut published = Published::default();
+        for webhook in subscribed {
             let (name, created) = self.create(webhook, event).await?;
             if created {
                 published.created.push(name)
@@ -228,7 +250,17 @@ impl Publisher {
         webhook: &Webhook,
         event: &PlatformEvent,
     ) -> Result<(String, bool)> {
+        self.take(&event.namespace, 1)?;
         self.create(webhook, event).await
+    }
+
+    fn take(&self, namespace: &str, deliveries: usize) -> Result<()> {
+        self.fan_out
+            .take(namespace, deliveries)
+            .map_err(|retry_after| crate::Error::Throttled {
+                namespace: namespace.to_owned(),
+                retry_after,
+            })
     }
 
     async fn create(&self, webhook: &Webhook, event: &PlatformEvent) -> Result<(String, bool)> {

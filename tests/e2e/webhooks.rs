@@ -563,7 +563,7 @@ async fn benchmark_delivery_throughput_and_latency() {
 
     // Sealed with the key of the operator started above (its Lease is in `ns`).
     let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
-    let publisher = Publisher::new(client.clone(), origin);
+    let publisher = Publisher::new(client.clone(), origin, test_fan_out());
     let started = std::time::Instant::now();
     let published: Vec<(String, std::time::Instant)> = futures::stream::iter(0..count)
         .map(|i| {
@@ -704,7 +704,7 @@ async fn an_internal_destination_is_refused_and_nothing_is_sent() {
     );
     // An event for it: the delivery says why it waits, in its phase and condition.
     let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
-    clouddeck::delivery::Publisher::new(client.clone(), origin)
+    clouddeck::delivery::Publisher::new(client.clone(), origin, test_fan_out())
         .publish(&clouddeck::delivery::PlatformEvent::new(
             "deployment.ready",
             "internal/1",
@@ -886,7 +886,7 @@ async fn retention_prunes_as_configured() {
         )
         .with("n", n);
         let origin = OriginKey::load_or_create(client, namespace).await.unwrap();
-        Publisher::new(client.clone(), origin)
+        Publisher::new(client.clone(), origin, test_fan_out())
             .publish(&event)
             .await
             .unwrap()
@@ -1386,7 +1386,7 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
     let origin = OriginKey::load_or_create(&client, &slow.name)
         .await
         .unwrap();
-    let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin);
+    let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin, test_fan_out());
     // More than the operator makes at a time: without shares they would hold every slot.
     let backlog = usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY) + 8;
     for n in 0..backlog {
@@ -1440,4 +1440,185 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
         "{in_flight} attempts in flight to one Webhook"
     );
     hold.abort();
+}
+
+/// Fan-out limits for deliveries a test publishes itself: never the bottleneck.
+fn test_fan_out() -> clouddeck::delivery::fanout::FanOut {
+    clouddeck::delivery::fanout::FanOut::new(10_000, 1_000_000)
+}
+
+/// Issue #13: "A cap (per event and per namespace, configurable) on deliveries created per
+/// unit of time, with the backlog kept in a bounded form." With at most 2 Webhooks per
+/// namespace and 6 deliveries a minute: the third (newest) Webhook is Stalled
+/// `TooManyWebhooks` and hears nothing; a Deployment's events over the rate are deferred
+/// (a Normal Event says so) and then delivered, each exactly once; the namespace never
+/// holds more deliveries than the rate allows; another namespace's first delivery does
+/// not wait behind it; and deleting an older Webhook lets the stalled one in.
+#[tokio::test]
+async fn fan_out_is_capped_and_paced_per_namespace() {
+    const IMAGE: &str = "registry.example/acme/hello@sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    const PER_MINUTE: f64 = 6.0;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let busy = TestNamespace::new(&client, "e2e-fanout").await;
+    let other = TestNamespace::new(&client, "e2e-fanout-other").await;
+    signing_secret(&client, &busy.name).await;
+    signing_secret(&client, &other.name).await;
+    let _operator = Operator::builder(&busy.name, &format!("webhooks-{}", busy.name))
+        .env("CLOUDDECK_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")
+        .args([
+            "--webhook-max-per-namespace",
+            "2",
+            "--webhook-deliveries-per-minute",
+            "6",
+        ])
+        .start_leading()
+        .await;
+    let started = std::time::Instant::now();
+    let receivers = [
+        Receiver::start(&[]).await,
+        Receiver::start(&[]).await,
+        Receiver::start(&[]).await,
+    ];
+    let names = ["a-first", "b-second", "c-third"];
+    for (name, receiver) in names.iter().zip(&receivers) {
+        create_webhook(&client, &busy.name, name, &receiver.url(), &["1s"]).await;
+    }
+    let webhooks = Api::<Webhook>::namespaced(client.clone(), &busy.name);
+    let stalled_reason = |w: &Webhook| -> Option<(String, String)> {
+        let c = w
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")?;
+        Some((c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = eventually(
+        "the newest Webhook Stalled over the cap",
+        Duration::from_secs(30),
+        || async { stalled_reason(&webhooks.get("c-third").await.unwrap()) },
+    )
+    .await;
+    assert_eq!(reason, "TooManyWebhooks");
+    assert!(
+        message.contains("--webhook-max-per-namespace") && message.contains("2 oldest"),
+        "{message}"
+    );
+    for name in &names[..2] {
+        assert_eq!(stalled_reason(&webhooks.get(name).await.unwrap()), None);
+    }
+
+    // Three lifecycle events to two Webhooks, after two pings: 8 deliveries where a minute
+    // allows 6, so some wait.
+    let apply = |namespace: &str, body: serde_json::Value| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), body.to_string()).unwrap();
+        support::kubectl_ok(&[
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            file.path().to_str().unwrap(),
+        ]);
+    };
+    apply(
+        &busy.name,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "hello" }, "spec": { "image": IMAGE }
+        }),
+    );
+    apply(
+        &busy.name,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": "hello-1" },
+            "spec": { "projectRef": { "name": "hello" }, "target": "production",
+                      "source": { "image": IMAGE } }
+        }),
+    );
+    let deferred = eventually(
+        "a WebhookEventsDeferred Event in the busy namespace",
+        Duration::from_secs(60),
+        || async {
+            let out = support::kubectl_ok(&[
+                "get", "events", "-n", &busy.name,
+                "--field-selector", "reason=WebhookEventsDeferred",
+                "-o", "jsonpath={range .items[*]}{.type} {.involvedObject.kind}: {.message}{\"\\n\"}{end}",
+            ]);
+            (!out.trim().is_empty()).then_some(out)
+        },
+    )
+    .await;
+    println!("{deferred}");
+    assert!(deferred.starts_with("Normal "), "{deferred}");
+    assert!(
+        deferred.contains("--webhook-deliveries-per-minute"),
+        "{deferred}"
+    );
+
+    // Meanwhile another tenant's first delivery goes out at once.
+    let theirs = Receiver::start(&[]).await;
+    let created = std::time::Instant::now();
+    create_webhook(&client, &other.name, "theirs", &theirs.url(), &["1s"]).await;
+    theirs.wait_for(1, Duration::from_secs(30)).await;
+    let waited = created.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "another namespace's ping waited {waited:?} behind the busy one"
+    );
+
+    // Everything arrives in the end, once, and never faster than the rate.
+    let types = |r: &Receiver| -> Vec<String> {
+        let mut seen: Vec<String> = r
+            .received()
+            .iter()
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        seen.sort();
+        seen
+    };
+    let all = [
+        "deployment.created",
+        "deployment.promoted",
+        "deployment.ready",
+        "webhook.ping",
+    ];
+    let peak_over_rate = std::cell::Cell::new(0.0f64);
+    eventually(
+        "every event at both receiving Webhooks",
+        Duration::from_secs(120),
+        || async {
+            let count = deliveries(&client, &busy.name).await.len() as f64;
+            let allowed = PER_MINUTE + PER_MINUTE * started.elapsed().as_secs_f64() / 60.0;
+            peak_over_rate.set(peak_over_rate.get().max(count - allowed));
+            (types(&receivers[0]) == all && types(&receivers[1]) == all).then_some(())
+        },
+    )
+    .await;
+    let peak_over_rate = peak_over_rate.get();
+    assert!(
+        peak_over_rate <= 0.0,
+        "the namespace held {peak_over_rate} deliveries more than its rate allows"
+    );
+    assert!(receivers[2].received().is_empty(), "over the cap: nothing");
+
+    // Room again: the stalled Webhook receives events once an older one goes.
+    webhooks
+        .delete("a-first", &Default::default())
+        .await
+        .unwrap();
+    let pinged = receivers[2].wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(pinged[0].json()["type"], "webhook.ping");
+    eventually(
+        "c-third no longer Stalled",
+        Duration::from_secs(30),
+        || async {
+            stalled_reason(&webhooks.get("c-third").await.unwrap())
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 }

@@ -106,6 +106,9 @@ fn error_policy(obj: Arc<DeserializeGuard<CronJob>>, error: &Error, _ctx: Arc<Co
     if error.awaits_change() {
         return Action::await_change();
     }
+    if let Some(after) = error.retry_after() {
+        return Action::requeue(after);
+    }
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = backoff(&CRON_JOB_FAILURES, &key);
     warn!(cronjob = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use crate::delivery::fanout;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -71,7 +72,17 @@ impl Error {
             Error::Kube(_) => "KubeError",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::MissingReference(_) => "MissingReference",
+            Error::Publish(err) if err.retry_after().is_some() => fanout::THROTTLED,
             Error::Publish(_) => "PublishFailed",
+        }
+    }
+
+    /// When to try again, for an error that says when (a publish over the namespace's
+    /// fan-out rate).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Publish(err) => err.retry_after(),
+            _ => None,
         }
     }
 
@@ -146,6 +157,9 @@ fn error_policy(
 ) -> Action {
     if error.awaits_change() {
         return Action::await_change();
+    }
+    if let Some(after) = error.retry_after() {
+        return Action::requeue(after);
     }
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = backoff(&DEPLOYMENT_FAILURES, &key);

@@ -77,6 +77,9 @@ pub fn error_policy(
     err: &Error,
     ctx: Arc<DomainContext>,
 ) -> Action {
+    if let Some(after) = err.retry_after() {
+        return Action::requeue(after);
+    }
     let mut failures = ctx.failures.lock().unwrap();
     let key = ObjectRef::from_obj(&*guard);
     let count = failures.entry(key).or_insert(0);

@@ -129,6 +129,9 @@ fn error_policy(
     if error.awaits_change() {
         return Action::await_change();
     }
+    if let Some(after) = error.retry_after() {
+        return Action::requeue(after);
+    }
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = backoff(&PROJECT_FAILURES, &key);
     warn!(project = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");

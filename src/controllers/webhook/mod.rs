@@ -14,13 +14,17 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::webhook_delivery::egress_policy;
+use super::webhook_delivery::reconcile::project;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
@@ -39,27 +43,59 @@ pub struct WebhookContext {
     pub policy: EgressPolicy,
     /// From `--webhook-delivered-ttl`, `--webhook-failed-ttl`, `--webhook-keep-per-webhook`.
     pub retention: Retention,
+    /// Every Webhook (the controller's cache): who is within the fan-out cap.
+    pub webhooks: Store<DeserializeGuard<Webhook>>,
+    /// Every WebhookDelivery without its payload, seal checked (see
+    /// [`crate::controllers::webhook_delivery::reconcile::project`]): health and retention
+    /// read the log from here, never from a list of the Webhook's whole history.
+    pub deliveries: Store<DeserializeGuard<WebhookDelivery>>,
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
+        // The guard keeps one malformed Webhook (or delivery) from stopping the controller.
+        let controller = run.controller(
+            Api::<DeserializeGuard<Webhook>>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        let webhooks = controller.store();
+        let origin = run.ctx.origin.clone();
+        let (deliveries, delivery_events) = run.cache(
+            Api::<DeserializeGuard<WebhookDelivery>>::all(client.clone()),
+            watcher::Config::default(),
+            move |guard| {
+                if let Ok(delivery) = &mut guard.0 {
+                    project(delivery, &origin);
+                }
+            },
+        );
         let ctx = Arc::new(WebhookContext {
             ctx: run.ctx.clone(),
             recorder: run.ctx.recorder.clone(),
             publisher: run.ctx.publisher(),
             policy: egress_policy(&run.ctx.config),
             retention: Retention::from_config(&run.ctx.config.webhooks),
+            webhooks: webhooks.clone(),
+            deliveries,
         });
-        // The guard keeps one malformed Webhook from stopping the controller.
-        let controller = run
-            .controller(
-                Api::<DeserializeGuard<Webhook>>::all(client.clone()),
-                watcher::Config::default(),
-            )
+        let controller = controller
             // A delivery's outcome changes its Webhook's health, and a delivery that finishes
             // may push an older one out of retention's newest N.
-            .owns_stream(run.children::<WebhookDelivery>(watcher::Config::default()))
+            .owns_stream(delivery_events.touched_objects())
+            // A Webhook that goes away makes room under the fan-out cap for the next one.
+            .watches_stream(
+                run.related::<PartialObjectMeta<Webhook>>(watcher::Config::default()),
+                move |changed| {
+                    let namespace = changed.namespace();
+                    webhooks
+                        .state()
+                        .iter()
+                        .filter(|w| w.namespace() == namespace && reconcile::over_cap(w))
+                        .map(|w| ObjectRef::from_obj(&**w))
+                        .collect::<Vec<_>>()
+                },
+            )
             // A burst of deliveries changes the health of the same Webhook many times:
             // reconcile it once per burst.
             .with_config(
@@ -76,6 +112,9 @@ fn error_policy(
     err: &crate::Error,
     _: Arc<WebhookContext>,
 ) -> Action {
+    if let Some(after) = err.retry_after() {
+        return Action::requeue(after);
+    }
     warn!(webhook = %webhook.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -23,9 +23,11 @@ use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
 use crate::controllers::events::{reject_malformed, report_error};
+use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
+use crate::delivery::fanout;
 use crate::delivery::keys::{Endpoint, origin};
-use crate::delivery::publisher::{deliveries_of, endpoint_gone};
+use crate::delivery::publisher::endpoint_gone;
 use crate::delivery::{PlatformEvent, keys};
 
 /// Annotation that asks for a `webhook.ping` (any new value):
@@ -116,17 +118,18 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         Err(_) => None,
     };
     let shown = endpoint.as_ref().map(|e| origin(&e.url)).ok();
-    // Guarded: a delivery the operator cannot decode is reported by the delivery
-    // controller and left out here. Only sealed deliveries (written by this operator)
-    // say anything about the endpoint's health.
-    let (mut deliveries, forged): (Vec<WebhookDelivery>, Vec<_>) =
-        Api::<DeserializeGuard<WebhookDelivery>>::namespaced(ctx.ctx.client.clone(), &namespace)
-            .list(&deliveries_of(&name))
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|guard| guard.0.ok())
-            .partition(|d| ctx.ctx.origin.verify(d));
+    let receiving = receives_events(ctx, &namespace, &name);
+    // From the cache (no API request, however long the log): a delivery the operator
+    // cannot decode is reported by the delivery controller and left out here. Only sealed
+    // deliveries (written by this operator) say anything about the endpoint's health.
+    let (mut deliveries, forged): (Vec<WebhookDelivery>, Vec<_>) = ctx
+        .deliveries
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|d| d.namespace().as_deref() == Some(&namespace) && d.spec.webhook_ref.name == name)
+        .cloned()
+        .partition(|d| projected_seal(d) == Some(true));
     let health = health_status::endpoint_health(&deliveries);
     // Retention covers them all.
     deliveries.extend(forged);
@@ -146,6 +149,8 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
             c.stalled(reason, &invalid.to_string());
         } else if let Some(problem) = &key_problem {
             c.stalled(health_status::SECRET_UNAVAILABLE, &problem.to_string());
+        } else if let Err(message) = &receiving {
+            c.stalled(health_status::TOO_MANY_WEBHOOKS, message);
         } else if gone {
             // Set by the delivery that got 410 Gone; kept until the spec changes.
         } else if webhook.spec.disabled {
@@ -233,6 +238,48 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         .flatten()
         .fold(RESYNC, Duration::min);
     Ok(Action::requeue(next))
+}
+
+/// Whether the fan-out cap lets this Webhook receive events (see
+/// [`crate::delivery::fanout`]), from the controller's cache of Webhooks; `Err` says why not.
+fn receives_events(ctx: &WebhookContext, namespace: &str, name: &str) -> Result<(), String> {
+    let all = ctx.webhooks.state();
+    let peers: Vec<_> = all
+        .iter()
+        .filter(|w| w.meta().namespace.as_deref() == Some(namespace))
+        .collect();
+    let max = ctx.ctx.fan_out.max_webhooks;
+    let receiving = fanout::receiving(
+        peers.iter().map(|w| {
+            (
+                w.meta().name.as_deref().unwrap_or_default(),
+                w.meta().creation_timestamp.as_ref(),
+            )
+        }),
+        max,
+    );
+    // Not cached yet (just created): the cache's next event reconciles it again.
+    if receiving.contains(&name) || peers.len() <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "namespace {namespace} has {} Webhooks and the operator delivers events to the {max} oldest (--webhook-max-per-namespace); this one receives none until older ones are deleted",
+        peers.len()
+    ))
+}
+
+/// Whether `webhook` is stopped by the fan-out cap: it is looked at again when another
+/// Webhook of its namespace goes away.
+pub fn over_cap(webhook: &DeserializeGuard<Webhook>) -> bool {
+    webhook.0.as_ref().is_ok_and(|w| {
+        let conditions = w
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        conditions::find(conditions, conditions::STALLED)
+            .is_some_and(|c| c.status == "True" && c.reason == health_status::TOO_MANY_WEBHOOKS)
+    })
 }
 
 /// The ping GitHub-style: on creation, and whenever the ping annotation gets a new value.

@@ -21,6 +21,8 @@ pub const SECRET_UNAVAILABLE: &str = "SigningSecretUnavailable";
 pub const ENDPOINT_SECRET_UNAVAILABLE: &str = "EndpointSecretUnavailable";
 pub const DELIVERIES_FAILING: &str = "DeliveriesFailing";
 pub const DELIVERIES_SUCCEEDING: &str = "DeliveriesSucceeding";
+/// Over the namespace's fan-out cap (`--webhook-max-per-namespace`): receives no events.
+pub const TOO_MANY_WEBHOOKS: &str = "TooManyWebhooks";
 
 /// The endpoint's health as its delivery log shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -48,7 +48,7 @@ pub fn project(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginK
 }
 
 /// The verdict [`project`] left on a cached delivery; `None` for a whole object.
-fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
+pub fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
     delivery
         .annotations()
         .get(PROJECTED_SEAL)
