@@ -18,6 +18,27 @@ pub struct OperatorConfig {
     #[arg(long, env = "CLOUDDECK_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Client-side rate limit of the controllers' API requests: this many a second on
+    /// average (the leader Lease is renewed outside it).
+    #[arg(
+        long,
+        env = "CLOUDDECK_KUBE_API_QPS",
+        value_name = "COUNT",
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub kube_api_qps: u32,
+
+    /// Client-side rate limit: this many API requests at once before the QPS applies.
+    #[arg(
+        long,
+        env = "CLOUDDECK_KUBE_API_BURST",
+        value_name = "COUNT",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub kube_api_burst: u32,
+
     /// Address of the HTTP server for /healthz, /readyz and /metrics.
     #[arg(
         long,

@@ -2,6 +2,7 @@
 //! deployment platform.
 
 pub mod api;
+pub mod api_client;
 pub mod build;
 pub mod config;
 pub mod controllers;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::net::TcpListener;
@@ -12,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::api_client::ApiTraffic;
 use crate::config::OperatorConfig;
 use crate::controllers::{self, Context};
 use crate::delivery::OriginKey;
@@ -33,9 +35,11 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
     };
     tokio::pin!(signalled);
 
-    let (client, url) = connect(&config).await?;
     let mut registry = telemetry::registry();
     let metrics = Metrics::new(&mut registry);
+    let traffic = ApiTraffic::new(&mut registry, config.kube_api_qps, config.kube_api_burst);
+    let (client, url) = connect(&config, Some(&traffic)).await?;
+    let (lease_client, _) = connect(&config, None).await?;
     let health = Health::default();
 
     let listener = TcpListener::bind(config.listen_addr)
@@ -66,7 +70,7 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         let origin = OriginKey::load_or_create(&client, &settings.namespace).await?;
         info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "joining leader election");
         let (stop_election, election_stop) = shutdown::channel();
-        let election = LeaderElection::start(client.clone(), settings, election_stop).await?;
+        let election = LeaderElection::start(lease_client, settings, election_stop).await?;
         Ok::<_, Error>((stop_election, election, origin))
     };
     let (stop_election, election, origin) = tokio::select! {
@@ -158,8 +162,12 @@ async fn report_leadership(
 }
 
 /// A client from `--kubeconfig`, else the usual rules: `$KUBECONFIG`, `~/.kube/config`,
-/// then the in-cluster service account. Also returns the API server's URL, for messages.
-pub async fn connect(config: &OperatorConfig) -> Result<(Client, String)> {
+/// then the in-cluster service account; counted and paced by `traffic` if given (see
+/// [`crate::api_client`]). Also returns the API server's URL, for messages.
+pub async fn connect(
+    config: &OperatorConfig,
+    traffic: Option<&ApiTraffic>,
+) -> Result<(Client, String)> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -177,10 +185,14 @@ pub async fn connect(config: &OperatorConfig) -> Result<(Client, String)> {
         .to_string()
         .trim_end_matches('/')
         .to_owned();
-    let client = Client::try_from(kube_config).map_err(|source| Error::ApiUnreachable {
+    let builder = ClientBuilder::try_from(kube_config).map_err(|source| Error::ApiUnreachable {
         url: url.clone(),
         source: Box::new(source),
     })?;
+    let client = match traffic {
+        Some(traffic) => builder.with_layer(traffic).build(),
+        None => builder.build(),
+    };
     Ok((client, url))
 }
 

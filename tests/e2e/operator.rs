@@ -25,6 +25,17 @@ async fn leader_gauge(replica: &Operator) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `clouddeck_api_requests_total{verb}` of a replica (0 when not reported).
+async fn api_requests(replica: &Operator, verb: &str) -> f64 {
+    let (_, metrics) = replica.get("/metrics").await.unwrap_or_default();
+    let prefix = format!("clouddeck_api_requests_total{{verb=\"{verb}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases.get_opt(name).await.ok()??.spec?.holder_identity
 }
@@ -69,6 +80,12 @@ async fn a_standby_takes_over_when_the_leader_stops() {
         leader_gauge(&second).await.as_deref(),
         Some("clouddeck_leader 0")
     );
+    // The leader's controllers list and watch, counted by verb; a standby runs none, and
+    // its Lease requests go through a client of their own.
+    assert!(api_requests(&first, "list").await >= 1.0);
+    assert!(api_requests(&first, "watch").await >= 1.0);
+    assert_eq!(api_requests(&second, "list").await, 0.0);
+    assert_eq!(api_requests(&second, "watch").await, 0.0);
     // Standing by for longer than a lease period does not steal the Lease.
     tokio::time::sleep(LEASE_DURATION + Duration::from_secs(1)).await;
     assert_eq!(
