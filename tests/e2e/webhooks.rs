@@ -1622,3 +1622,196 @@ async fn fan_out_is_capped_and_paced_per_namespace() {
     )
     .await;
 }
+
+/// Publishes `count` `deployment.ready` events to `namespace`, one every 100 ms (10 events
+/// a second), and returns each one's latency from its publish call to its arrival at
+/// `receiver` (whose requests are told apart by `tag`), sorted.
+async fn paced_latencies(
+    publisher: &clouddeck::delivery::Publisher,
+    namespace: &str,
+    receiver: &Receiver,
+    tag: &str,
+    count: usize,
+) -> Vec<Duration> {
+    use clouddeck::delivery::PlatformEvent;
+    let mut published = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for i in 0..count {
+        tick.tick().await;
+        let key = format!("{tag}-{i}");
+        let event = PlatformEvent::new(
+            "deployment.ready",
+            format!("fair/{key}"),
+            namespace,
+            "fairness",
+        )
+        .with("key", key.as_str());
+        published.insert(key, std::time::Instant::now());
+        publisher.publish(&event).await.unwrap();
+    }
+    let arrivals = eventually(
+        &format!("{count} {tag} events at the healthy receiver"),
+        Duration::from_secs(300),
+        || async {
+            let mut seen = std::collections::HashMap::new();
+            for request in receiver.received() {
+                let key = request.json()["data"]["key"].as_str().map(str::to_owned);
+                if let Some(key) = key.filter(|k| published.contains_key(k)) {
+                    seen.entry(key).or_insert(request.at);
+                }
+            }
+            (seen.len() >= count).then_some(seen)
+        },
+    )
+    .await;
+    let mut latencies: Vec<Duration> = published
+        .iter()
+        .map(|(key, at)| arrivals[key].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    latencies
+}
+
+/// Benchmark for issue #10's fair delivery: the event-to-attempt latency of a healthy
+/// receiver, alone (the baseline, same run) and then beside a receiver that accepts
+/// connections and never answers, with a backlog of deliveries to it, in another namespace
+/// and in the same namespace. Run it with
+///
+/// ```sh
+/// hack/cluster up
+/// CLOUDDECK_BENCH_EVENTS=100 cargo test --release --test e2e webhooks::benchmark_fair -- --ignored --nocapture
+/// ```
+#[tokio::test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+async fn benchmark_fair_delivery_beside_a_hanging_receiver() {
+    use clouddeck::delivery::{PlatformEvent, Publisher};
+
+    let _serial = support::one_operator_test_at_a_time().await;
+    let count: usize = std::env::var("CLOUDDECK_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let client = support::client().await;
+    let baseline_ns = TestNamespace::new(&client, "e2e-fair-baseline").await;
+    let hanging_ns = TestNamespace::new(&client, "e2e-fair-hanging").await;
+    let other_ns = TestNamespace::new(&client, "e2e-fair-other").await;
+    for ns in [&baseline_ns, &hanging_ns, &other_ns] {
+        signing_secret(&client, &ns.name).await;
+    }
+    let operator = start_operator(&baseline_ns.name).await;
+    // Sealed with the key of the operator started above (its Lease is in baseline_ns).
+    let origin = OriginKey::load_or_create(&client, &baseline_ns.name)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(client.clone(), origin, test_fan_out());
+
+    // 1. Baseline: a healthy receiver with nothing else going on.
+    let healthy = Receiver::start(&[]).await;
+    create_webhook(
+        &client,
+        &baseline_ns.name,
+        "healthy",
+        &healthy.url(),
+        &["1s"],
+    )
+    .await;
+    healthy.wait_for(1, Duration::from_secs(60)).await;
+    let baseline =
+        paced_latencies(&publisher, &baseline_ns.name, &healthy, "baseline", count).await;
+
+    // 2. A receiver that accepts every connection and never answers, with a backlog of
+    // deliveries several times the operator's concurrency.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let hanging: Webhook = serde_json::from_value(json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+        "metadata": { "name": "hanging" },
+        "spec": {
+            "url": hanging_url, "events": ["deployment.*"],
+            "secretRefs": [{ "name": "signing", "key": "secret" }],
+            "timeoutSeconds": 30, "retry": { "schedule": ["1s"] },
+        }
+    }))
+    .unwrap();
+    Api::<Webhook>::namespaced(client.clone(), &hanging_ns.name)
+        .create(&PostParams::default(), &hanging)
+        .await
+        .unwrap();
+    let backlog = 4 * usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY);
+    for n in 0..backlog {
+        let event = PlatformEvent::new(
+            "deployment.ready",
+            format!("hanging/{n}"),
+            &hanging_ns.name,
+            "hanging",
+        );
+        publisher.publish(&event).await.unwrap();
+    }
+    eventually(
+        "attempts to the hanging receiver",
+        Duration::from_secs(60),
+        || async {
+            deliveries(&client, &hanging_ns.name)
+                .await
+                .iter()
+                .any(|d| d.status.as_ref().is_some_and(|s| !s.attempts.is_empty()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // 3. The same workload to a healthy receiver in another namespace...
+    let other = Receiver::start(&[]).await;
+    create_webhook(&client, &other_ns.name, "healthy", &other.url(), &["1s"]).await;
+    other.wait_for(1, Duration::from_secs(60)).await;
+    let beside =
+        paced_latencies(&publisher, &other_ns.name, &other, "other-namespace", count).await;
+    // ...and in the hanging receiver's own namespace (each event goes to both Webhooks).
+    let neighbour = Receiver::start(&[]).await;
+    create_webhook(
+        &client,
+        &hanging_ns.name,
+        "healthy",
+        &neighbour.url(),
+        &["1s"],
+    )
+    .await;
+    neighbour.wait_for(1, Duration::from_secs(60)).await;
+    let same = paced_latencies(
+        &publisher,
+        &hanging_ns.name,
+        &neighbour,
+        "same-namespace",
+        count,
+    )
+    .await;
+    hold.abort();
+
+    let row = |what: &str, l: &[Duration]| {
+        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        println!(
+            "| {what} | {} | {:?} | {:?} | {:?} | {:?} |",
+            l.len(),
+            pct(0.50),
+            pct(0.95),
+            pct(0.99),
+            l.last().unwrap()
+        );
+    };
+    println!("\nevent-to-first-attempt latency of a healthy receiver, {count} events at 10/s:\n");
+    println!("| healthy receiver | events | p50 | p95 | p99 | max |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    row("alone (baseline)", &baseline);
+    row(
+        &format!("beside a hanging receiver with {backlog} deliveries, other namespace"),
+        &beside,
+    );
+    row("beside it, same namespace", &same);
+    operator.stop().await;
+}
