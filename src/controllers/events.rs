@@ -2,8 +2,12 @@
 //! (held in [`Context`], so repeated Events become a series instead of new objects),
 //! reporting as `clouddeck` and this replica's Pod.
 
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject};
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use super::Context;
@@ -56,10 +60,21 @@ where
     publish(&ctx.recorder, obj, type_, err.reason(), "Reconcile", &note).await;
 }
 
-/// Reports an object that does not even parse (e.g. written around the schema): a Warning
-/// Event `InvalidObject`, and no retry until it changes.
-pub async fn reject_malformed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &str) {
-    warn!(name = ?obj.meta().name, namespace = ?obj.meta().namespace, error, "malformed object");
+/// Reports an object that does not even parse (e.g. stored under an older, looser CRD): a
+/// Warning Event `InvalidObject` naming the field, a log line and a count, and no retry
+/// until it changes.
+pub async fn reject_malformed<K>(ctx: &Context, guard: &DeserializeGuard<K>, error: &str)
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let meta = guard.meta();
+    // The guard keeps only serde's message, which does not say where; one read of the raw
+    // object, decoded again with its path kept, does (once per change of a broken object).
+    let error = match where_malformed::<K>(ctx, meta).await {
+        Some(located) => located,
+        None => error.to_owned(),
+    };
+    warn!(name = ?meta.name, namespace = ?meta.namespace, error, "malformed object");
     ctx.metrics
         .reconcile
         .invalid_objects
@@ -70,11 +85,64 @@ pub async fn reject_malformed<K: Resource<DynamicType = ()>>(ctx: &Context, obj:
     let message = format!("the object does not match its schema: {error}");
     publish(
         &ctx.recorder,
-        obj,
+        guard,
         EventType::Warning,
         "InvalidObject",
         "Validate",
         &message,
     )
     .await;
+}
+
+/// `<field path>: <what is wrong>` for the stored object, or `None` if it cannot be read or
+/// now decodes.
+async fn where_malformed<K>(ctx: &Context, meta: &ObjectMeta) -> Option<String>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let name = meta.name.as_deref()?;
+    let api: Api<DynamicObject> = match &meta.namespace {
+        Some(namespace) => Api::namespaced_with(ctx.client.clone(), namespace, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
+    };
+    let raw = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+    located_error::<K>(raw)
+}
+
+/// Decodes `raw` as a `K`, and on failure names the field: `spec.port: invalid value …`.
+fn located_error<K: DeserializeOwned>(raw: serde_json::Value) -> Option<String> {
+    match serde_path_to_error::deserialize::<_, K>(raw) {
+        Ok(_) => None,
+        Err(err) => Some(format!("{}: {}", err.path(), err.inner())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::located_error;
+    use crate::api::Project;
+
+    #[test]
+    fn a_malformed_object_is_reported_with_the_field_that_is_wrong() {
+        let raw = json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "shop", "namespace": "team-a" },
+            "spec": { "image": "registry.local/app:1", "previewRetain": 4_294_967_296_i64 }
+        });
+        let error = located_error::<Project>(raw).unwrap();
+        assert!(error.starts_with("spec.previewRetain: "), "{error}");
+        assert!(error.contains("4294967296"), "{error}");
+    }
+
+    #[test]
+    fn an_object_that_decodes_has_nothing_to_report() {
+        let raw = json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "shop" }, "spec": { "image": "registry.local/app:1" }
+        });
+        assert_eq!(located_error::<Project>(raw), None);
+    }
 }

@@ -219,6 +219,7 @@ fn invalid_manifests() -> Vec<(PathBuf, String)> {
 /// which field is wrong and why" — for every rule the schema can state.
 #[tokio::test]
 async fn invalid_manifests_are_refused_at_admission_with_their_message() {
+    let _schema = support::SCHEMA.read().await;
     install_crds();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-api-invalid").await;

@@ -27,3 +27,5 @@ mod chart;
 mod outage;
 
 mod memory;
+
+mod skew;

@@ -135,6 +135,11 @@ pub async fn one_operator_test_at_a_time() -> tokio::sync::MutexGuard<'static, (
     LOCK.lock().await
 }
 
+/// The CRDs as `crds/` defines them. A test that relies on admission refusing an object
+/// holds this for reading; the version-skew test, which loosens the CRDs for a moment,
+/// holds it for writing.
+pub static SCHEMA: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -451,19 +456,30 @@ pub async fn recording_webhook(client: &Client, namespace: &str, name: &str, eve
 
 /// `kubectl create` of `object` in `namespace`, as the admin or impersonating `user`.
 pub fn kubectl_create(namespace: &str, object: &serde_json::Value, user: Option<&str>) -> Output {
+    let user = user.map(|u| format!("--as={u}"));
+    kubectl_stdin(
+        &["create", "-n", namespace, "-f", "-"],
+        user.as_deref(),
+        object,
+    )
+}
+
+/// `kubectl create --dry-run=server` of `object`: would the apiserver admit it?
+pub fn kubectl_create_dry_run(namespace: &str, object: &serde_json::Value) -> Output {
+    kubectl_stdin(
+        &["create", "--dry-run=server", "-n", namespace, "-f", "-"],
+        None,
+        object,
+    )
+}
+
+fn kubectl_stdin(args: &[&str], extra: Option<&str>, object: &serde_json::Value) -> Output {
     use std::io::Write;
-    let mut args = vec![
-        "create".to_owned(),
-        "-n".into(),
-        namespace.into(),
-        "-f".into(),
-        "-".into(),
-    ];
-    args.extend(user.map(|u| format!("--as={u}")));
     let mut child = Command::new(kubectl_path())
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
-        .args(&args)
+        .args(args)
+        .args(extra)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

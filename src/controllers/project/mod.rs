@@ -46,8 +46,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let controller = controller
             // A claim taken, released or expired changes which key a Project can hold.
             .watches_stream(
-                run.related::<HostnameClaim>(watcher::Config::default()),
-                move |claim| waiting_for(&waiting.state(), &claim, &base),
+                run.related::<DeserializeGuard<HostnameClaim>>(watcher::Config::default()),
+                move |guard| match &guard.0 {
+                    Ok(claim) => waiting_for(&waiting.state(), claim, &base),
+                    // Reported by the claim controller; nobody can be waiting for it.
+                    Err(_) => Vec::new(),
+                },
             )
             // A Project coming or going changes who holds its name's hostname.
             .watches_stream(

@@ -93,10 +93,16 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
 
     // Read.
     let deployments_api = Api::<Deployment>::namespaced(client.clone(), &namespace);
-    let deployments = deployments_api
-        .list(&ListParams::default().fields(&format!("spec.projectRef.name={name}")))
-        .await?
-        .items;
+    // Guarded: a Deployment this release cannot read (stored under an older schema) is
+    // reported by the Deployment controller and left out here, not a failure of the Project.
+    let deployments: Vec<Deployment> =
+        Api::<DeserializeGuard<Deployment>>::namespaced(client.clone(), &namespace)
+            .list(&ListParams::default().fields(&format!("spec.projectRef.name={name}")))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|guard| guard.0.ok())
+            .collect();
 
     // Supersede older builds of a branch.
     for (older, newer) in render::superseded(&deployments) {
