@@ -210,13 +210,13 @@ pub fn find<'c>(conditions: &'c [Condition], type_: &str) -> Option<&'c Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Whether the condition of type `type_` is present with status `True`.
 /// Whether the conditions already say `Stalled` with this message (a controller tells a
 /// user about an invalid spec once, not on every reconcile).
 pub fn is_stalled_with(conditions: &[Condition], message: &str) -> bool {
     find(conditions, STALLED).is_some_and(|c| c.status == "True" && c.message == message)
 }
 
+/// Whether the condition of type `type_` is present with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
 }

@@ -209,6 +209,17 @@ impl Default for RetryPolicy {
     }
 }
 
+impl Webhook {
+    /// The `Stalled=True` condition, if the controller stalled this Webhook for `reason`
+    /// (for example [the fan-out cap](crate::delivery::fanout) or a receiver that answered
+    /// 410 Gone).
+    pub fn stalled_because(&self, reason: &str) -> Option<&Condition> {
+        let conditions = self.status.as_ref()?.conditions.as_slice();
+        super::conditions::find(conditions, super::conditions::STALLED)
+            .filter(|c| c.status == "True" && c.reason == reason)
+    }
+}
+
 /// What the Webhook's controller observed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::config::WebhookConfig;
 
@@ -79,13 +79,19 @@ impl FanOut {
 }
 
 /// The Webhooks of one namespace that receive events: the `max` oldest, by creation time
-/// and then name. `webhooks` is every Webhook of the namespace, in any order.
+/// and then name. `webhooks` is the metadata of every Webhook of the namespace, in any
+/// order.
 pub fn receiving<'a>(
-    webhooks: impl IntoIterator<Item = (&'a str, Option<&'a Time>)>,
+    webhooks: impl IntoIterator<Item = &'a ObjectMeta>,
     max: usize,
 ) -> Vec<&'a str> {
-    let mut ranked: Vec<(Option<&Time>, &str)> =
-        webhooks.into_iter().map(|(name, at)| (at, name)).collect();
+    let mut ranked: Vec<(Option<&Time>, &str)> = webhooks
+        .into_iter()
+        .map(|meta| {
+            let name = meta.name.as_deref().unwrap_or_default();
+            (meta.creation_timestamp.as_ref(), name)
+        })
+        .collect();
     ranked.sort_by(|a, b| {
         let at = |t: Option<&Time>| t.map(|t| t.0);
         at(a.0).cmp(&at(b.0)).then(a.1.cmp(b.1))
@@ -97,22 +103,27 @@ pub fn receiving<'a>(
 mod tests {
     use super::*;
 
-    fn at(second: i64) -> Time {
-        Time(jiff::Timestamp::from_second(1_800_000_000 + second).unwrap())
+    fn created(name: &str, second: i64) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            creation_timestamp: Some(Time(
+                jiff::Timestamp::from_second(1_800_000_000 + second).unwrap(),
+            )),
+            ..ObjectMeta::default()
+        }
     }
 
     #[test]
     fn the_oldest_webhooks_receive_events() {
-        let (t1, t2, t3) = (at(1), at(2), at(3));
         let hooks = [
-            ("newest", Some(&t3)),
-            ("b-old", Some(&t1)),
-            ("a-old", Some(&t1)),
-            ("middle", Some(&t2)),
+            created("newest", 3),
+            created("b-old", 1),
+            created("a-old", 1),
+            created("middle", 2),
         ];
-        assert_eq!(receiving(hooks, 3), ["a-old", "b-old", "middle"]);
-        assert_eq!(receiving(hooks, 10).len(), 4);
-        assert_eq!(receiving(hooks, 1), ["a-old"], "same time: by name");
+        assert_eq!(receiving(&hooks, 3), ["a-old", "b-old", "middle"]);
+        assert_eq!(receiving(&hooks, 10).len(), 4);
+        assert_eq!(receiving(&hooks, 1), ["a-old"], "same time: by name");
     }
 
     #[test]

@@ -30,7 +30,6 @@ use super::payload::{self, EventProject, PlatformEvent};
 use super::{EVENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL, WEBHOOK_LABEL};
 use crate::Result;
 use crate::api::common::ProjectReference;
-use crate::api::conditions::{self, STALLED};
 use crate::api::webhook::{ProjectSelector, Webhook, event_matches};
 use crate::api::webhook_delivery::{WebhookDelivery, WebhookDeliverySpec, WebhookReference};
 
@@ -40,16 +39,9 @@ pub const ENDPOINT_GONE: &str = "EndpointGone";
 
 /// Whether the Webhook was stopped by a `410 Gone` at its current generation.
 pub fn endpoint_gone(webhook: &Webhook) -> bool {
-    let conditions = webhook
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    conditions::find(conditions, STALLED).is_some_and(|c| {
-        c.status == "True"
-            && c.reason == ENDPOINT_GONE
-            && c.observed_generation == webhook.metadata.generation
-    })
+    webhook
+        .stalled_because(ENDPOINT_GONE)
+        .is_some_and(|c| c.observed_generation == webhook.metadata.generation)
 }
 
 /// Whether `webhook` receives `event`: enabled, not gone, subscribed to the type, and
@@ -206,12 +198,7 @@ impl Publisher {
                 .list(&ListParams::default())
                 .await?;
         let receiving = fanout::receiving(
-            webhooks.items.iter().map(|guard| {
-                (
-                    guard.meta().name.as_deref().unwrap_or_default(),
-                    guard.meta().creation_timestamp.as_ref(),
-                )
-            }),
+            webhooks.items.iter().map(|guard| guard.meta()),
             self.fan_out.max_webhooks,
         );
         let subscribed: Vec<&Webhook> = webhooks
@@ -402,7 +389,7 @@ mod tests {
     fn a_gone_endpoint_stops_deliveries_until_the_spec_changes() {
         let mut w = webhook("a", json!({}));
         let gone = Condition {
-            type_: STALLED.into(),
+            type_: crate::api::conditions::STALLED.into(),
             status: "True".into(),
             reason: ENDPOINT_GONE.into(),
             message: "410".into(),

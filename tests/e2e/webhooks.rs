@@ -1347,17 +1347,15 @@ async fn only_the_operator_writes_deliveries_under_the_admission_policy() {
     assert!(!other.status.success(), "a user changed another annotation");
 }
 
-/// User story: "Another team's endpoint accepts connections and never answers, and it has
-/// more deliveries pending than the operator makes attempts at a time. My new Webhook's ping still goes out at once, while their
-/// attempts are still waiting for an answer: one receiver cannot hold every attempt the
-/// operator makes."
-#[tokio::test]
-async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
-    let _serial = support::one_operator_test_at_a_time().await;
-    let client = support::client().await;
-    let slow = TestNamespace::new(&client, "e2e-whd-hanging").await;
-    let fast = TestNamespace::new(&client, "e2e-whd-healthy").await;
-    // Accepts every connection and never answers.
+/// A Webhook `hanging` in `namespace` whose receiver accepts every connection and never
+/// answers, and `backlog` events published to it; returns once an attempt is in flight,
+/// with the task holding the connections (abort it to close them).
+async fn hanging_webhook(
+    client: &Client,
+    namespace: &str,
+    publisher: &clouddeck::delivery::Publisher,
+    backlog: usize,
+) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hanging_url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hold = tokio::spawn(async move {
@@ -1366,9 +1364,6 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
             held.push(socket);
         }
     });
-    signing_secret(&client, &slow.name).await;
-    signing_secret(&client, &fast.name).await;
-    let _operator = start_operator(&slow.name).await;
     let webhook: Webhook = serde_json::from_value(json!({
         "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
         "metadata": { "name": "hanging" },
@@ -1379,30 +1374,24 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
         }
     }))
     .unwrap();
-    Api::<Webhook>::namespaced(client.clone(), &slow.name)
+    Api::<Webhook>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &webhook)
         .await
         .unwrap();
-    let origin = OriginKey::load_or_create(&client, &slow.name)
-        .await
-        .unwrap();
-    let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin, test_fan_out());
-    // More than the operator makes at a time: without shares they would hold every slot.
-    let backlog = usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY) + 8;
     for n in 0..backlog {
         let event = clouddeck::delivery::PlatformEvent::new(
             "deployment.ready",
             format!("hanging/{n}"),
-            &slow.name,
-            "ready",
+            namespace,
+            "hanging",
         );
         publisher.publish(&event).await.unwrap();
     }
     eventually(
         "attempts to the hanging receiver",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
-            deliveries(&client, &slow.name)
+            deliveries(client, namespace)
                 .await
                 .iter()
                 .any(|d| d.status.as_ref().is_some_and(|s| !s.attempts.is_empty()))
@@ -1410,6 +1399,29 @@ async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
         },
     )
     .await;
+    hold
+}
+
+/// User story: "Another team's endpoint accepts connections and never answers, and it has
+/// more deliveries pending than the operator makes attempts at a time. My new Webhook's
+/// ping still goes out at once, while their attempts are still waiting for an answer: one
+/// receiver cannot hold every attempt the operator makes."
+#[tokio::test]
+async fn a_hanging_receiver_does_not_hold_up_another_namespaces_deliveries() {
+    let _serial = support::one_operator_test_at_a_time().await;
+    let client = support::client().await;
+    let slow = TestNamespace::new(&client, "e2e-whd-hanging").await;
+    let fast = TestNamespace::new(&client, "e2e-whd-healthy").await;
+    signing_secret(&client, &slow.name).await;
+    signing_secret(&client, &fast.name).await;
+    let _operator = start_operator(&slow.name).await;
+    let origin = OriginKey::load_or_create(&client, &slow.name)
+        .await
+        .unwrap();
+    let publisher = clouddeck::delivery::Publisher::new(client.clone(), origin, test_fan_out());
+    // More than the operator makes at a time: without shares they would hold every slot.
+    let backlog = usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY) + 8;
+    let hold = hanging_webhook(&client, &slow.name, &publisher, backlog).await;
 
     let receiver = Receiver::start(&[]).await;
     create_webhook(&client, &fast.name, "healthy", &receiver.url(), &["1s"]).await;
@@ -1684,7 +1696,7 @@ async fn paced_latencies(
 #[tokio::test]
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 async fn benchmark_fair_delivery_beside_a_hanging_receiver() {
-    use clouddeck::delivery::{PlatformEvent, Publisher};
+    use clouddeck::delivery::Publisher;
 
     let _serial = support::one_operator_test_at_a_time().await;
     let count: usize = std::env::var("CLOUDDECK_BENCH_EVENTS")
@@ -1721,50 +1733,8 @@ async fn benchmark_fair_delivery_beside_a_hanging_receiver() {
 
     // 2. A receiver that accepts every connection and never answers, with a backlog of
     // deliveries several times the operator's concurrency.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    let hanging: Webhook = serde_json::from_value(json!({
-        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
-        "metadata": { "name": "hanging" },
-        "spec": {
-            "url": hanging_url, "events": ["deployment.*"],
-            "secretRefs": [{ "name": "signing", "key": "secret" }],
-            "timeoutSeconds": 30, "retry": { "schedule": ["1s"] },
-        }
-    }))
-    .unwrap();
-    Api::<Webhook>::namespaced(client.clone(), &hanging_ns.name)
-        .create(&PostParams::default(), &hanging)
-        .await
-        .unwrap();
     let backlog = 4 * usize::from(clouddeck::controllers::webhook_delivery::CONCURRENCY);
-    for n in 0..backlog {
-        let event = PlatformEvent::new(
-            "deployment.ready",
-            format!("hanging/{n}"),
-            &hanging_ns.name,
-            "hanging",
-        );
-        publisher.publish(&event).await.unwrap();
-    }
-    eventually(
-        "attempts to the hanging receiver",
-        Duration::from_secs(60),
-        || async {
-            deliveries(&client, &hanging_ns.name)
-                .await
-                .iter()
-                .any(|d| d.status.as_ref().is_some_and(|s| !s.attempts.is_empty()))
-                .then_some(())
-        },
-    )
-    .await;
+    let hold = hanging_webhook(&client, &hanging_ns.name, &publisher, backlog).await;
 
     // 3. The same workload to a healthy receiver in another namespace...
     let other = Receiver::start(&[]).await;

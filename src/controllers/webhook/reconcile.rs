@@ -249,15 +249,7 @@ fn receives_events(ctx: &WebhookContext, namespace: &str, name: &str) -> Result<
         .filter(|w| w.meta().namespace.as_deref() == Some(namespace))
         .collect();
     let max = ctx.ctx.fan_out.max_webhooks;
-    let receiving = fanout::receiving(
-        peers.iter().map(|w| {
-            (
-                w.meta().name.as_deref().unwrap_or_default(),
-                w.meta().creation_timestamp.as_ref(),
-            )
-        }),
-        max,
-    );
+    let receiving = fanout::receiving(peers.iter().map(|w| w.meta()), max);
     // Not cached yet (just created): the cache's next event reconciles it again.
     if receiving.contains(&name) || peers.len() <= max {
         return Ok(());
@@ -272,13 +264,8 @@ fn receives_events(ctx: &WebhookContext, namespace: &str, name: &str) -> Result<
 /// Webhook of its namespace goes away.
 pub fn over_cap(webhook: &DeserializeGuard<Webhook>) -> bool {
     webhook.0.as_ref().is_ok_and(|w| {
-        let conditions = w
-            .status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
-        conditions::find(conditions, conditions::STALLED)
-            .is_some_and(|c| c.status == "True" && c.reason == health_status::TOO_MANY_WEBHOOKS)
+        w.stalled_because(health_status::TOO_MANY_WEBHOOKS)
+            .is_some()
     })
 }
 
