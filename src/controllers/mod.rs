@@ -25,6 +25,7 @@
 //! reports its watch errors (log line and `/readyz`); [`ControllerRun::tracked`] lets
 //! `/healthz` see a reconcile that never ends.
 
+pub mod applied;
 pub mod cron_job;
 pub mod deployment;
 pub mod domain;
@@ -265,6 +266,24 @@ impl ControllerRun {
         K: std::fmt::Debug + Send + 'static,
     {
         self.related(config)
+    }
+
+    /// Like [`ControllerRun::children`], with a cache of their metadata (for
+    /// [`applied::apply`]: a child's `resourceVersion` without a request).
+    pub fn cached_children<K>(
+        &self,
+        config: watcher::Config,
+    ) -> (
+        Store<PartialObjectMeta<K>>,
+        impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+    )
+    where
+        K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+        K: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let api = Api::<PartialObjectMeta<K>>::all(self.ctx.client.clone());
+        let (store, events) = self.cache(api, config, |_| {});
+        (store, events.touched_objects())
     }
 
     /// The objects of kind `K` in every namespace, for `watches_stream`.

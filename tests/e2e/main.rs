@@ -29,3 +29,5 @@ mod outage;
 mod memory;
 
 mod skew;
+
+mod idle;

@@ -21,13 +21,15 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
+use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use super::applied::Applied;
 use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
@@ -107,6 +109,36 @@ impl From<kube::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a Deployment reconcile reads besides the shared [`Context`]: the metadata of the
+/// children it applies, and what it last applied to them, so that a reconcile that would
+/// change nothing sends nothing.
+pub struct DeploymentContext {
+    pub ctx: Arc<Context>,
+    pub workloads: Store<PartialObjectMeta<Workload>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub routes: Store<PartialObjectMeta<HttpRoute>>,
+    pub applied: Applied,
+}
+
+impl DeploymentContext {
+    /// Drops the record of children that are gone (see [`Applied::prune`]).
+    fn prune_applied(&self) {
+        self.applied.prune(|kind, namespace, name| match kind {
+            "Deployment" => cached(&self.workloads, namespace, name),
+            "Service" => cached(&self.services, namespace, name),
+            "HTTPRoute" => cached(&self.routes, namespace, name),
+            _ => false,
+        });
+    }
+}
+
+fn cached<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> bool
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(name).within(namespace)).is_some()
+}
+
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
@@ -114,11 +146,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let deployments = Api::<DeserializeGuard<Deployment>>::all(client.clone());
         let controller = run.controller(deployments, watcher::Config::default());
         let store = controller.store();
+        let managed = || watcher::Config::default().labels(MANAGED);
+        let (workloads, workload_events) = run.cached_children::<Workload>(managed());
+        let (services, service_events) = run.cached_children::<Service>(managed());
+        let (routes, route_events) = run.cached_children::<HttpRoute>(managed());
         let controller = controller
-            .owns_stream(run.children::<Job>(watcher::Config::default().labels(MANAGED)))
-            .owns_stream(run.children::<Workload>(watcher::Config::default().labels(MANAGED)))
-            .owns_stream(run.children::<Service>(watcher::Config::default().labels(MANAGED)))
-            .owns_stream(run.children::<HttpRoute>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(run.children::<Job>(managed()))
+            .owns_stream(workload_events)
+            .owns_stream(service_events)
+            .owns_stream(route_events)
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
             .watches_stream(
                 run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
@@ -137,12 +173,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                         .collect::<Vec<_>>()
                 },
             );
-        run.drive(controller.run(
-            run.tracked(reconcile::reconcile),
-            error_policy,
-            run.ctx.clone(),
-        ))
-        .await;
+        let ctx = Arc::new(DeploymentContext {
+            ctx: run.ctx.clone(),
+            workloads,
+            services,
+            routes,
+            applied: Applied::default(),
+        });
+        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+            .await;
     }
     .boxed()
 }
@@ -153,7 +192,7 @@ pub const MANAGED: &str = "app.kubernetes.io/managed-by=clouddeck";
 fn error_policy(
     obj: Arc<DeserializeGuard<Deployment>>,
     error: &Error,
-    _ctx: Arc<Context>,
+    _ctx: Arc<DeploymentContext>,
 ) -> Action {
     if error.awaits_change() {
         return Action::await_change();

@@ -18,6 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
+use super::DeploymentContext;
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use super::{
@@ -32,7 +33,7 @@ use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
+use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
@@ -40,12 +41,13 @@ use crate::telemetry::OutcomeLabels;
 /// Handles one Deployment, timing it and resetting its backoff on success.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<Deployment>>,
-    ctx: Arc<Context>,
+    deployments: Arc<DeploymentContext>,
 ) -> Result<Action> {
+    let ctx = &deployments.ctx;
     let deployment = match &guard.0 {
         Ok(deployment) => deployment,
         Err(invalid) => {
-            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            reject_malformed(ctx, &*guard, &invalid.error).await;
             return Ok(Action::await_change());
         }
     };
@@ -56,15 +58,16 @@ pub async fn reconcile(
     );
     let span = info_span!("reconcile", controller = NAME, namespace = %deployment.namespace().unwrap_or_default(), name = %deployment.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_deployment(deployment, &ctx)
+    let result = reconcile_deployment(deployment, &deployments)
         .instrument(span)
         .await;
+    deployments.prune_applied();
     timer.finish(&result);
     match &result {
         Ok(_) => reset_backoff(&DEPLOYMENT_FAILURES, &key),
         // An invalid spec was reported with its Stalled condition; anything else is told
         // here (repeats become one Event series).
-        Err(err) if !err.awaits_change() => report_error(&ctx, deployment, err).await,
+        Err(err) if !err.awaits_change() => report_error(ctx, deployment, err).await,
         Err(_) => {}
     }
     result
@@ -81,7 +84,11 @@ enum Plan<'a> {
     Image(String),
 }
 
-async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<Action> {
+async fn reconcile_deployment(
+    deployment: &Deployment,
+    deployments: &DeploymentContext,
+) -> Result<Action> {
+    let ctx = &deployments.ctx;
     let client = &ctx.client;
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
@@ -247,21 +254,39 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
     if let Some(image) = &image
         && stop.is_none()
     {
+        // Each child is sent only if it would change (see `controllers::applied`): a
+        // resync of a settled Deployment writes nothing.
         let apply = PatchParams::apply(FIELD_MANAGER).force();
         let replicas = render::replicas(deployment, &project, standby);
         let workload = render::workload(deployment, &project, image, replicas, &owner);
-        let applied = Api::<Workload>::namespaced(client.clone(), &namespace)
-            .patch(&name, &apply, &Patch::Apply(&workload))
-            .await?;
         let service = render::service(deployment, &owner);
-        Api::<Service>::namespaced(client.clone(), &namespace)
-            .patch(&name, &apply, &Patch::Apply(&service))
-            .await?;
         let route = render::preview_route(deployment, &key, &ctx.config.routing, &owner);
-        Api::<HttpRoute>::namespaced(client.clone(), &namespace)
-            .patch(&name, &apply, &Patch::Apply(&route))
-            .await?;
-        rollout = Some(observe_rollout(client, &namespace, &name, &applied).await?);
+        let applied = &deployments.applied;
+        let workloads = Api::<Workload>::namespaced(client.clone(), &namespace);
+        let returned = applied::apply(
+            &workloads,
+            &deployments.workloads,
+            applied,
+            &apply,
+            &workload,
+        )
+        .await?;
+        let services = Api::<Service>::namespaced(client.clone(), &namespace);
+        applied::apply(&services, &deployments.services, applied, &apply, &service).await?;
+        let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+        applied::apply(&routes, &deployments.routes, applied, &apply, &route).await?;
+        rollout = Some(match returned {
+            Some(live) => {
+                let state = observe_rollout(client, &namespace, &name, &live).await?;
+                // Only an available rollout may be taken as read while the workload stays
+                // as it is; any other state is looked at again (pods are not watched).
+                if !matches!(state, RolloutState::Available) {
+                    applied.forget(&workload);
+                }
+                state
+            }
+            None => RolloutState::Available,
+        });
     }
 
     // Status and Events.
@@ -302,7 +327,10 @@ async fn reconcile_deployment(deployment: &Deployment, ctx: &Context) -> Result<
             .await
             .map_err(|err| Error::Publish(Box::new(err)))?;
     }
-    write_status(client, deployment, &status).await?;
+    // Nothing changed (a resync): nothing to write.
+    if deployment.status.as_ref() != Some(&status) {
+        write_status(client, deployment, &status).await?;
+    }
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
