@@ -75,6 +75,7 @@ fn get_json(namespace: &str, resource: &str) -> Value {
 /// the apiserver accepts them without a single warning."
 #[tokio::test]
 async fn crds_apply_with_server_side_apply_without_warnings() {
+    let _shared = support::SHARED_API.read().await;
     let out = kubectl(&["apply", "--server-side", "-f", path_str(&crds_dir())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "applying crds/ failed: {stderr}");
@@ -93,6 +94,7 @@ async fn crds_apply_with_server_side_apply_without_warnings() {
 /// defaults I did not write filled in."
 #[tokio::test]
 async fn every_sample_applies_and_reads_back_with_defaults() {
+    let _shared = support::SHARED_API.read().await;
     // No operator may run meanwhile: it would answer the sample Webhooks with pings
     // (new WebhookDeliveries) and fill in statuses this test reads back unchanged.
     let _serial = support::one_operator_test_at_a_time().await;
@@ -219,7 +221,7 @@ fn invalid_manifests() -> Vec<(PathBuf, String)> {
 /// which field is wrong and why" — for every rule the schema can state.
 #[tokio::test]
 async fn invalid_manifests_are_refused_at_admission_with_their_message() {
-    let _schema = support::SCHEMA.read().await;
+    let _shared = support::SHARED_API.read().await;
     install_crds();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-api-invalid").await;
@@ -259,6 +261,7 @@ async fn invalid_manifests_are_refused_at_admission_with_their_message() {
 /// the fact, nor a Domain's hostname, nor a delivery's record."
 #[tokio::test]
 async fn immutable_fields_cannot_change() {
+    let _shared = support::SHARED_API.read().await;
     install_crds();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-api-immutable").await;
@@ -321,6 +324,7 @@ async fn immutable_fields_cannot_change() {
 /// User story: "`kubectl explain project.spec.build` tells me what each build setting does."
 #[tokio::test]
 async fn kubectl_explain_describes_project_build() {
+    let _shared = support::SHARED_API.read().await;
     install_crds();
     let text = eventually(
         "kubectl explain to know the Project schema",
@@ -366,6 +370,7 @@ async fn kubectl_explain_describes_project_build() {
 /// namespace, every kind, with its columns."
 #[tokio::test]
 async fn kubectl_get_clouddeck_lists_every_kind() {
+    let _shared = support::SHARED_API.read().await;
     install_crds();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-api-category").await;

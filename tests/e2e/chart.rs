@@ -434,6 +434,7 @@ fn label_restricted(namespace: &str) {
 /// cluster-wide role behind."
 #[tokio::test]
 async fn helm_install_runs_two_ready_replicas_under_restricted_pod_security() {
+    let _shared = support::SHARED_API.read().await;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-chart").await;
     label_restricted(&ns.name);
@@ -875,6 +876,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
 /// look, `admin` may also clean up in bulk — and only in the namespace of the binding."
 #[tokio::test]
 async fn users_get_clouddeck_kinds_through_the_builtin_view_edit_admin_roles() {
+    let _shared = support::SHARED_API.read().await;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-chart-users").await;
     let other = TestNamespace::new(&client, "e2e-chart-other").await;

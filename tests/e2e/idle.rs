@@ -1,9 +1,11 @@
 //! What a settled object costs when the operator looks at it again (issue #13: a resync
-//! that finds no drift should cost no API request).
+//! that finds no drift costs no API request).
 
 use std::time::Duration;
 
-use clouddeck::api::Deployment;
+use clouddeck::api::deployment::DeploymentPhase;
+use clouddeck::api::{Deployment, Project};
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use kube::api::{Api, DeleteParams};
@@ -12,7 +14,8 @@ use serde_json::json;
 use crate::support::{self, Operator, TestNamespace, eventually};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
+/// Every verb but `watch` (the operator's watches stay open whatever it does).
+const VERBS: [&str; 6] = ["get", "list", "create", "update", "patch", "delete"];
 
 /// A sum over the lines of `/metrics` that start with `prefix`.
 async fn counter(operator: &Operator, prefix: &str) -> f64 {
@@ -32,44 +35,26 @@ async fn requests(operator: &Operator, verb: &str) -> f64 {
     .await
 }
 
-async fn deployment_reconciles(operator: &Operator) -> f64 {
+async fn reconciles(operator: &Operator, controller: &str) -> f64 {
     counter(
         operator,
-        "clouddeck_reconciliations_total{controller=\"deployment\"",
+        &format!("clouddeck_reconciliations_total{{controller=\"{controller}\""),
     )
     .await
 }
 
-/// The operator's writes so far, by verb.
-async fn writes(operator: &Operator) -> Vec<f64> {
+/// The operator's requests so far, by verb.
+async fn requests_by_verb(operator: &Operator) -> Vec<f64> {
     let mut counts = Vec::new();
-    for verb in WRITES {
+    for verb in VERBS {
         counts.push(requests(operator, verb).await);
     }
     counts
 }
 
-/// Wakes the Deployment controller for `deployment` and nothing else: a suspended Job it
-/// owns (the controller watches its Jobs; no other controller does, and a Ready
-/// Deployment that runs an image has no build Job of its own).
-fn poke(namespace: &str, deployment: &Deployment) {
-    let owner = deployment.controller_owner_ref(&()).unwrap();
-    let job = json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {
-            "name": "poke",
-            "labels": { "app.kubernetes.io/managed-by": "clouddeck" },
-            "ownerReferences": [owner],
-        },
-        "spec": {
-            "suspend": true,
-            "template": { "spec": {
-                "restartPolicy": "Never",
-                "containers": [{ "name": "noop", "image": "registry.local/e2e/noop:1" }],
-            } },
-        },
-    });
-    let out = support::kubectl_create(namespace, &job, None);
+/// `kubectl create` of `object`, which must succeed.
+fn create(namespace: &str, object: &serde_json::Value) {
+    let out = support::kubectl_create(namespace, object, None);
     assert!(
         out.status.success(),
         "{}",
@@ -77,81 +62,162 @@ fn poke(namespace: &str, deployment: &Deployment) {
     );
 }
 
-/// Waits until the Deployment controller has reconciled at least once more than `before`,
-/// and a moment longer for anything that reconcile would still send.
-async fn reconciled_after(operator: &Operator, before: f64) {
-    eventually("a Deployment reconcile", TIMEOUT, || async {
-        (deployment_reconciles(operator).await > before).then_some(())
+/// Wakes the Deployment controller for `deployment` and nothing else: a suspended Job it
+/// owns (the controller watches its Jobs; no other controller does, and a Ready
+/// Deployment that runs an image has no build Job of its own).
+fn poke_deployment(namespace: &str, deployment: &Deployment) {
+    let owner = deployment.controller_owner_ref(&()).unwrap();
+    create(
+        namespace,
+        &json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {
+                "name": "poke",
+                "labels": { "app.kubernetes.io/managed-by": "clouddeck" },
+                "ownerReferences": [owner],
+            },
+            "spec": {
+                "suspend": true,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "noop", "image": "registry.local/e2e/noop:1" }],
+                } },
+            },
+        }),
+    );
+}
+
+/// Wakes the Project controller for `project` and nothing else: an HTTPRoute it owns that
+/// is neither its production route nor a branch alias (so it leaves it alone).
+fn poke_project(namespace: &str, project: &Project) {
+    let owner = project.controller_owner_ref(&()).unwrap();
+    create(
+        namespace,
+        &json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {
+                "name": "poke",
+                "labels": { "app.kubernetes.io/managed-by": "clouddeck" },
+                "ownerReferences": [owner],
+            },
+            "spec": { "hostnames": ["poke.idle.example"] },
+        }),
+    );
+}
+
+/// Waits until `controller` has reconciled at least once more than `before`, and a moment
+/// longer for anything that reconcile would still send.
+async fn reconciled_after(operator: &Operator, controller: &str, before: f64) {
+    eventually(&format!("a {controller} reconcile"), TIMEOUT, || async {
+        (reconciles(operator, controller).await > before).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// User story: "My Deployment has been Ready for a while. When the operator looks at it
-/// again and nothing has changed, it writes nothing to the apiserver; when someone deletes
-/// one of its children by hand, the next look puts it back."
+/// Runs `poke` and returns the requests by verb that `controller`'s reconcile made.
+async fn cost_of_a_look(
+    operator: &Operator,
+    controller: &str,
+    poke: impl FnOnce(),
+) -> Vec<(&'static str, f64)> {
+    let before = (
+        requests_by_verb(operator).await,
+        reconciles(operator, controller).await,
+    );
+    poke();
+    reconciled_after(operator, controller, before.1).await;
+    let after = requests_by_verb(operator).await;
+    VERBS
+        .iter()
+        .zip(after.iter().zip(&before.0))
+        .map(|(verb, (a, b))| (*verb, a - b))
+        .filter(|(_, n)| *n != 0.0)
+        .collect()
+}
+
+/// Deletes `name` and waits until a new object of that name (another uid) is there.
+async fn deleted_and_back<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let first = api.get(name).await.unwrap().meta().uid.clone();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(
+        &format!("{name} deleted and applied again"),
+        TIMEOUT,
+        || async {
+            let again = api.get_opt(name).await.ok()??;
+            (again.meta().uid != first).then_some(())
+        },
+    )
+    .await;
+}
+
+/// User story: "My Project has served a Ready Deployment for a while. When the operator
+/// looks at either again and nothing has changed, it asks the apiserver nothing; when
+/// someone deletes one of their children by hand, the next look puts it back."
 #[tokio::test]
-async fn a_settled_deployment_costs_no_write_when_looked_at_again() {
+async fn a_settled_project_costs_no_request_when_looked_at_again() {
     let _serial = support::one_operator_test_at_a_time().await;
+    // Any other test's objects would be reconciled by this operator too, and counted.
+    let _alone = support::SHARED_API.write().await;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-idle").await;
     let operator = Operator::builder(&ns.name, "idle").start_leading().await;
-    for object in [
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
-                "metadata": { "name": "shop" },
-                "spec": { "image": "registry.local/e2e/app:1" } }),
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-                "metadata": { "name": "shop-1" },
-                "spec": { "projectRef": { "name": "shop" }, "target": "production",
-                          "source": { "image": "registry.local/e2e/app:1" } } }),
-    ] {
-        let out = support::kubectl_create(&ns.name, &object, None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    create(
+        &ns.name,
+        &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+                 "metadata": { "name": "shop" },
+                 "spec": { "image": "registry.local/e2e/app:1" } }),
+    );
+    create(
+        &ns.name,
+        &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+                 "metadata": { "name": "shop-1" },
+                 "spec": { "projectRef": { "name": "shop" }, "target": "production",
+                           "source": { "image": "registry.local/e2e/app:1" } } }),
+    );
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
     let deployment = eventually("shop-1 to be Ready", TIMEOUT, || async {
         let d = deployments.get("shop-1").await.ok()?;
         let phase = d.status.as_ref()?.phase?;
-        (phase == clouddeck::api::deployment::DeploymentPhase::Ready).then_some(d)
+        (phase == DeploymentPhase::Ready).then_some(d)
     })
     .await;
-    // Settled: no write for a few seconds (the workload's status is still being filled in
-    // by the controller-manager just after Ready, and each change wakes the controller).
-    eventually("the operator to stop writing", TIMEOUT, || async {
-        let before = writes(&operator).await;
+    let project = eventually("shop to serve shop-1", TIMEOUT, || async {
+        let p = projects.get("shop").await.ok()?;
+        let serving = p.status.as_ref()?.production_deployment.as_deref()?;
+        (serving == "shop-1").then_some(p)
+    })
+    .await;
+    // Settled: no request for a few seconds (the workload's status is still being filled
+    // in by the controller-manager just after Ready, and each change wakes the controller).
+    eventually("the operator to go quiet", TIMEOUT, || async {
+        let before = requests_by_verb(&operator).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        (writes(&operator).await == before).then_some(())
+        (requests_by_verb(&operator).await == before).then_some(())
     })
     .await;
 
-    // Looked at again with nothing changed: reconciled, and not one write.
-    let before = (
-        writes(&operator).await,
-        deployment_reconciles(&operator).await,
-    );
-    poke(&ns.name, &deployment);
-    reconciled_after(&operator, before.1).await;
-    let after = writes(&operator).await;
+    // Looked at again with nothing changed: reconciled, and not one request.
+    let deployment_look = cost_of_a_look(&operator, "deployment", || {
+        poke_deployment(&ns.name, &deployment)
+    })
+    .await;
+    let project_look =
+        cost_of_a_look(&operator, "project", || poke_project(&ns.name, &project)).await;
     assert_eq!(
-        after, before.0,
-        "writes by verb {WRITES:?} before and after a reconcile that found nothing to do"
+        (deployment_look, project_look),
+        (vec![], vec![]),
+        "requests by verb of a Deployment and of a Project reconcile that found nothing to do"
     );
 
-    // A child deleted by hand is drift: the controller (woken by the deletion) applies it
-    // again.
+    // A child deleted by hand is drift: its controller (woken by the deletion) applies it
+    // again, the Deployment's Service and the Project's production route alike.
     let services = Api::<Service>::namespaced(client.clone(), &ns.name);
-    let first = services.get("shop-1").await.unwrap().metadata.uid;
-    services
-        .delete("shop-1", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the Service shop-1 back", TIMEOUT, || async {
-        let again = services.get_opt("shop-1").await.ok()??;
-        (again.metadata.uid != first).then_some(())
-    })
-    .await;
+    deleted_and_back(&services, "shop-1").await;
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    deleted_and_back(&routes, &clouddeck::routing::production_route_name("shop")).await;
 }

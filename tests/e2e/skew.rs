@@ -217,7 +217,7 @@ async fn reconciled(api: &Api<DynamicObject>, name: &str) {
 #[tokio::test]
 async fn objects_stored_under_a_looser_schema_stop_no_controller() {
     let _serial = support::one_operator_test_at_a_time().await;
-    let _schema = support::SCHEMA.write().await;
+    let _alone = support::SHARED_API.write().await;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-skew").await;
     let api = |kind: &str, plural: &str| dynamic(&client, &ns.name, kind, plural);

@@ -135,10 +135,12 @@ pub async fn one_operator_test_at_a_time() -> tokio::sync::MutexGuard<'static, (
     LOCK.lock().await
 }
 
-/// The CRDs as `crds/` defines them. A test that relies on admission refusing an object
-/// holds this for reading; the version-skew test, which loosens the CRDs for a moment,
-/// holds it for writing.
-pub static SCHEMA: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// The API as the other tests leave it. A test that writes CloudDeck objects without an
+/// operator of its own, or relies on admission refusing an object, holds this for
+/// reading; a test that needs the cluster to itself holds it for writing: the version-skew
+/// test (it loosens the CRDs for a moment) and the idle test (it counts every request
+/// the operator makes, which any other test's objects would add to).
+pub static SHARED_API: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -280,6 +280,10 @@ async fn stall(
 }
 
 async fn write_status(ctx: &Context, cron_job: &CronJob, status: &CronJobStatus) -> Result<()> {
+    // Nothing changed (a resync): nothing to write.
+    if cron_job.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api = Api::<CronJob>::namespaced(
         ctx.client.clone(),
         &cron_job.namespace().unwrap_or_default(),

@@ -25,8 +25,8 @@ use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
 
 use super::applied::Applied;
@@ -118,9 +118,59 @@ pub struct DeploymentContext {
     pub services: Store<PartialObjectMeta<Service>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
     pub applied: Applied,
+    pub projects: Store<DeserializeGuard<Project>>,
+    /// The hostname key each Project (by uid) was last found to hold, and the Project's
+    /// `resourceVersion` then. While the Project is unchanged, so is its claim: the Project
+    /// controller writes the Project's status whenever its key changes or is lost.
+    keys: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl DeploymentContext {
+    /// The Project `name` in `namespace`: from the cache, or (not cached yet, or not
+    /// readable by this release) from the API.
+    async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
+        let cached = self.projects.get(&ObjectRef::new(name).within(namespace));
+        if let Some(Ok(project)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
+            return Ok(Some(project.clone()));
+        }
+        Ok(
+            Api::<Project>::namespaced(self.ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await?,
+        )
+    }
+
+    /// The key `project` was found to hold at its current `resourceVersion`, if it was.
+    fn known_key(&self, project: &Project) -> Option<String> {
+        let uid = project.metadata.uid.as_deref()?;
+        let version = project.metadata.resource_version.as_deref()?;
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, key) = keys.get(uid)?;
+        (at == version).then(|| key.clone())
+    }
+
+    fn remember_key(&self, project: &Project, key: &str) {
+        let (Some(uid), Some(version)) = (
+            project.metadata.uid.clone(),
+            project.metadata.resource_version.clone(),
+        ) else {
+            return;
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        // One entry per Project; those of deleted Projects go when there are many more
+        // entries than cached Projects.
+        if keys.len() > 2 * self.projects.state().len() + 64 {
+            let live: std::collections::HashSet<String> = self
+                .projects
+                .state()
+                .iter()
+                .filter_map(|p| p.meta().uid.clone())
+                .collect();
+            keys.retain(|uid, _| live.contains(uid));
+        }
+        keys.insert(uid, (version, key.to_owned()));
+    }
+
     /// Drops the record of children that are gone (see [`Applied::prune`]).
     fn prune_applied(&self) {
         self.applied.prune(|kind, namespace, name| match kind {
@@ -150,6 +200,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (workloads, workload_events) = run.cached_children::<Workload>(managed());
         let (services, service_events) = run.cached_children::<Service>(managed());
         let (routes, route_events) = run.cached_children::<HttpRoute>(managed());
+        // Read by every reconcile (its Project), so cached rather than asked for.
+        let (projects, project_events) = run.cache(
+            Api::<DeserializeGuard<Project>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
         let controller = controller
             .owns_stream(run.children::<Job>(managed()))
             .owns_stream(workload_events)
@@ -157,8 +213,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .owns_stream(route_events)
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
             .watches_stream(
-                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
-                move |project| {
+                project_events.touched_objects(),
+                move |project: DeserializeGuard<Project>| {
                     let namespace = project.namespace();
                     let name = project.name_any();
                     store
@@ -179,6 +235,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             services,
             routes,
             applied: Applied::default(),
+            projects,
+            keys: Mutex::default(),
         });
         run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
             .await;

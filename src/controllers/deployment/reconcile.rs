@@ -105,9 +105,8 @@ async fn reconcile_deployment(
     let recorder = &ctx.recorder;
 
     // Read.
-    let projects = Api::<Project>::namespaced(client.clone(), &namespace);
     let project_name = &deployment.spec.project_ref.name;
-    let Some(project) = projects.get_opt(project_name).await? else {
+    let Some(project) = deployments.project(&namespace, project_name).await? else {
         let message = format!(
             "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
         );
@@ -119,7 +118,17 @@ async fn reconcile_deployment(
     // The preview hostname is generated from the key the Project holds; until it holds
     // one there is nothing this Deployment may be served under.
     let base = &ctx.config.routing.base_domain;
-    let Some(key) = project_key(client, &project, base).await? else {
+    let key = match deployments.known_key(&project) {
+        Some(key) => Some(key),
+        None => {
+            let key = project_key(client, &project, base).await?;
+            if let Some(key) = &key {
+                deployments.remember_key(&project, key);
+            }
+            key
+        }
+    };
+    let Some(key) = key else {
         if project
             .status
             .as_ref()
@@ -327,10 +336,7 @@ async fn reconcile_deployment(
             .await
             .map_err(|err| Error::Publish(Box::new(err)))?;
     }
-    // Nothing changed (a resync): nothing to write.
-    if deployment.status.as_ref() != Some(&status) {
-        write_status(client, deployment, &status).await?;
-    }
+    write_status(client, deployment, &status).await?;
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
@@ -906,6 +912,10 @@ async fn write_status(
     deployment: &Deployment,
     status: &DeploymentStatus,
 ) -> Result<()> {
+    // Nothing changed (a resync): nothing to write.
+    if deployment.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api =
         Api::<Deployment>::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
     let patch =

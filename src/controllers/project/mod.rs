@@ -7,18 +7,21 @@ pub mod reconcile;
 pub mod render;
 pub mod status;
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
+use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use super::applied::Applied;
 use super::deployment::{Error, Failures, MANAGED, backoff};
 use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
@@ -43,11 +46,25 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let namesakes = projects.clone();
         let waiting = projects.clone();
         let base = run.ctx.config.routing.base_domain.clone();
+        // Cached, so that a look that finds nothing changed asks the API nothing: the
+        // Deployments of each Project, the routes it applies, the claims it holds.
+        let (deployments, deployment_events) = run.cache(
+            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let (routes, route_events) =
+            run.cached_children::<HttpRoute>(watcher::Config::default().labels(MANAGED));
+        let (claims, claim_events) = run.cache(
+            Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
         let controller = controller
             // A claim taken, released or expired changes which key a Project can hold.
             .watches_stream(
-                run.related::<DeserializeGuard<HostnameClaim>>(watcher::Config::default()),
-                move |guard| match &guard.0 {
+                claim_events.touched_objects(),
+                move |guard: DeserializeGuard<HostnameClaim>| match &guard.0 {
                     Ok(claim) => waiting_for(&waiting.state(), claim, &base),
                     // Reported by the claim controller; nobody can be waiting for it.
                     Err(_) => Vec::new(),
@@ -58,11 +75,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
                 move |changed| namesakes_of(&namesakes.state(), &changed),
             )
-            .owns_stream(run.children::<HttpRoute>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(route_events)
             // Every change of a Deployment may change what its Project serves.
             .watches_stream(
-                run.related::<DeserializeGuard<Deployment>>(watcher::Config::default()),
-                |guard| {
+                deployment_events.touched_objects(),
+                |guard: DeserializeGuard<Deployment>| {
                     let deployment = guard.0.as_ref().ok()?;
                     let namespace = deployment.namespace()?;
                     Some(
@@ -79,6 +96,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             Arc::new(ProjectContext {
                 ctx: run.ctx.clone(),
                 projects,
+                deployments,
+                routes,
+                claims,
+                applied: Applied::default(),
+                held: Mutex::default(),
             }),
         ))
         .await;
@@ -91,6 +113,85 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 pub struct ProjectContext {
     pub ctx: Arc<Context>,
     pub projects: Store<DeserializeGuard<Project>>,
+    pub deployments: Store<DeserializeGuard<Deployment>>,
+    pub routes: Store<PartialObjectMeta<HttpRoute>>,
+    pub claims: Store<DeserializeGuard<HostnameClaim>>,
+    pub applied: Applied,
+    /// Per production hostname, the `resourceVersion` of its claim when the API last said
+    /// this Project holds it (see [`ProjectContext::still_holds`]).
+    held: Mutex<HashMap<String, String>>,
+}
+
+impl ProjectContext {
+    /// The Deployments of `project` that this release can read, from the cache.
+    pub fn deployments_of(&self, project: &Project) -> Vec<Deployment> {
+        let namespace = project.namespace();
+        let name = project.name_any();
+        self.deployments
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|d| d.namespace() == namespace && d.spec.project_ref.name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The names of the cached routes in `namespace` whose labels satisfy `wanted`.
+    pub fn routes_where(
+        &self,
+        namespace: &str,
+        wanted: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+    ) -> Vec<String> {
+        self.routes
+            .state()
+            .iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|r| r.metadata.labels.as_ref().is_some_and(&wanted))
+            .filter_map(|r| r.metadata.name.clone())
+            .collect()
+    }
+
+    /// Whether `me` still holds the claim on `hostname` without asking the API: only when
+    /// the cached claim says so and is unchanged since the API last said so. A decision to
+    /// serve never rests on the cache alone; the cache only says that nothing has happened
+    /// to the claim since.
+    pub fn still_holds(&self, hostname: &str, me: &hostnames::Claimant) -> bool {
+        let Some(version) = self.cached_held_version(hostname, me) else {
+            return false;
+        };
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(hostname) == Some(&version)
+    }
+
+    /// Records that the API just said `me` holds `hostname` (if the cache shows that claim
+    /// yet; otherwise the next look asks again).
+    pub fn remember_held(&self, hostname: &str, me: &hostnames::Claimant) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match self.cached_held_version(hostname, me) {
+            Some(version) => held.insert(hostname.to_owned(), version),
+            None => held.remove(hostname),
+        };
+        // Hostnames of deleted Projects: dropped once there are many more than claims.
+        if held.len() > 2 * self.claims.state().len() + 64 {
+            let live: std::collections::HashSet<String> = self
+                .claims
+                .state()
+                .iter()
+                .filter_map(|c| c.0.as_ref().ok().map(|c| c.spec.hostname.clone()))
+                .collect();
+            held.retain(|hostname, _| live.contains(hostname));
+        }
+    }
+
+    fn cached_held_version(&self, hostname: &str, me: &hostnames::Claimant) -> Option<String> {
+        let cached = self
+            .claims
+            .get(&ObjectRef::new(&hostnames::claim_name(hostname)))?;
+        let claim = cached.0.as_ref().ok()?;
+        let held = claim.spec.hostname == hostname
+            && hostnames::standing(Some(claim), me, false) == hostnames::Standing::Held;
+        held.then(|| claim.metadata.resource_version.clone())?
+    }
 }
 
 /// The Projects that may want the key of `claim`: those named like it, in any namespace.

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span};
@@ -21,6 +22,7 @@ use crate::api::deployment::{Deployment, DeploymentPhase, Target};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
+use crate::controllers::applied;
 use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
@@ -52,9 +54,15 @@ pub async fn reconcile(
     );
     let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_project(project, holds_name, ctx)
+    let result = reconcile_project(project, holds_name, &project_ctx)
         .instrument(span)
         .await;
+    project_ctx.applied.prune(|_, namespace, name| {
+        project_ctx
+            .routes
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    });
     timer.finish(&result);
     match &result {
         Ok(_) => reset_backoff(&PROJECT_FAILURES, &key),
@@ -66,7 +74,12 @@ pub async fn reconcile(
     result
 }
 
-async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -> Result<Action> {
+async fn reconcile_project(
+    project: &Project,
+    holds_name: bool,
+    project_ctx: &ProjectContext,
+) -> Result<Action> {
+    let ctx = &project_ctx.ctx;
     let client = &ctx.client;
     let namespace = project.namespace().unwrap_or_default();
     let name = project.name_any();
@@ -74,7 +87,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     let previous = project.status.clone().unwrap_or_default();
 
     // Hostnames first: every route below is generated from the key this Project holds.
-    let Some(key) = hold_key(ctx, project, holds_name).await? else {
+    let Some(key) = hold_key(project_ctx, project, holds_name).await? else {
         let base = &ctx.config.routing.base_domain;
         let invalid = InvalidField::new(
             "metadata.name",
@@ -93,16 +106,10 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
 
     // Read.
     let deployments_api = Api::<Deployment>::namespaced(client.clone(), &namespace);
-    // Guarded: a Deployment this release cannot read (stored under an older schema) is
-    // reported by the Deployment controller and left out here, not a failure of the Project.
-    let deployments: Vec<Deployment> =
-        Api::<DeserializeGuard<Deployment>>::namespaced(client.clone(), &namespace)
-            .list(&ListParams::default().fields(&format!("spec.projectRef.name={name}")))
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|guard| guard.0.ok())
-            .collect();
+    // From the cache, guarded: a Deployment this release cannot read (stored under an
+    // older schema) is reported by the Deployment controller and left out here, not a
+    // failure of the Project.
+    let deployments = project_ctx.deployments_of(project);
 
     // Supersede older builds of a branch.
     for (older, newer) in render::superseded(&deployments) {
@@ -147,8 +154,10 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
     let hostname = scheme::production_hostname(&key, &ctx.config.routing.base_domain);
     let production_url = routing::url(&hostname);
     next.hostname = Some(hostname.clone());
+    // Each route is sent only if it would change (see `controllers::applied`).
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    let applied = &project_ctx.applied;
     if let Some(serving) = serving {
         let route = render::production_route(
             project,
@@ -157,9 +166,7 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
             &ctx.config.routing,
             &owner,
         );
-        routes
-            .patch(&route.name_any(), &apply, &Patch::Apply(&route))
-            .await?;
+        applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
         next.production_deployment = Some(serving.name_any());
         next.production_url = Some(production_url.clone());
     }
@@ -173,25 +180,13 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
             &ctx.config.routing,
             &owner,
         );
-        routes
-            .patch(&route.name_any(), &apply, &Patch::Apply(&route))
-            .await?;
+        applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
     }
     // A branch whose Deployments are gone (or none is Ready) has no alias.
-    let existing = routes
-        .list_metadata(
-            &ListParams::default()
-                .labels(&format!("{PROJECT_LABEL}={name},{}", render::BRANCH_LABEL)),
-        )
-        .await?;
-    for stale in render::stale_aliases(
-        &name,
-        &aliases,
-        existing
-            .items
-            .iter()
-            .filter_map(|r| r.metadata.name.as_deref()),
-    ) {
+    let existing = project_ctx.routes_where(&namespace, |labels| {
+        labels.get(PROJECT_LABEL) == Some(&name) && labels.contains_key(render::BRANCH_LABEL)
+    });
+    for stale in render::stale_aliases(&name, &aliases, existing.iter().map(String::as_str)) {
         if delete_if_present(&routes, &stale).await? {
             info!(route = %stale, "deleted the alias of a branch with nothing Ready");
         }
@@ -342,7 +337,12 @@ async fn reconcile_project(project: &Project, holds_name: bool, ctx: &Context) -
 /// namespace (`holds_name` false) asks for its fallback before its name, so the oldest
 /// Project of a name keeps it, as it did before claims existed.
 /// `None` when every candidate is owned by another namespace.
-async fn hold_key(ctx: &Context, project: &Project, holds_name: bool) -> Result<Option<String>> {
+async fn hold_key(
+    project_ctx: &ProjectContext,
+    project: &Project,
+    holds_name: bool,
+) -> Result<Option<String>> {
+    let ctx = &project_ctx.ctx;
     let base = &ctx.config.routing.base_domain;
     let name = project.name_any();
     let me = Claimant::of(project, HolderKind::Project);
@@ -354,12 +354,17 @@ async fn hold_key(ctx: &Context, project: &Project, holds_name: bool) -> Result<
             Authority::Key(key) if scheme::production_hostname(&key, base) == h => Some(key),
             _ => None,
         });
-    // The steady state: the recorded key is still held, one read.
-    if let Some(key) = &recorded
-        && hostnames::take(&ctx.client, &scheme::production_hostname(key, base), &me).await?
-            == Standing::Held
-    {
-        return Ok(recorded);
+    // The steady state: the recorded key is still held. No read while its claim is
+    // unchanged since the API last said so; one read otherwise.
+    if let Some(key) = &recorded {
+        let hostname = scheme::production_hostname(key, base);
+        if project_ctx.still_holds(&hostname, &me) {
+            return Ok(recorded);
+        }
+        if hostnames::take(&ctx.client, &hostname, &me).await? == Standing::Held {
+            project_ctx.remember_held(&hostname, &me);
+            return Ok(recorded);
+        }
     }
     let mut candidates = scheme::candidate_keys(&name, &me.namespace);
     if !holds_name {
@@ -445,6 +450,10 @@ async fn stall(
 }
 
 async fn write_status(ctx: &Context, project: &Project, status: &ProjectStatus) -> Result<()> {
+    // Nothing changed (a resync): nothing to write.
+    if project.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api =
         Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
     let patch =
