@@ -2,6 +2,7 @@
 //! `clouddeck`) with the metrics every controller reports through [`Metrics`].
 
 use std::io::IsTerminal;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -11,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -25,7 +28,10 @@ pub fn init_logging(config: &LogConfig) {
     };
     let filter = EnvFilter::try_new(filter_directives(&spec))
         .unwrap_or_else(|_| EnvFilter::new(filter_directives("info")));
-    let registry = tracing_subscriber::registry().with(filter);
+    // The trigger count has a filter of its own: it holds whatever the log level.
+    let triggers = ReconcileTriggers
+        .with_filter(Targets::new().with_target("kube_runtime::controller", tracing::Level::INFO));
+    let registry = tracing_subscriber::registry().with(triggers);
     // Colours only for a person at a terminal, not in files or `kubectl logs`.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -33,10 +39,117 @@ pub fn init_logging(config: &LogConfig) {
     // `try_init`: a second call (tests) keeps the first subscriber instead of panicking.
     let _ = match config.log_format {
         LogFormat::Json => registry
-            .with(fmt.json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt.compact()).try_init(),
+        LogFormat::Pretty => registry.with(fmt.compact().with_filter(filter)).try_init(),
     };
+}
+
+/// `clouddeck_reconcile_triggers_total{kind, trigger, source}`: every reconcile, by the
+/// kind reconciled and what made kube-runtime run it. Filled by [`ReconcileTriggers`],
+/// process-wide (the subscriber is installed before the registry exists).
+static RECONCILE_TRIGGERS: LazyLock<Family<TriggerLabels, Counter>> =
+    LazyLock::new(Family::default);
+
+/// What made a reconcile run.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Trigger {
+    /// The object itself changed (or appeared, or a relist found it).
+    object,
+    /// A child or related object changed (its kind is the `source` label).
+    related,
+    /// The reconcile asked to look again (a deadline, or the hourly resync).
+    requeue,
+    /// The error policy asked to look again after a failure.
+    error_retry,
+    other,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub kind: String,
+    pub trigger: Trigger,
+    /// The kind of the child or related object, for `trigger="related"`; else empty.
+    pub source: String,
+}
+
+/// kube-runtime does not hand a reconcile its reason, but it opens a span around each one
+/// (`reconciling object`, with `object.ref` and `object.reason`): this layer counts those.
+pub struct ReconcileTriggers;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ReconcileTriggers {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "reconciling object" {
+            return;
+        }
+        let mut fields = SpanFields::default();
+        attrs.record(&mut fields);
+        if let (Some(object), Some(reason)) = (fields.object, fields.reason) {
+            RECONCILE_TRIGGERS
+                .get_or_create(&trigger_labels(&object, &reason))
+                .inc();
+        }
+    }
+}
+
+#[derive(Default)]
+struct SpanFields {
+    object: Option<String>,
+    reason: Option<String>,
+}
+
+impl tracing::field::Visit for SpanFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "object.ref" => self.object = Some(format!("{value:?}")),
+            "object.reason" => self.reason = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+}
+
+/// The labels for a reconcile of `object` (kube-runtime's `Kind.version.group/name.ns`)
+/// run for `reason` (its `ReconcileReason`, displayed).
+pub fn trigger_labels(object: &str, reason: &str) -> TriggerLabels {
+    let (trigger, source) = match reason {
+        "object updated" => (Trigger::object, ""),
+        "reconciler requested retry" => (Trigger::requeue, ""),
+        "error policy requested retry" => (Trigger::error_retry, ""),
+        other => match other.strip_prefix("related object updated: ") {
+            Some(related) => (Trigger::related, kind_of(related)),
+            None => (Trigger::other, ""),
+        },
+    };
+    TriggerLabels {
+        kind: kind_of(object).to_owned(),
+        trigger,
+        source: source.to_owned(),
+    }
+}
+
+/// The kind in an object reference: bounded, the kinds the operator watches.
+fn kind_of(object: &str) -> &str {
+    let kind = object.split('.').next().unwrap_or_default();
+    if kind.len() <= 63 && kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+        kind
+    } else {
+        "unknown"
+    }
 }
 
 /// `spec`, quietened where a library repeats what CloudDeck reports itself: kube's client
@@ -230,6 +343,11 @@ impl ReconcileMetrics {
             metrics.reconciliations.clone(),
         );
         registry.register(
+            "reconcile_triggers",
+            "Reconciles run, by kind and by what triggered them (the object, a child or related object of kind `source`, a requeue, a retry)",
+            RECONCILE_TRIGGERS.clone(),
+        );
+        registry.register(
             "reconcile_failures",
             "Reconciles that returned an error, by controller and error reason",
             metrics.failures.clone(),
@@ -399,5 +517,53 @@ mod tests {
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
         );
+    }
+
+    #[test]
+    fn reconcile_triggers_are_labelled_by_kind_cause_and_source() {
+        let labels = |object, reason| {
+            let l = trigger_labels(object, reason);
+            (l.kind, l.trigger, l.source)
+        };
+        let project = "Project.v1alpha1.clouddeck.io/shop.team-a";
+        assert_eq!(
+            labels(project, "object updated"),
+            ("Project".into(), Trigger::object, String::new())
+        );
+        assert_eq!(
+            labels(
+                project,
+                "related object updated: HTTPRoute.v1.gateway.networking.k8s.io/shop.team-a"
+            ),
+            ("Project".into(), Trigger::related, "HTTPRoute".into())
+        );
+        assert_eq!(
+            labels(project, "reconciler requested retry").1,
+            Trigger::requeue
+        );
+        assert_eq!(
+            labels(project, "error policy requested retry").1,
+            Trigger::error_retry
+        );
+        assert_eq!(labels("not a ref!", "custom").0, "unknown");
+    }
+
+    #[test]
+    fn the_layer_counts_kube_runtimes_reconcile_spans() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(ReconcileTriggers);
+        // A kind of its own: the counter is process-wide.
+        let object = "LayerTestKind.v1.example.com/a.b";
+        let labels = trigger_labels(object, "object updated");
+        let before = RECONCILE_TRIGGERS.get_or_create(&labels).get();
+        tracing::subscriber::with_default(subscriber, || {
+            let _span = tracing::info_span!(
+                "reconciling object",
+                "object.ref" = %object,
+                object.reason = %"object updated"
+            );
+            let _other = tracing::info_span!("something else", "object.ref" = %object);
+        });
+        assert_eq!(RECONCILE_TRIGGERS.get_or_create(&labels).get(), before + 1);
     }
 }

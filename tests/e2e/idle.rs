@@ -213,6 +213,13 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
         (vec![], vec![]),
         "requests by verb of a Deployment and of a Project reconcile that found nothing to do"
     );
+    // And the operator says what woke each controller.
+    for (kind, source) in [("Deployment", "Job"), ("Project", "HTTPRoute")] {
+        let line = format!(
+            "clouddeck_reconcile_triggers_total{{kind=\"{kind}\",trigger=\"related\",source=\"{source}\"}}"
+        );
+        assert!(counter(&operator, &line).await >= 1.0, "{line}");
+    }
 
     // A child deleted by hand is drift: its controller (woken by the deletion) applies it
     // again, the Deployment's Service and the Project's production route alike.
