@@ -52,22 +52,12 @@ async fn requests_by_verb(operator: &Operator) -> Vec<f64> {
     counts
 }
 
-/// `kubectl create` of `object`, which must succeed.
-fn create(namespace: &str, object: &serde_json::Value) {
-    let out = support::kubectl_create(namespace, object, None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Wakes the Deployment controller for `deployment` and nothing else: a suspended Job it
 /// owns (the controller watches its Jobs; no other controller does, and a Ready
 /// Deployment that runs an image has no build Job of its own).
 fn poke_deployment(namespace: &str, deployment: &Deployment) {
     let owner = deployment.controller_owner_ref(&()).unwrap();
-    create(
+    support::kubectl_create_ok(
         namespace,
         &json!({
             "apiVersion": "batch/v1", "kind": "Job",
@@ -91,7 +81,7 @@ fn poke_deployment(namespace: &str, deployment: &Deployment) {
 /// is neither its production route nor a branch alias (so it leaves it alone).
 fn poke_project(namespace: &str, project: &Project) {
     let owner = project.controller_owner_ref(&()).unwrap();
-    create(
+    support::kubectl_create_ok(
         namespace,
         &json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
@@ -165,13 +155,13 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-idle").await;
     let operator = Operator::builder(&ns.name, "idle").start_leading().await;
-    create(
+    support::kubectl_create_ok(
         &ns.name,
         &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
                  "metadata": { "name": "shop" },
                  "spec": { "image": "registry.local/e2e/app:1" } }),
     );
-    create(
+    support::kubectl_create_ok(
         &ns.name,
         &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
                  "metadata": { "name": "shop-1" },

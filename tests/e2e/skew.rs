@@ -247,12 +247,7 @@ async fn objects_stored_under_a_looser_schema_stop_no_controller() {
     ];
     let plural = |kind: &str| format!("{}s", kind.to_lowercase());
     for object in &valid {
-        let out = support::kubectl_create(&ns.name, object, None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::kubectl_create_ok(&ns.name, object);
     }
     for object in &valid {
         let kind = object["kind"].as_str().unwrap();
@@ -330,18 +325,12 @@ async fn objects_stored_under_a_looser_schema_stop_no_controller() {
             .await
             .unwrap();
     }
-    let out = support::kubectl_create(
+    support::kubectl_create_ok(
         &ns.name,
         &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
                  "metadata": { "name": "shop-2" },
                  "spec": { "projectRef": { "name": "shop" }, "target": "production",
                            "source": { "image": "registry.local/e2e/app:2" } } }),
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     for (kind, name, _) in &changes {
         reconciled(&api(kind, &plural(kind)), name).await;

@@ -466,6 +466,16 @@ pub fn kubectl_create(namespace: &str, object: &serde_json::Value, user: Option<
     )
 }
 
+/// `kubectl create` of `object` in `namespace` as the admin, which must succeed.
+pub fn kubectl_create_ok(namespace: &str, object: &serde_json::Value) {
+    let out = kubectl_create(namespace, object, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `kubectl create --dry-run=server` of `object`: would the apiserver admit it?
 pub fn kubectl_create_dry_run(namespace: &str, object: &serde_json::Value) -> Output {
     kubectl_stdin(
