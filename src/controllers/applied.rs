@@ -158,9 +158,25 @@ where
     let live_version = live
         .as_ref()
         .and_then(|l| l.metadata.resource_version.as_deref());
+    apply_over(api, live_version, applied, params, rendered).await
+}
+
+/// Like [`apply`], for a controller that caches such children in full: `live_version` is
+/// the cached child's `resourceVersion` (`None` if not cached).
+pub async fn apply_over<K>(
+    api: &Api<K>,
+    live_version: Option<&str>,
+    applied: &Applied,
+    params: &PatchParams,
+    rendered: &K,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
     if applied.unchanged(rendered, live_version) {
         return Ok(None);
     }
+    let name = rendered.meta().name.clone().unwrap_or_default();
     let returned = api.patch(&name, params, &Patch::Apply(rendered)).await?;
     applied.record(rendered, returned.meta().resource_version.as_deref());
     Ok(Some(returned))

@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use clouddeck::api::deployment::DeploymentPhase;
-use clouddeck::api::{Deployment, Project};
+use clouddeck::api::webhook::Webhook;
+use clouddeck::api::webhook_delivery::WebhookDelivery;
+use clouddeck::api::{CronJob, Deployment, Domain, Project};
 use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
 use k8s_openapi::api::core::v1::Service;
-use kube::Resource;
 use kube::api::{Api, DeleteParams};
+use kube::{Client, Resource};
 use serde_json::json;
 
 use crate::support::{self, Operator, TestNamespace, eventually};
@@ -95,6 +98,72 @@ fn poke_project(namespace: &str, project: &Project) {
     );
 }
 
+/// Waits until no object of a kind the operator reconciles is left in another namespace
+/// (earlier tests' namespaces are deleted in the background): this operator would
+/// reconcile them too, and their requests would be counted with ours.
+async fn alone_in_the_cluster(client: &Client, namespace: &str) {
+    async fn elsewhere<K>(client: &Client, namespace: &str) -> Option<Vec<String>>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
+        K: std::fmt::Debug,
+    {
+        let all = Api::<kube::api::PartialObjectMeta<K>>::all(client.clone());
+        let items = all.list_metadata(&Default::default()).await.ok()?.items;
+        Some(
+            items
+                .into_iter()
+                .filter(|o| o.metadata.namespace.as_deref() != Some(namespace))
+                .map(|o| format!("{}/{}", K::kind(&()), o.metadata.name.unwrap_or_default()))
+                .collect(),
+        )
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let left = [
+            elsewhere::<Project>(client, namespace).await,
+            elsewhere::<Deployment>(client, namespace).await,
+            elsewhere::<CronJob>(client, namespace).await,
+            elsewhere::<Domain>(client, namespace).await,
+            elsewhere::<Webhook>(client, namespace).await,
+            elsewhere::<WebhookDelivery>(client, namespace).await,
+        ];
+        if left.iter().all(|l| l.as_ref().is_some_and(Vec::is_empty)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "other tests' objects still there after 180 s: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Wakes the CronJob controller for the CronJob whose batch CronJob is `batch` and
+/// nothing else: a suspended Job labelled as one of its runs (no run ever starts here:
+/// the schedule is once a year).
+fn poke_cron_job(namespace: &str, batch: &str) {
+    support::kubectl_create_ok(
+        namespace,
+        &json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {
+                "name": "poke-cron",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "clouddeck",
+                    "clouddeck.io/cronjob": batch,
+                },
+            },
+            "spec": {
+                "suspend": true,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{ "name": "noop", "image": "registry.local/e2e/noop:1" }],
+                } },
+            },
+        }),
+    );
+}
+
 /// Waits until `controller` has reconciled at least once more than `before`, and a moment
 /// longer for anything that reconcile would still send.
 async fn reconciled_after(operator: &Operator, controller: &str, before: f64) {
@@ -144,9 +213,10 @@ where
     .await;
 }
 
-/// User story: "My Project has served a Ready Deployment for a while. When the operator
-/// looks at either again and nothing has changed, it asks the apiserver nothing; when
-/// someone deletes one of their children by hand, the next look puts it back."
+/// User story: "My Project has served a Ready Deployment for a while, with a CronJob
+/// calling it. When the operator looks at any of them again and nothing has changed, it
+/// asks the apiserver nothing; when someone deletes one of their children by hand, the
+/// next look puts it back."
 #[tokio::test]
 async fn a_settled_project_costs_no_request_when_looked_at_again() {
     let _serial = support::one_operator_test_at_a_time().await;
@@ -154,6 +224,7 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
     let _alone = support::SHARED_API.write().await;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-idle").await;
+    alone_in_the_cluster(&client, &ns.name).await;
     let operator = Operator::builder(&ns.name, "idle").start_leading().await;
     support::kubectl_create_ok(
         &ns.name,
@@ -168,8 +239,16 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
                  "spec": { "projectRef": { "name": "shop" }, "target": "production",
                            "source": { "image": "registry.local/e2e/app:1" } } }),
     );
+    support::kubectl_create_ok(
+        &ns.name,
+        &json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
+                 "metadata": { "name": "nightly" },
+                 "spec": { "projectRef": { "name": "shop" }, "schedule": "0 0 1 1 *",
+                           "http": { "path": "/api/cron" } } }),
+    );
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    let cron_jobs = Api::<CronJob>::namespaced(client.clone(), &ns.name);
     let deployment = eventually("shop-1 to be Ready", TIMEOUT, || async {
         let d = deployments.get("shop-1").await.ok()?;
         let phase = d.status.as_ref()?.phase?;
@@ -182,11 +261,16 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
         (serving == "shop-1").then_some(p)
     })
     .await;
+    eventually("nightly to run against shop-1", TIMEOUT, || async {
+        let c = cron_jobs.get("nightly").await.ok()?;
+        (c.status?.deployment.as_deref() == Some("shop-1")).then_some(())
+    })
+    .await;
     // Settled: no request for a few seconds (the workload's status is still being filled
     // in by the controller-manager just after Ready, and each change wakes the controller).
     eventually("the operator to go quiet", TIMEOUT, || async {
         let before = requests_by_verb(&operator).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         (requests_by_verb(&operator).await == before).then_some(())
     })
     .await;
@@ -198,13 +282,20 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
     .await;
     let project_look =
         cost_of_a_look(&operator, "project", || poke_project(&ns.name, &project)).await;
+    let batch = clouddeck::controllers::cron_job::render::batch_name("nightly");
+    let cron_look = cost_of_a_look(&operator, "cronjob", || poke_cron_job(&ns.name, &batch)).await;
     assert_eq!(
-        (deployment_look, project_look),
-        (vec![], vec![]),
-        "requests by verb of a Deployment and of a Project reconcile that found nothing to do"
+        (deployment_look, project_look, cron_look),
+        (vec![], vec![], vec![]),
+        "requests by verb of a Deployment, a Project and a CronJob reconcile that found \
+         nothing to do"
     );
     // And the operator says what woke each controller.
-    for (kind, source) in [("Deployment", "Job"), ("Project", "HTTPRoute")] {
+    for (kind, source) in [
+        ("Deployment", "Job"),
+        ("Project", "HTTPRoute"),
+        ("CronJob", "Job"),
+    ] {
         let line = format!(
             "clouddeck_reconcile_triggers_total{{kind=\"{kind}\",trigger=\"related\",source=\"{source}\"}}"
         );
@@ -217,4 +308,6 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
     deleted_and_back(&services, "shop-1").await;
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
     deleted_and_back(&routes, &clouddeck::routing::production_route_name("shop")).await;
+    let batches = Api::<BatchCronJob>::namespaced(client.clone(), &ns.name);
+    deleted_and_back(&batches, &batch).await;
 }

@@ -18,13 +18,16 @@ use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
+use super::applied::Applied;
+use super::deployment::render::running_image;
 use super::deployment::{Error, Failures, MANAGED, backoff};
 use super::{Context, ControllerRun, KindController};
 use crate::api::cron_job::CronJob;
+use crate::api::deployment::{Deployment, DeploymentStatus};
 use crate::api::project::Project;
 
 pub const NAME: &str = "cronjob";
@@ -43,29 +46,136 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         );
         let by_project = controller.store();
         let by_job = controller.store();
+        // Cached, so that a look that finds nothing changed asks the API nothing: the
+        // batch CronJobs and their runs (both only CloudDeck's), the Projects, and of each
+        // Deployment only what a run needs (its image).
+        let (batches, batch_events) = run.cache(
+            Api::<BatchCronJob>::all(client.clone()),
+            watcher::Config::default().labels(MANAGED),
+            |_| {},
+        );
+        let (jobs, job_events) = run.cache(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
+            |_| {},
+        );
+        let (projects, project_events) = run.cache(
+            Api::<DeserializeGuard<Project>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let (deployments, deployment_events) = run.cache(
+            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
+            watcher::Config::default(),
+            keep_only_the_image,
+        );
         let controller = controller
-            .owns_stream(run.children::<BatchCronJob>(watcher::Config::default().labels(MANAGED)))
+            .owns_stream(batch_events.touched_objects())
             // A run that starts, succeeds or fails; only the runs of CloudDeck CronJobs.
-            .watches_stream(
-                run.related::<Job>(
-                    watcher::Config::default()
-                        .labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
-                ),
-                move |job| cron_job_of(&by_job, &job),
-            )
+            .watches_stream(job_events.touched_objects(), move |job: Job| {
+                cron_job_of(&by_job, &job)
+            })
             // A promotion (the Project's production changes) moves the runs to it.
             .watches_stream(
-                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
-                move |project| cron_jobs_of(&by_project, &project),
+                project_events.touched_objects(),
+                move |project: DeserializeGuard<Project>| cron_jobs_of(&by_project, &project),
+            )
+            // Only the cache is wanted (a production Deployment's image does not change):
+            // polled here, it wakes nobody.
+            .watches_stream(
+                deployment_events.touched_objects(),
+                |_: DeserializeGuard<Deployment>| None,
             );
-        run.drive(controller.run(
-            run.tracked(reconcile::reconcile),
-            error_policy,
-            run.ctx.clone(),
-        ))
-        .await;
+        let ctx = Arc::new(CronJobContext {
+            ctx: run.ctx.clone(),
+            batches,
+            jobs,
+            projects,
+            deployments,
+            applied: Applied::default(),
+        });
+        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+            .await;
     }
     .boxed()
+}
+
+/// What a CronJob reconcile reads besides the shared [`Context`]: caches of everything it
+/// looks at, and what it last applied to each batch CronJob.
+pub struct CronJobContext {
+    pub ctx: Arc<Context>,
+    pub batches: Store<BatchCronJob>,
+    pub jobs: Store<Job>,
+    pub projects: Store<DeserializeGuard<Project>>,
+    pub deployments: Store<DeserializeGuard<Deployment>>,
+    pub applied: Applied,
+}
+
+impl CronJobContext {
+    /// The Project `name` of `namespace`: cached, or from the API (not cached yet).
+    pub async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>, Error> {
+        let cached = self.projects.get(&ObjectRef::new(name).within(namespace));
+        if let Some(Ok(project)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
+            return Ok(Some(project.clone()));
+        }
+        Ok(
+            Api::<Project>::namespaced(self.ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await?,
+        )
+    }
+
+    /// The image Deployment `name` of `namespace` runs (`None` if there is no such
+    /// Deployment): cached, or from the API.
+    pub async fn image_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Option<String>>, Error> {
+        let cached = self
+            .deployments
+            .get(&ObjectRef::new(name).within(namespace));
+        if let Some(Ok(deployment)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
+            return Ok(Some(running_image(deployment)));
+        }
+        Ok(
+            Api::<Deployment>::namespaced(self.ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await?
+                .map(|d| running_image(&d)),
+        )
+    }
+
+    /// The cached batch CronJob `name` of `namespace`.
+    pub fn batch(&self, namespace: &str, name: &str) -> Option<BatchCronJob> {
+        self.batches
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|batch| (*batch).clone())
+    }
+
+    /// The cached runs of the batch CronJob `batch_name` in `namespace`.
+    pub fn runs(&self, namespace: &str, batch_name: &str) -> Vec<Job> {
+        self.jobs
+            .state()
+            .iter()
+            .filter(|job| job.namespace().as_deref() == Some(namespace))
+            .filter(|job| {
+                job.labels().get(render::CRONJOB_LABEL).map(String::as_str) == Some(batch_name)
+            })
+            .map(|job| (**job).clone())
+            .collect()
+    }
+}
+
+/// The cached copy of a Deployment, for a CronJob: what [`running_image`] reads.
+fn keep_only_the_image(guard: &mut DeserializeGuard<Deployment>) {
+    if let Ok(deployment) = &mut guard.0 {
+        let image_digest = deployment.status.take().and_then(|s| s.image_digest);
+        deployment.status = Some(DeploymentStatus {
+            image_digest,
+            ..DeploymentStatus::default()
+        });
+    }
 }
 
 /// The CronJob a run belongs to, by its `clouddeck.io/cronjob` label (the batch name).
@@ -102,7 +212,11 @@ fn cron_jobs_of(
         .collect()
 }
 
-fn error_policy(obj: Arc<DeserializeGuard<CronJob>>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(
+    obj: Arc<DeserializeGuard<CronJob>>,
+    error: &Error,
+    _ctx: Arc<CronJobContext>,
+) -> Action {
     if error.awaits_change() {
         return Action::await_change();
     }

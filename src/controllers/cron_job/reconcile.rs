@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
+use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -17,22 +17,23 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::render::{self, Production};
 use super::status::{self, State};
-use super::{CRON_JOB_FAILURES, NAME};
+use super::{CRON_JOB_FAILURES, CronJobContext, NAME};
 use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
-use crate::api::deployment::Deployment;
-use crate::api::project::Project;
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::render::running_image;
-use crate::controllers::deployment::{Error, MANAGED, Result, reset_backoff};
+use crate::controllers::deployment::{Error, Result, reset_backoff};
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
+use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 
-pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<CronJob>>,
+    cron_ctx: Arc<CronJobContext>,
+) -> Result<Action> {
+    let ctx = &cron_ctx.ctx;
     let cron_job = match &guard.0 {
         Ok(cron_job) => cron_job,
         Err(invalid) => {
-            reject_malformed(&ctx, &*guard, &invalid.error).await;
+            reject_malformed(ctx, &*guard, &invalid.error).await;
             return Ok(Action::await_change());
         }
     };
@@ -40,18 +41,21 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<CronJob>>, ctx: Arc<Context>)
     let key = format!("{namespace}/{}", cron_job.name_any());
     let span = info_span!("reconcile", controller = NAME, namespace = %namespace, name = %cron_job.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_cron_job(cron_job, &ctx).instrument(span).await;
+    let result = reconcile_cron_job(cron_job, &cron_ctx)
+        .instrument(span)
+        .await;
     timer.finish(&result);
     match &result {
         Ok(_) => reset_backoff(&CRON_JOB_FAILURES, &key),
         // An invalid spec was reported with its Stalled condition.
-        Err(err) if !err.awaits_change() => report_error(&ctx, cron_job, err).await,
+        Err(err) if !err.awaits_change() => report_error(ctx, cron_job, err).await,
         Err(_) => {}
     }
     result
 }
 
-async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action> {
+async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Result<Action> {
+    let ctx = &cron_ctx.ctx;
     let client = &ctx.client;
     let namespace = cron_job.namespace().unwrap_or_default();
     let name = cron_job.name_any();
@@ -63,22 +67,18 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
         return stall(ctx, cron_job, &previous, invalid).await;
     }
 
-    // Read: the Project, the Deployment production serves and the image it runs.
+    // Read (from the caches): the Project, the Deployment production serves and the
+    // image it runs.
     let project_name = &spec.project_ref.name;
-    let project = Api::<Project>::namespaced(client.clone(), &namespace)
-        .get_opt(project_name)
-        .await?;
+    let project = cron_ctx.project(&namespace, project_name).await?;
     let serving = project
         .as_ref()
         .and_then(|p| p.status.as_ref()?.production_deployment.clone());
     let production = match serving {
-        Some(deployment) => Api::<Deployment>::namespaced(client.clone(), &namespace)
-            .get_opt(&deployment)
+        Some(deployment) => cron_ctx
+            .image_of(&namespace, &deployment)
             .await?
-            .map(|d| Production {
-                image: running_image(&d),
-                deployment,
-            }),
+            .map(|image| Production { image, deployment }),
         None => None,
     };
 
@@ -105,15 +105,21 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
     };
     let batch = match (&desired, &project) {
         (Some(desired), _) => {
-            let applied = batch_api
-                .patch(
-                    &batch_name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(desired),
-                )
-                .await?;
+            // Sent only if it would change (see `controllers::applied`).
+            let live = cron_ctx.batch(&namespace, &batch_name);
+            let live_version = live
+                .as_ref()
+                .and_then(|b| b.metadata.resource_version.clone());
+            let returned = applied::apply_over(
+                &batch_api,
+                live_version.as_deref(),
+                &cron_ctx.applied,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                desired,
+            )
+            .await?;
             next.deployment = production.as_ref().map(|p| p.deployment.clone());
-            Some(applied)
+            returned.or(live)
         }
         (None, None) => {
             if delete_if_present(&batch_api, &batch_name).await? {
@@ -122,7 +128,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
             None
         }
         (None, Some(_)) => {
-            let existing = batch_api.get_opt(&batch_name).await?;
+            let existing = cron_ctx.batch(&namespace, &batch_name);
             if existing.is_some() {
                 next.deployment = previous.deployment.clone();
             }
@@ -131,13 +137,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, ctx: &Context) -> Result<Action>
     };
 
     // Runs: the batch CronJob's times, and every Job that failed since the last report.
-    let jobs = Api::<Job>::namespaced(client.clone(), &namespace)
-        .list(
-            &ListParams::default()
-                .labels(&format!("{MANAGED},{}={batch_name}", render::CRONJOB_LABEL)),
-        )
-        .await?
-        .items;
+    let jobs = cron_ctx.runs(&namespace, &batch_name);
     let batch_status = batch.as_ref().and_then(|b| b.status.clone());
     next.last_schedule_time = batch_status
         .as_ref()
