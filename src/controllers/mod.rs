@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -77,6 +77,27 @@ pub const RESYNC: Duration = Duration::from_secs(3_600);
 /// How often a controller's cache is checked for its initial list (see
 /// [`ControllerRun::report_cache_sync`]).
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);
+
+/// The object `name` of `namespace`: from `cache`, or from the API when it is not cached
+/// yet (or this release cannot read the cached copy).
+pub async fn cached_or_read<K>(
+    cache: &Store<DeserializeGuard<K>>,
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<Option<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let cached = cache.get(&ObjectRef::new(name).within(namespace));
+    if let Some(Ok(object)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
+        return Ok(Some(object.clone()));
+    }
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+}
 
 /// Deletes `name` (in the background: what it owns goes with it) if it exists. Returns
 /// whether it did; a 404 is not an error.

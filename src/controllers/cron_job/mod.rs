@@ -25,7 +25,7 @@ use tracing::warn;
 use super::applied::Applied;
 use super::deployment::render::running_image;
 use super::deployment::{Error, Failures, MANAGED, backoff};
-use super::{Context, ControllerRun, KindController};
+use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::cron_job::CronJob;
 use crate::api::deployment::{Deployment, DeploymentStatus};
 use crate::api::project::Project;
@@ -114,15 +114,7 @@ pub struct CronJobContext {
 impl CronJobContext {
     /// The Project `name` of `namespace`: cached, or from the API (not cached yet).
     pub async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>, Error> {
-        let cached = self.projects.get(&ObjectRef::new(name).within(namespace));
-        if let Some(Ok(project)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
-            return Ok(Some(project.clone()));
-        }
-        Ok(
-            Api::<Project>::namespaced(self.ctx.client.clone(), namespace)
-                .get_opt(name)
-                .await?,
-        )
+        Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
     }
 
     /// The image Deployment `name` of `namespace` runs (`None` if there is no such
@@ -132,18 +124,9 @@ impl CronJobContext {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Option<String>>, Error> {
-        let cached = self
-            .deployments
-            .get(&ObjectRef::new(name).within(namespace));
-        if let Some(Ok(deployment)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
-            return Ok(Some(running_image(deployment)));
-        }
-        Ok(
-            Api::<Deployment>::namespaced(self.ctx.client.clone(), namespace)
-                .get_opt(name)
-                .await?
-                .map(|d| running_image(&d)),
-        )
+        let deployment =
+            cached_or_read(&self.deployments, &self.ctx.client, namespace, name).await?;
+        Ok(deployment.map(|d| running_image(&d)))
     }
 
     /// The cached batch CronJob `name` of `namespace`.

@@ -30,7 +30,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
 
 use super::applied::Applied;
-use super::{Context, ControllerRun, KindController};
+use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
 use crate::api::validation::InvalidField;
@@ -129,15 +129,7 @@ impl DeploymentContext {
     /// The Project `name` in `namespace`: from the cache, or (not cached yet, or not
     /// readable by this release) from the API.
     async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
-        let cached = self.projects.get(&ObjectRef::new(name).within(namespace));
-        if let Some(Ok(project)) = cached.as_deref().map(|guard| guard.0.as_ref()) {
-            return Ok(Some(project.clone()));
-        }
-        Ok(
-            Api::<Project>::namespaced(self.ctx.client.clone(), namespace)
-                .get_opt(name)
-                .await?,
-        )
+        Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
     }
 
     /// The key `project` was found to hold at its current `resourceVersion`, if it was.
