@@ -59,6 +59,18 @@ pub struct OperatorConfig {
     )]
     pub shutdown_timeout: Duration,
 
+    /// How long a controller waits before looking again at a settled object whose every
+    /// input it watches (e.g. 1h, 10m): a safety net for an event a watch missed, not a
+    /// poll. A look that finds nothing changed sends no API request.
+    #[arg(
+        long,
+        env = "CLOUDDECK_RESYNC_PERIOD",
+        value_name = "DURATION",
+        default_value = "1h",
+        value_parser = parse_seconds
+    )]
+    pub resync_period: Duration,
+
     #[command(flatten)]
     pub lease: LeaseConfig,
 

@@ -66,13 +66,6 @@ use crate::{Error, Result};
 /// The one field manager of every server-side apply CloudDeck makes.
 pub const FIELD_MANAGER: &str = "clouddeck";
 
-/// How long a controller waits before looking again at an object that is settled and whose
-/// every input it watches (children through owner references, related kinds through their
-/// watches): a safety net for an event a watch missed, not a poll. An hour, where it was
-/// five minutes (issue #13: 13 API requests per Ready Project every 5 minutes, for nothing);
-/// controller-runtime's default is ten hours. Controllers with a deadline of their own (a
-/// TXT re-check, a certificate expiry, a delivery's TTL) requeue for it sooner.
-pub const RESYNC: Duration = Duration::from_secs(3_600);
 
 /// How often a controller's cache is checked for its initial list (see
 /// [`ControllerRun::report_cache_sync`]).

@@ -220,7 +220,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
         )
         .await;
     }
-    Ok(Action::requeue(crate::controllers::RESYNC))
+    Ok(Action::requeue(ctx.config.resync_period))
 }
 
 /// The newest of some times.

@@ -362,7 +362,7 @@ async fn reconcile_deployment(
         }
         // Image pull failures show on pods, which are not watched: look again soon.
         DeploymentPhase::Deploying => Action::requeue(Duration::from_secs(5)),
-        DeploymentPhase::Ready => Action::requeue(crate::controllers::RESYNC),
+        DeploymentPhase::Ready => Action::requeue(ctx.config.resync_period),
         _ => Action::await_change(),
     })
 }

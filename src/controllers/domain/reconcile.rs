@@ -36,7 +36,6 @@ use crate::routing;
 use crate::{Error, Result};
 
 // How often a settled Domain is looked at again (certificate expiry, missed events).
-use crate::controllers::RESYNC;
 
 #[instrument(skip_all, fields(namespace = guard.namespace().unwrap_or_default(), name = guard.name_any()))]
 pub async fn reconcile(
@@ -409,7 +408,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
             Action::requeue(Duration::from_secs(300).min(settings.verification_recheck))
         }
-        _ => Action::requeue(RESYNC.min(settings.verification_recheck)),
+        _ => Action::requeue(ctx.ctx.config.resync_period.min(settings.verification_recheck)),
     })
 }
 

@@ -328,7 +328,7 @@ async fn reconcile_project(
             .await;
         }
     }
-    Ok(Action::requeue(crate::controllers::RESYNC))
+    Ok(Action::requeue(ctx.config.resync_period))
 }
 
 /// The key this Project holds (see [`crate::hostnames`]), taking it if it can: the one its

@@ -40,8 +40,7 @@ pub const PING_EVENT: &str = "webhook.ping";
 
 // Retention runs with each reconcile: whenever one of the Webhook's deliveries changes
 // (the controller owns them), when the next kept delivery passes its TTL, and at least
-// every RESYNC.
-use crate::controllers::RESYNC;
+// every `--resync-period`.
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<Webhook>>,
@@ -236,7 +235,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     let next = [key_retry, expiry]
         .into_iter()
         .flatten()
-        .fold(RESYNC, Duration::min);
+        .fold(ctx.ctx.config.resync_period, Duration::min);
     Ok(Action::requeue(next))
 }
 
