@@ -66,7 +66,6 @@ use crate::{Error, Result};
 /// The one field manager of every server-side apply CloudDeck makes.
 pub const FIELD_MANAGER: &str = "clouddeck";
 
-
 /// How often a controller's cache is checked for its initial list (see
 /// [`ControllerRun::report_cache_sync`]).
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(200);

@@ -408,7 +408,12 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
             Action::requeue(Duration::from_secs(300).min(settings.verification_recheck))
         }
-        _ => Action::requeue(ctx.ctx.config.resync_period.min(settings.verification_recheck)),
+        _ => Action::requeue(
+            ctx.ctx
+                .config
+                .resync_period
+                .min(settings.verification_recheck),
+        ),
     })
 }
 
