@@ -170,6 +170,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let verb = verb(request.method(), request.uri());
+        tracing::trace!(target: "clouddeck::api", ?verb, path = request.uri().path(), "API request");
         self.traffic
             .requests
             .get_or_create(&VerbLabels { verb })
