@@ -5,9 +5,12 @@
 //! A child is skipped only when both hold:
 //! - the rendered object hashes the same as the one last applied (our intent did not
 //!   change, including fields we stopped setting, which an apply would remove), and
-//! - the cached child's `resourceVersion` is the one that apply returned (nobody, us or
-//!   another client, has written the object since: a `kubectl edit`, a deletion, a status
-//!   write).
+//! - the cached child is the object that apply returned, unwritten since except for its
+//!   status: the same uid, and either the same `resourceVersion`, or (for kinds that keep
+//!   a `metadata.generation`) the same generation, labels, annotations and owners. A
+//!   `kubectl edit` of the spec moves the generation; a relabel moves the labels; a
+//!   deletion empties the cache; the status a controller writes (a Deployment's replica
+//!   counts, a gateway's route conditions) moves neither, and costs no apply.
 //!
 //! Anything else applies, as before. The record lives in memory only: after a restart the
 //! first reconcile of every child applies once, and a stale cache costs one apply, never a
@@ -18,8 +21,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,7 +39,38 @@ struct Key {
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
     intent: u64,
-    resource_version: String,
+    /// What the apply returned.
+    left: Left,
+}
+
+/// The parts of a child's metadata that only a write other than a status write changes.
+#[derive(Clone, Debug, PartialEq)]
+struct Left {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    /// Labels, annotations and owner references.
+    metadata: u64,
+}
+
+impl Left {
+    fn of(meta: &ObjectMeta) -> Left {
+        Left {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            generation: meta.generation,
+            metadata: hash_of(&(&meta.labels, &meta.annotations, &meta.owner_references)),
+        }
+    }
+
+    /// Whether `live` is this object, changed since at most in its status.
+    fn still(&self, live: &Left) -> bool {
+        self.uid == live.uid
+            && (self.resource_version.is_some() && self.resource_version == live.resource_version
+                || self.generation.is_some()
+                    && self.generation == live.generation
+                    && self.metadata == live.metadata)
+    }
 }
 
 /// The record; one per controller.
@@ -51,38 +86,36 @@ const PRUNE_FLOOR: usize = 1_024;
 
 impl Applied {
     /// Whether applying `rendered` would change nothing: the same intent as the last apply,
-    /// and `live_version` (the cache's `resourceVersion` of the child) is what it returned.
+    /// and `live` (the cache's metadata of the child) is what it returned, changed since at
+    /// most in its status.
     pub fn unchanged<K: Resource<DynamicType = ()> + Serialize>(
         &self,
         rendered: &K,
-        live_version: Option<&str>,
+        live: Option<&ObjectMeta>,
     ) -> bool {
-        let Some(live_version) = live_version else {
+        let Some(live) = live else {
             return false;
         };
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(&key(rendered)).is_some_and(|entry| {
-            entry.resource_version == live_version && entry.intent == intent(rendered)
+            entry.intent == intent(rendered) && entry.left.still(&Left::of(live))
         })
     }
 
-    /// Records that `rendered` was applied and the apiserver returned `resource_version`.
+    /// Records that `rendered` was applied and the apiserver returned `returned`.
     pub fn record<K: Resource<DynamicType = ()> + Serialize>(
         &self,
         rendered: &K,
-        resource_version: Option<&str>,
+        returned: &ObjectMeta,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match resource_version {
-            Some(version) => entries.insert(
-                key(rendered),
-                Entry {
-                    intent: intent(rendered),
-                    resource_version: version.to_owned(),
-                },
-            ),
-            None => entries.remove(&key(rendered)),
-        };
+        entries.insert(
+            key(rendered),
+            Entry {
+                intent: intent(rendered),
+                left: Left::of(returned),
+            },
+        );
     }
 
     /// Forgets `rendered`'s child: its next reconcile applies it.
@@ -129,43 +162,53 @@ fn key<K: Resource<DynamicType = ()>>(obj: &K) -> Key {
 /// A hash of the object as it would be sent. In memory only, so the hasher's stability
 /// across Rust releases does not matter.
 fn intent<K: Serialize>(obj: &K) -> u64 {
+    hash_of(obj)
+}
+
+fn hash_of<T: Serialize>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
-    serde_json::to_vec(obj)
+    serde_json::to_vec(value)
         .unwrap_or_default()
         .hash(&mut hasher);
     hasher.finish()
 }
 
 /// Server-side applies `rendered` through `api` unless [`Applied::unchanged`] says it
-/// would change nothing, judged against `cache` (the controller's metadata cache of such
-/// children). Returns the object the apiserver returned, or `None` when nothing was sent.
-pub async fn apply<K>(
+/// would change nothing, judged against `cache` (the controller's cache of such children:
+/// their metadata, or whole objects). Returns the object the apiserver returned, or `None`
+/// when nothing was sent.
+pub async fn apply<K, S>(
     api: &Api<K>,
-    cache: &Store<PartialObjectMeta<K>>,
+    cache: &Store<S>,
     applied: &Applied,
     params: &PatchParams,
     rendered: &K,
 ) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    S: Resource<DynamicType = ()> + Clone,
 {
     let name = rendered.meta().name.clone().unwrap_or_default();
-    let mut at = ObjectRef::<PartialObjectMeta<K>>::new(&name);
+    let mut at = ObjectRef::<S>::new(&name);
     if let Some(namespace) = &rendered.meta().namespace {
         at = at.within(namespace);
     }
     let live = cache.get(&at);
-    let live_version = live
-        .as_ref()
-        .and_then(|l| l.metadata.resource_version.as_deref());
-    apply_over(api, live_version, applied, params, rendered).await
+    apply_over(
+        api,
+        live.as_ref().map(|l| l.meta()),
+        applied,
+        params,
+        rendered,
+    )
+    .await
 }
 
-/// Like [`apply`], for a controller that caches such children in full: `live_version` is
-/// the cached child's `resourceVersion` (`None` if not cached).
+/// Like [`apply`], for a controller that looked the child up itself: `live` is the
+/// metadata of the cached child (`None` if not cached).
 pub async fn apply_over<K>(
     api: &Api<K>,
-    live_version: Option<&str>,
+    live: Option<&ObjectMeta>,
     applied: &Applied,
     params: &PatchParams,
     rendered: &K,
@@ -173,12 +216,12 @@ pub async fn apply_over<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    if applied.unchanged(rendered, live_version) {
+    if applied.unchanged(rendered, live) {
         return Ok(None);
     }
     let name = rendered.meta().name.clone().unwrap_or_default();
     let returned = api.patch(&name, params, &Patch::Apply(rendered)).await?;
-    applied.record(rendered, returned.meta().resource_version.as_deref());
+    applied.record(rendered, returned.meta());
     Ok(Some(returned))
 }
 
@@ -197,45 +240,94 @@ mod tests {
         .unwrap()
     }
 
+    /// Metadata as the apiserver returns it: `uid`, `resourceVersion`, and a generation
+    /// for kinds that keep one.
+    fn live(uid: &str, version: &str, generation: Option<i64>) -> ObjectMeta {
+        ObjectMeta {
+            uid: Some(uid.into()),
+            resource_version: Some(version.into()),
+            generation,
+            labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn nothing_recorded_means_apply() {
         let applied = Applied::default();
-        assert!(!applied.unchanged(&service(80), Some("7")));
+        assert!(!applied.unchanged(&service(80), Some(&live("u", "7", None))));
     }
 
     #[test]
     fn the_same_intent_on_the_object_it_left_is_skipped() {
         let applied = Applied::default();
-        applied.record(&service(80), Some("7"));
-        assert!(applied.unchanged(&service(80), Some("7")));
+        applied.record(&service(80), &live("u", "7", None));
+        assert!(applied.unchanged(&service(80), Some(&live("u", "7", None))));
     }
 
     #[test]
     fn someone_elses_write_or_a_deletion_means_apply() {
         let applied = Applied::default();
-        applied.record(&service(80), Some("7"));
-        assert!(!applied.unchanged(&service(80), Some("8")), "written since");
+        applied.record(&service(80), &live("u", "7", None));
+        assert!(
+            !applied.unchanged(&service(80), Some(&live("u", "8", None))),
+            "written since, and no generation to tell a status write from another"
+        );
         assert!(
             !applied.unchanged(&service(80), None),
             "deleted, or not cached yet"
+        );
+        assert!(
+            !applied.unchanged(&service(80), Some(&live("other", "7", None))),
+            "deleted and made again"
+        );
+    }
+
+    #[test]
+    fn a_status_write_is_not_drift_but_a_spec_or_label_change_is() {
+        let applied = Applied::default();
+        applied.record(&service(80), &live("u", "7", Some(1)));
+        assert!(
+            applied.unchanged(&service(80), Some(&live("u", "9", Some(1)))),
+            "status written by another controller: same generation and labels"
+        );
+        assert!(
+            !applied.unchanged(&service(80), Some(&live("u", "9", Some(2)))),
+            "spec edited"
+        );
+        let mut relabelled = live("u", "9", Some(1));
+        relabelled.labels = Some([("app".to_owned(), "other".to_owned())].into());
+        assert!(
+            !applied.unchanged(&service(80), Some(&relabelled)),
+            "relabelled"
+        );
+        let mut annotated = live("u", "9", Some(1));
+        annotated.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+        assert!(
+            !applied.unchanged(&service(80), Some(&annotated)),
+            "annotated"
+        );
+        assert!(
+            !applied.unchanged(&service(80), Some(&live("v", "9", Some(1)))),
+            "made again by someone else, generation 1 again"
         );
     }
 
     #[test]
     fn a_changed_intent_means_apply() {
         let applied = Applied::default();
-        applied.record(&service(80), Some("7"));
-        assert!(!applied.unchanged(&service(8080), Some("7")));
+        applied.record(&service(80), &live("u", "7", Some(1)));
+        assert!(!applied.unchanged(&service(8080), Some(&live("u", "7", Some(1)))));
     }
 
     #[test]
     fn forgotten_and_pruned_children_apply_again() {
         let applied = Applied::default();
-        applied.record(&service(80), Some("7"));
+        applied.record(&service(80), &live("u", "7", None));
         applied.forget(&service(80));
-        assert!(!applied.unchanged(&service(80), Some("7")));
+        assert!(!applied.unchanged(&service(80), Some(&live("u", "7", None))));
 
-        applied.record(&service(80), Some("7"));
+        applied.record(&service(80), &live("u", "7", None));
         applied.retain(|kind, namespace, name| {
             (kind, namespace, name) != ("Service", "team-a", "web-1")
         });
@@ -248,11 +340,11 @@ mod tests {
         for port in 0..(PRUNE_FLOOR as i32 + 1) {
             let mut child = service(port);
             child.metadata.name = Some(format!("web-{port}"));
-            applied.record(&child, Some("1"));
+            applied.record(&child, &live("u", "1", None));
         }
         applied.prune(|_, _, name| name == "web-0");
         assert_eq!(applied.len(), 1, "over the floor: pruned");
-        applied.record(&service(80), Some("1"));
+        applied.record(&service(80), &live("u", "1", None));
         applied.prune(|_, _, _| false);
         assert_eq!(applied.len(), 2, "small again: left alone");
     }

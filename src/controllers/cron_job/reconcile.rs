@@ -107,12 +107,9 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
         (Some(desired), _) => {
             // Sent only if it would change (see `controllers::applied`).
             let live = cron_ctx.batch(&namespace, &batch_name);
-            let live_version = live
-                .as_ref()
-                .and_then(|b| b.metadata.resource_version.clone());
             let returned = applied::apply_over(
                 &batch_api,
-                live_version.as_deref(),
+                live.as_ref().map(|b| &b.metadata),
                 &cron_ctx.applied,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 desired,

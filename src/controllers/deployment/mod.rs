@@ -114,7 +114,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// change nothing sends nothing.
 pub struct DeploymentContext {
     pub ctx: Arc<Context>,
-    pub workloads: Store<PartialObjectMeta<Workload>>,
+    /// Without their pod templates.
+    pub workloads: Store<Workload>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
     pub applied: Applied,
@@ -130,6 +131,16 @@ impl DeploymentContext {
     /// readable by this release) from the API.
     async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
         Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
+    }
+
+    /// The cached workload `rendered` names (without its pod template).
+    fn workload(&self, rendered: &Workload) -> Option<Workload> {
+        let name = rendered.metadata.name.as_deref()?;
+        let namespace = rendered.metadata.namespace.as_deref()?;
+        let cached = self
+            .workloads
+            .get(&ObjectRef::new(name).within(namespace))?;
+        Some((*cached).clone())
     }
 
     /// The key `project` was found to hold at its current `resourceVersion`, if it was.
@@ -174,9 +185,9 @@ impl DeploymentContext {
     }
 }
 
-fn cached<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> bool
+fn cached<S>(store: &Store<S>, namespace: &str, name: &str) -> bool
 where
-    K: kube::Resource<DynamicType = ()> + Clone,
+    S: kube::Resource<DynamicType = ()> + Clone,
 {
     store.get(&ObjectRef::new(name).within(namespace)).is_some()
 }
@@ -189,7 +200,17 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let controller = run.controller(deployments, watcher::Config::default());
         let store = controller.store();
         let managed = || watcher::Config::default().labels(MANAGED);
-        let (workloads, workload_events) = run.cached_children::<Workload>(managed());
+        // Whole workloads, for their rollout status (kept from the watch instead of read
+        // back from an apply), without their pod template (the bulk of them).
+        let (workloads, workload_events) = run.cache(
+            Api::<Workload>::all(client.clone()),
+            managed(),
+            |workload: &mut Workload| {
+                if let Some(spec) = workload.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            },
+        );
         let (services, service_events) = run.cached_children::<Service>(managed());
         let (routes, route_events) = run.cached_children::<HttpRoute>(managed());
         // Read by every reconcile (its Project), so cached rather than asked for.
@@ -200,7 +221,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         );
         let controller = controller
             .owns_stream(run.children::<Job>(managed()))
-            .owns_stream(workload_events)
+            .owns_stream(workload_events.touched_objects())
             .owns_stream(service_events)
             .owns_stream(route_events)
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.

@@ -284,17 +284,15 @@ async fn reconcile_deployment(
         applied::apply(&services, &deployments.services, applied, &apply, &service).await?;
         let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
         applied::apply(&routes, &deployments.routes, applied, &apply, &route).await?;
-        rollout = Some(match returned {
-            Some(live) => {
-                let state = observe_rollout(client, &namespace, &name, &live).await?;
-                // Only an available rollout may be taken as read while the workload stays
-                // as it is; any other state is looked at again (pods are not watched).
-                if !matches!(state, RolloutState::Available) {
-                    applied.forget(&workload);
-                }
-                state
-            }
-            None => RolloutState::Available,
+        // The rollout as the apply returned it, or as the watch last saw it (each change
+        // of the workload's status wakes this reconcile).
+        let live = returned.or_else(|| deployments.workload(&workload));
+        rollout = Some(match live {
+            Some(live) => observe_rollout(client, &namespace, &name, &live).await?,
+            None => RolloutState::Progressing {
+                available: 0,
+                desired: replicas,
+            },
         });
     }
 
@@ -680,7 +678,14 @@ async fn observe_rollout(
     workload: &Workload,
 ) -> Result<RolloutState> {
     let state = rollout_state(workload);
-    if matches!(state, RolloutState::Available) {
+    // A stalled rollout is about to fail for good: its pods always say why. One that is
+    // progressing is worth a look only once it has gone a while without progress.
+    let look = match state {
+        RolloutState::Available => false,
+        RolloutState::Stalled { .. } => true,
+        _ => !progressed_lately(workload, Timestamp::now()),
+    };
+    if !look {
         return Ok(state);
     }
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
@@ -691,6 +696,31 @@ async fn observe_rollout(
         .await?
         .items;
     Ok(with_pod_diagnosis(state, &pods))
+}
+
+/// How long a rollout may go without progress before its pods are looked at.
+const PODS_LOOKED_AT_AFTER: i64 = 5;
+
+/// Whether the rollout progressed (a new ReplicaSet, a pod became ready) within the last
+/// few seconds, or Kubernetes has not seen the latest workload yet: its pods are then not
+/// worth a request yet (most rollouts are available a moment later; one that is stuck is
+/// looked at on the next requeue).
+pub fn progressed_lately(workload: &Workload, now: Timestamp) -> bool {
+    let Some(status) = &workload.status else {
+        return true;
+    };
+    if status.observed_generation.unwrap_or_default()
+        < workload.metadata.generation.unwrap_or_default()
+    {
+        return true;
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.status == "True")
+        .and_then(|c| c.last_update_time.as_ref())
+        .is_some_and(|at| now.as_second() - at.0.as_second() < PODS_LOOKED_AT_AFTER)
 }
 
 /// Adds what the pods tell to a rollout that is not available: an image that cannot be
@@ -1111,6 +1141,44 @@ mod tests {
             rollout_state(&stuck),
             RolloutState::Stalled { .. }
         ));
+    }
+
+    #[test]
+    fn pods_are_looked_at_only_once_a_rollout_stopped_progressing() {
+        let now: Timestamp = "2026-12-04T12:00:10Z".parse().unwrap();
+        let progressing_at = |at: &str| {
+            workload(
+                2,
+                json!({ "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 1,
+                    "conditions": [{ "type": "Progressing", "status": "True",
+                        "reason": "ReplicaSetUpdated", "lastUpdateTime": at }] }),
+            )
+        };
+        assert!(progressed_lately(
+            &progressing_at("2026-12-04T12:00:08Z"),
+            now
+        ));
+        assert!(!progressed_lately(
+            &progressing_at("2026-12-04T12:00:01Z"),
+            now
+        ));
+        let unseen = workload(3, json!({ "observedGeneration": 2 }));
+        assert!(
+            progressed_lately(&unseen, now),
+            "not rolled out yet: no pods to see"
+        );
+        let no_condition = workload(2, json!({ "observedGeneration": 2 }));
+        assert!(!progressed_lately(&no_condition, now));
+        let timed_out_just_now = workload(
+            2,
+            json!({ "observedGeneration": 2, "conditions": [{ "type": "Progressing",
+                "status": "False", "reason": "ProgressDeadlineExceeded",
+                "lastUpdateTime": "2026-12-04T12:00:09Z" }] }),
+        );
+        assert!(
+            !progressed_lately(&timed_out_just_now, now),
+            "a deadline passing is no progress"
+        );
     }
 
     fn app_pod(status: serde_json::Value) -> Pod {
