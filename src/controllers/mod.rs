@@ -56,6 +56,7 @@ use tracing::{error, info, warn};
 
 use crate::config::OperatorConfig;
 use crate::delivery::fanout::FanOut;
+use crate::delivery::publisher::KnownWebhooks;
 use crate::delivery::{OriginKey, Publisher};
 use crate::leader::Leadership;
 use crate::server::Health;
@@ -118,6 +119,8 @@ pub struct Context {
     pub origin: OriginKey,
     /// Per-namespace fan-out limits, shared by every publisher of this replica.
     pub fan_out: FanOut,
+    /// The Webhook controller's cache, read by every publisher of this replica.
+    pub webhooks: KnownWebhooks,
 }
 
 impl Context {
@@ -136,6 +139,7 @@ impl Context {
             recorder,
             origin,
             fan_out,
+            webhooks: KnownWebhooks::default(),
         }
     }
 
@@ -146,6 +150,7 @@ impl Context {
             self.origin.clone(),
             self.fan_out.clone(),
         )
+        .reading(self.webhooks.clone())
     }
 }
 

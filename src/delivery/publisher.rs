@@ -17,6 +17,10 @@
 //! it had) creates nothing new.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use futures::FutureExt;
+use kube::runtime::reflector::Store;
 
 use super::OriginKey;
 use super::fanout::{self, FanOut};
@@ -162,21 +166,52 @@ pub struct Published {
     pub existing: Vec<String>,
 }
 
+/// The Webhooks this replica's Webhook controller watches, for every publisher to read
+/// instead of listing a namespace's Webhooks per event (issue #13: three lists per
+/// Project while it converges). Empty until that controller runs and its cache has its
+/// first list; publishers then ask the API. A Webhook gets events from the moment the
+/// watch brings it (milliseconds after it is created). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct KnownWebhooks(Arc<RwLock<Option<Store<DeserializeGuard<Webhook>>>>>);
+
+impl KnownWebhooks {
+    /// From now on, `store` (the Webhook controller's cache) answers.
+    pub fn serve_from(&self, store: Store<DeserializeGuard<Webhook>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
+
+    /// The Webhooks of `namespace`, if a synced cache holds them.
+    fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<DeserializeGuard<Webhook>>>> {
+        let store = self.0.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        Some(store.state_filter(|w| w.meta().namespace.as_deref() == Some(namespace)))
+    }
+}
+
 /// Writes WebhookDeliveries, within the namespace's fan-out limits. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     origin: OriginKey,
     fan_out: FanOut,
+    webhooks: KnownWebhooks,
 }
 
 impl Publisher {
+    /// A publisher that lists a namespace's Webhooks for each event.
     pub fn new(client: Client, origin: OriginKey, fan_out: FanOut) -> Self {
         Publisher {
             client,
             origin,
             fan_out,
+            webhooks: KnownWebhooks::default(),
         }
+    }
+
+    /// Reads Webhooks from `webhooks` once it holds them.
+    pub fn reading(mut self, webhooks: KnownWebhooks) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     /// One WebhookDelivery per Webhook in the event's namespace that subscribes to it,
@@ -193,16 +228,23 @@ impl Publisher {
     pub async fn publish_except(&self, event: &PlatformEvent, skip: &str) -> Result<Published> {
         // Guarded: one malformed Webhook (reported by the Webhook controller) must not
         // keep the event from the others.
-        let webhooks =
-            Api::<DeserializeGuard<Webhook>>::namespaced(self.client.clone(), &event.namespace)
-                .list(&ListParams::default())
-                .await?;
+        let webhooks = match self.webhooks.in_namespace(&event.namespace) {
+            Some(cached) => cached,
+            None => {
+                Api::<DeserializeGuard<Webhook>>::namespaced(self.client.clone(), &event.namespace)
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
+            }
+        };
         let receiving = fanout::receiving(
-            webhooks.items.iter().map(|guard| guard.meta()),
+            webhooks.iter().map(|guard| guard.meta()),
             self.fan_out.max_webhooks,
         );
         let subscribed: Vec<&Webhook> = webhooks
-            .items
             .iter()
             .filter_map(|guard| match &guard.0 {
                 Ok(webhook) => Some(webhook),

@@ -60,6 +60,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
         );
         let webhooks = controller.store();
+        run.ctx.webhooks.serve_from(webhooks.clone());
         let origin = run.ctx.origin.clone();
         let (deliveries, delivery_events) = run.cache(
             Api::<DeserializeGuard<WebhookDelivery>>::all(client.clone()),
