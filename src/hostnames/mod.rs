@@ -23,7 +23,9 @@
 pub mod registry;
 pub mod scheme;
 
-pub use registry::{Claimant, Standing, holder_gone, holds, key_holder, peek, standing, take};
+pub use registry::{
+    Claimant, Standing, holder_gone, holds, key_holder, peek, standing, take, take_free,
+};
 pub use scheme::{Authority, KEY_NAME_MESSAGE, KEY_NAME_RULE, authority, claim_name};
 
 pub use crate::api::hostname_claim::HostnameClaim;

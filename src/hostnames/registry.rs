@@ -147,33 +147,14 @@ async fn judge(
 /// on, looks again.
 pub async fn take(client: &Client, hostname: &str, me: &Claimant) -> kube::Result<Standing> {
     let api = Api::<HostnameClaim>::all(client.clone());
-    let name = claim_name(hostname);
     for _ in 0..5 {
         let claim = read(&api, hostname).await?;
         let standing = judge(client, claim.as_ref(), hostname, me).await?;
         let result = match (claim, &standing) {
-            (None, Standing::Free) => {
-                let claim = HostnameClaim {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        labels: Some(
-                            [
-                                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-                                ("clouddeck.io/namespace".to_owned(), me.namespace.clone()),
-                            ]
-                            .into(),
-                        ),
-                        ..Default::default()
-                    },
-                    spec: HostnameClaimSpec {
-                        hostname: hostname.to_owned(),
-                        namespace: me.namespace.clone(),
-                        holder: me.holder(),
-                        released_at: None,
-                    },
-                };
-                api.create(&PostParams::default(), &claim).await.map(|_| ())
-            }
+            (None, Standing::Free) => api
+                .create(&PostParams::default(), &new_claim(hostname, me))
+                .await
+                .map(|_| ()),
             (Some(mut claim), Standing::Reserved) | (Some(mut claim), Standing::Held)
                 if claim.spec.holder != me.holder() || claim.spec.released_at.is_some() =>
             {
@@ -195,6 +176,50 @@ pub async fn take(client: &Client, hostname: &str, me: &Claimant) -> kube::Resul
     }
     // Five lost races in a row: report it as held by someone else, and look again later.
     peek(client, hostname, me).await
+}
+
+/// Takes `hostname` for `me` when a cache says nobody holds it: the claim is created
+/// without reading it first (the create fails if the cache was wrong, and [`take`] then
+/// reads). Returns the standing and, when this call created the claim, its
+/// `resourceVersion`.
+pub async fn take_free(
+    client: &Client,
+    hostname: &str,
+    me: &Claimant,
+) -> kube::Result<(Standing, Option<String>)> {
+    let api = Api::<HostnameClaim>::all(client.clone());
+    match api
+        .create(&PostParams::default(), &new_claim(hostname, me))
+        .await
+    {
+        Ok(created) => Ok((Standing::Held, created.metadata.resource_version)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Ok((take(client, hostname, me).await?, None))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn new_claim(hostname: &str, me: &Claimant) -> HostnameClaim {
+    HostnameClaim {
+        metadata: ObjectMeta {
+            name: Some(claim_name(hostname)),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                    ("clouddeck.io/namespace".to_owned(), me.namespace.clone()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: HostnameClaimSpec {
+            hostname: hostname.to_owned(),
+            namespace: me.namespace.clone(),
+            holder: me.holder(),
+            released_at: None,
+        },
+    }
 }
 
 /// Whether `me` holds the claim on `hostname`. One read: for a claimant that has just read

@@ -14,15 +14,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::deployment::{Error, Failures, Result, backoff, reset_backoff};
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
+use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::hostnames::{self, Authority, HostnameClaim};
 
@@ -30,40 +32,74 @@ pub const NAME: &str = "hostnameclaim";
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
-/// How often a held claim's holder is looked at when no watch event says it went.
-const RECHECK: Duration = Duration::from_secs(600);
-
 static CLAIM_FAILURES: Failures = LazyLock::new(Default::default);
+
+/// What a claim's reconcile reads besides the shared [`Context`]: the possible holders,
+/// so that a holder that is plainly alive costs no request.
+pub struct ClaimContext {
+    ctx: Arc<Context>,
+    projects: Store<DeserializeGuard<Project>>,
+    domains: Store<DeserializeGuard<Domain>>,
+}
+
+impl ClaimContext {
+    /// Whether the cache holds `claim`'s holder, with its uid. Only this answer is taken
+    /// from the cache: "gone" releases a hostname, so it is asked of the API.
+    fn holder_cached(&self, claim: &HostnameClaim) -> bool {
+        let holder = &claim.spec.holder;
+        let (name, namespace) = (&holder.name, &claim.spec.namespace);
+        let uid = match holder.kind {
+            HolderKind::Project => self
+                .projects
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|p| p.meta().uid.clone()),
+            HolderKind::Domain => self
+                .domains
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|d| d.meta().uid.clone()),
+        };
+        uid.as_deref() == Some(holder.uid.as_str())
+    }
+}
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let wildcards = run.ctx.config.domains.allow_wildcard_domains;
+        let (projects, project_events) = run.cache(
+            Api::<DeserializeGuard<Project>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let (domains, domain_events) = run.cache(
+            Api::<DeserializeGuard<Domain>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
         let controller = run
             .controller(
                 Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
                 watcher::Config::default(),
             )
             // A Project's claim is on the hostname its status shows.
-            .watches_stream(
-                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
-                |guard| {
-                    let hostname = guard.0.as_ref().ok()?.status.as_ref()?.hostname.clone()?;
-                    Some(claim_ref(&hostname))
-                },
-            )
+            .watches_stream(project_events.touched_objects(), |guard| {
+                let hostname = guard.0.as_ref().ok()?.status.as_ref()?.hostname.clone()?;
+                Some(claim_ref(&hostname))
+            })
             // A Domain outside the base domain claims exactly its hostname.
-            .watches_stream(
-                run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
-                move |guard| {
-                    let domain = guard.0.as_ref().ok()?;
-                    let hostname = crate::dns::normalize(&domain.spec.hostname, wildcards).ok()?;
-                    (hostnames::authority(&hostname, &base) == Authority::Exact)
-                        .then(|| claim_ref(&hostname))
-                },
-            );
-        run.drive(controller.run(run.tracked(reconcile), error_policy, run.ctx.clone()))
+            .watches_stream(domain_events.touched_objects(), move |guard| {
+                let domain = guard.0.as_ref().ok()?;
+                let hostname = crate::dns::normalize(&domain.spec.hostname, wildcards).ok()?;
+                (hostnames::authority(&hostname, &base) == Authority::Exact)
+                    .then(|| claim_ref(&hostname))
+            });
+        let ctx = Arc::new(ClaimContext {
+            ctx: run.ctx.clone(),
+            projects,
+            domains,
+        });
+        run.drive(controller.run(run.tracked(reconcile), error_policy, ctx))
             .await;
     }
     .boxed()
@@ -75,8 +111,9 @@ fn claim_ref(hostname: &str) -> ObjectRef<DeserializeGuard<HostnameClaim>> {
 
 async fn reconcile(
     guard: Arc<DeserializeGuard<HostnameClaim>>,
-    ctx: Arc<Context>,
+    claims: Arc<ClaimContext>,
 ) -> Result<Action> {
+    let ctx = &claims.ctx;
     let Ok(claim) = &guard.0 else {
         // Only the operator writes claims; one it cannot read holds nothing it can act on.
         warn!(claim = %guard.name_any(), "cannot decode HostnameClaim; left as it is");
@@ -84,7 +121,7 @@ async fn reconcile(
     };
     let span = info_span!("reconcile", controller = NAME, name = %claim.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
-    let result = sweep(claim, &ctx).instrument(span).await;
+    let result = sweep(claim, &claims).instrument(span).await;
     timer.finish(&result);
     if result.is_ok() {
         reset_backoff(&CLAIM_FAILURES, &claim.name_any());
@@ -92,13 +129,16 @@ async fn reconcile(
     result
 }
 
-async fn sweep(claim: &HostnameClaim, ctx: &Context) -> Result<Action> {
+async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
+    let ctx = &claims.ctx;
     let api = Api::<HostnameClaim>::all(ctx.client.clone());
-    let gone = hostnames::holder_gone(&ctx.client, claim).await?;
+    let gone = !claims.holder_cached(claim) && hostnames::holder_gone(&ctx.client, claim).await?;
+    // The look when no watch event came: a safety net, like every controller's resync.
+    let recheck = ctx.config.resync_period;
     let reservation = ctx.config.hostnames.hostname_reservation;
     let Some(released_at) = claim.spec.released_at.as_ref().map(|t| t.0) else {
         if !gone {
-            return Ok(Action::requeue(RECHECK));
+            return Ok(Action::requeue(recheck));
         }
         let mut released = claim.clone();
         released.spec.released_at = Some(Time(Timestamp::now()));
@@ -120,7 +160,7 @@ async fn sweep(claim: &HostnameClaim, ctx: &Context) -> Result<Action> {
     };
     if !gone {
         // Taken up again by its namespace: whoever took it clears the release.
-        return Ok(Action::requeue(RECHECK));
+        return Ok(Action::requeue(recheck));
     }
     let expires = released_at + reservation;
     let now = Timestamp::now();
@@ -151,7 +191,7 @@ async fn sweep(claim: &HostnameClaim, ctx: &Context) -> Result<Action> {
 fn error_policy(
     obj: Arc<DeserializeGuard<HostnameClaim>>,
     error: &Error,
-    _ctx: Arc<Context>,
+    _ctx: Arc<ClaimContext>,
 ) -> Action {
     let delay = backoff(&CLAIM_FAILURES, &obj.name_any());
     warn!(claim = %obj.name_any(), reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");

@@ -183,6 +183,43 @@ impl ProjectContext {
         }
     }
 
+    /// Records that this replica just created the claim on `hostname` at `version`: once
+    /// the cache shows that version, [`ProjectContext::still_holds`] says so without a read.
+    pub fn remember_created(&self, hostname: &str, version: String) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.insert(hostname.to_owned(), version);
+    }
+
+    /// Where `me` stands on `hostname` by the cached claim, when the cache alone may say:
+    /// `None` before the cache has its first list, and for a claim another object of the
+    /// namespace holds (whether that holder is gone is asked of the API). Only for choosing
+    /// which key to try: taking one is decided by the API.
+    pub fn cached_standing(
+        &self,
+        hostname: &str,
+        me: &hostnames::Claimant,
+    ) -> Option<hostnames::Standing> {
+        self.claims.wait_until_ready().now_or_never()?.ok()?;
+        let cached = self
+            .claims
+            .get(&ObjectRef::new(&hostnames::claim_name(hostname)));
+        let claim = match cached.as_deref() {
+            Some(guard) => Some(guard.0.as_ref().ok()?),
+            None => None,
+        };
+        if let Some(claim) = claim
+            && claim.spec.hostname != hostname
+        {
+            return Some(hostnames::Standing::Elsewhere {
+                namespace: claim.spec.namespace.clone(),
+            });
+        }
+        match hostnames::standing(claim, me, false) {
+            hostnames::Standing::HeldHere { .. } => None,
+            standing => Some(standing),
+        }
+    }
+
     fn cached_held_version(&self, hostname: &str, me: &hostnames::Claimant) -> Option<String> {
         let cached = self
             .claims

@@ -371,10 +371,15 @@ async fn hold_key(
         candidates.reverse();
     }
     // A key this namespace already owns (this Project re-created) comes before the rest.
+    // The claims cache chooses the order and skips a read before a create; the API
+    // decides (a create or replace that the cache got wrong fails and reads again).
     let mut ours = Vec::new();
     for key in &candidates {
         let hostname = scheme::production_hostname(key, base);
-        let standing = hostnames::peek(&ctx.client, &hostname, &me).await?;
+        let standing = match project_ctx.cached_standing(&hostname, &me) {
+            Some(standing) => standing,
+            None => hostnames::peek(&ctx.client, &hostname, &me).await?,
+        };
         if matches!(standing, Standing::Held | Standing::Reserved) {
             ours.push(key.clone());
         }
@@ -385,7 +390,16 @@ async fn hold_key(
             continue;
         }
         let hostname = scheme::production_hostname(&key, base);
-        if hostnames::take(&ctx.client, &hostname, &me).await? == Standing::Held {
+        if project_ctx.cached_standing(&hostname, &me) == Some(Standing::Free) {
+            let (standing, created) = hostnames::take_free(&ctx.client, &hostname, &me).await?;
+            if standing == Standing::Held {
+                if let Some(version) = created {
+                    project_ctx.remember_created(&hostname, version);
+                }
+                return Ok(Some(key));
+            }
+        } else if hostnames::take(&ctx.client, &hostname, &me).await? == Standing::Held {
+            project_ctx.remember_held(&hostname, &me);
             return Ok(Some(key));
         }
         tried.push(key);
