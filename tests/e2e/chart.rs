@@ -365,13 +365,13 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
 /// A `helm install` of the chart into a test namespace, uninstalled when dropped (the
 /// ClusterRoles are not in the namespace). The release is named after the namespace, so
 /// cluster-wide names never collide between tests.
-struct Release {
+pub(crate) struct Release {
     name: String,
     namespace: String,
 }
 
 impl Release {
-    fn install(namespace: &str, extra: &[&str]) -> Release {
+    pub(crate) fn install(namespace: &str, extra: &[&str]) -> Release {
         let kubeconfig = support::kubeconfig_path();
         let chart = chart_dir();
         let mut args = vec![
@@ -393,7 +393,7 @@ impl Release {
     }
 
     /// The chart's full name: the ServiceAccount, Deployment and role name prefix.
-    fn fullname(&self) -> String {
+    pub(crate) fn fullname(&self) -> String {
         format!("{}-clouddeck", self.name)
     }
 
@@ -524,7 +524,11 @@ async fn helm_install_runs_two_ready_replicas_under_restricted_pod_security() {
 
 /// A kubeconfig for `service_account` of the local control plane: the admin kubeconfig's
 /// server and CA, and a token from the TokenRequest API.
-fn service_account_kubeconfig(namespace: &str, service_account: &str, dir: &Path) -> PathBuf {
+pub(crate) fn service_account_kubeconfig(
+    namespace: &str,
+    service_account: &str,
+    dir: &Path,
+) -> PathBuf {
     let token = support::kubectl_ok(&[
         "create",
         "token",
@@ -571,7 +575,7 @@ current-context: operator
 }
 
 /// The plain `CLOUDDECK_*` variables of the chart's Deployment, as the pod would get them.
-fn chart_env(release: &Release) -> Vec<(String, String)> {
+pub(crate) fn chart_env(release: &Release) -> Vec<(String, String)> {
     let manifest = support::kubectl_ok(&[
         "get",
         "deployment.apps",

@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const VERBS: [&str; 6] = ["get", "list", "create", "update", "patch", "delete"];
 
 /// A sum over the lines of `/metrics` that start with `prefix`.
-async fn counter(operator: &Operator, prefix: &str) -> f64 {
+pub(crate) async fn counter(operator: &Operator, prefix: &str) -> f64 {
     let (_, metrics) = operator.get("/metrics").await.unwrap_or_default();
     metrics
         .lines()

@@ -31,3 +31,5 @@ mod memory;
 mod skew;
 
 mod idle;
+
+mod scale;

@@ -26,7 +26,7 @@ use crate::support::{self, TestNamespace, eventually};
 
 /// The operator's resident set, in bytes: the lowest of a few readings a moment apart
 /// (a reading taken mid-allocation overstates it).
-async fn rss(pid: u32) -> u64 {
+pub(crate) async fn rss(pid: u32) -> u64 {
     let mut lowest = u64::MAX;
     for _ in 0..5 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -41,7 +41,7 @@ async fn rss(pid: u32) -> u64 {
     lowest
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 

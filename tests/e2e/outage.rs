@@ -5,14 +5,13 @@
 //! apiserver instead of claiming to be ready, it does not flood its log, and objects made
 //! after the apiserver is back are reconciled at once, with no restart of the operator.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clouddeck::api::{Deployment, DeploymentPhase, Project};
 use k8s_openapi::api::apps::v1::Deployment as Workload;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -73,7 +72,7 @@ impl Apiserver {
             .spawn()
             .expect("start hack/cluster apiserver");
         self.child = Some(child);
-        let client = client_of(&self.kubeconfig).await;
+        let client = support::client_of(&self.kubeconfig).await;
         eventually(
             "the extra kube-apiserver to be ready",
             Duration::from_secs(90),
@@ -109,14 +108,6 @@ impl Drop for Apiserver {
         }
         self.kill();
     }
-}
-
-async fn client_of(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 fn deployment(name: &str) -> serde_json::Value {

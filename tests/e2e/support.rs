@@ -36,7 +36,12 @@ pub fn kubeconfig_path() -> PathBuf {
 }
 
 pub async fn client() -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read kubeconfig");
+    client_of(&kubeconfig_path()).await
+}
+
+/// A client of the identity and server that the kubeconfig at `path` names.
+pub async fn client_of(path: &std::path::Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is valid");
