@@ -99,6 +99,24 @@ build_helm() {
     -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" -o "$out/helm" helm.sh/helm/v3/cmd/helm)
 }
 
+# hack/kstatus (our own few lines) on sigs.k8s.io/cli-utils' kstatus library: the e2e
+# tests judge CloudDeck's conditions by what Flux and cli-utils appliers compute. Cached
+# by the library's version and the program's own hash.
+kstatus_tool() { echo "kstatus-$CLI_UTILS_VERSION-$(sha256sum "$ROOT/hack/kstatus/main.go" | cut -c1-12)"; }
+
+build_kstatus() {
+  local out dir
+  out=$(tool_bin_dir "$(kstatus_tool)")
+  [[ -x $out/kstatus ]] && return
+  log_build "kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
+  dir=$CACHE_DIR/$(kstatus_tool)/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  cp "$ROOT/hack/kstatus/main.go" "$dir/main.go"
+  printf 'require sigs.k8s.io/cli-utils %s\n' "$CLI_UTILS_VERSION" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/kstatus" .)
+}
+
 # Source directory of a module in the Go module cache (downloading it if needed).
 go_module_dir() {
   go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'
@@ -109,4 +127,5 @@ build_all() {
   build_kwok
   build_k8s
   build_helm
+  build_kstatus
 }

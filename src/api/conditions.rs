@@ -143,18 +143,22 @@ impl<'a> Conditions<'a> {
         self.remove(STALLED);
     }
 
-    /// The controller cannot progress until something changes (an invalid field, a
-    /// missing reference): `Stalled=True`, `Ready=False` with the same reason, and not
-    /// reconciling. `message` should name the field, e.g. `spec.schedule: ...`.
+    /// The controller cannot progress until something changes: an invalid field, a
+    /// missing reference, or a terminal failure (a failed build, an exhausted delivery, a
+    /// Project with nothing to serve). `Stalled=True`, `Ready=False` with the same reason,
+    /// and not reconciling, so kstatus (Flux, cli-utils) reads it as Failed; with `Ready=False`
+    /// alone it would read as Current, i.e. healthy. `message` should name the field,
+    /// e.g. `spec.schedule: ...`.
     pub fn stalled(&mut self, reason: &'static str, message: &str) {
         self.set(STALLED, Status::True, reason, message);
         self.set(READY, Status::False, reason, message);
         self.remove(RECONCILING);
     }
 
-    /// The object reached a terminal failure (a failed build, an exhausted delivery):
-    /// `Ready=False`, not reconciling and not stalled (nothing is left to try).
-    pub fn failed(&mut self, reason: &'static str, message: &str) {
+    /// The object is done without serving, as meant (a canceled or superseded
+    /// Deployment, a disabled Webhook): `Ready=False`, neither reconciling nor stalled.
+    /// kstatus reads it as Current; the Argo CD health check as Suspended.
+    pub fn ended(&mut self, reason: &'static str, message: &str) {
         self.set(READY, Status::False, reason, message);
         self.remove(RECONCILING);
         self.remove(STALLED);
@@ -324,7 +328,7 @@ mod tests {
     fn long_messages_are_truncated_on_a_char_boundary() {
         let long = "é".repeat(20_000);
         let mut list = Vec::new();
-        Conditions::at(&mut list, None, time(1)).failed("BuildFailed", &long);
+        Conditions::at(&mut list, None, time(1)).stalled("BuildFailed", &long);
         assert!(list[0].message.len() <= 32 * 1024);
     }
 }

@@ -57,6 +57,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(reflow_descriptions)
+    .map(checked_quantities)
     .collect()
 }
 
@@ -114,6 +115,41 @@ fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinitio
     serde_json::from_value(value).expect("a CRD deserializes")
 }
 
+/// What the apiserver accepts as a resource quantity (`500m`, `1.5`, `256Mi`, `1e3`): the
+/// grammar of `k8s.io/apimachinery`'s `resource.Quantity`, as controller-gen emits it.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// k8s-openapi's schema of a `Quantity` accepts any string, so `cpu: lots` was admitted
+/// and failed only when a child was applied. Every quantity (resource requests and
+/// limits) gets the grammar as a `pattern`, refused at admission, and a short description
+/// instead of the type's page-long one.
+fn checked_quantities(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let quantity = map.get("x-kubernetes-int-or-string") == Some(&true.into())
+                    && map
+                        .get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| d.starts_with("Quantity is a fixed-point"));
+                if quantity {
+                    map.insert("pattern".into(), QUANTITY_PATTERN.into());
+                    map.insert(
+                        "description".into(),
+                        "A quantity, e.g. `500m` or `2` (CPU), `256Mi` or `1Gi` (memory).".into(),
+                    );
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD deserializes")
+}
+
 /// All CRDs as one multi-document YAML stream: what `clouddeck crds` prints and
 /// `crds/clouddeck.io.yaml` holds.
 pub fn crds_yaml() -> String {
@@ -152,6 +188,21 @@ mod tests {
              CLOUDDECK_REGEN_CRDS=1 cargo test --lib api::tests::committed_crds_match_the_types\n\
              (or `cargo run -- crds > crds/clouddeck.io.yaml`) and commit the result."
         );
+    }
+
+    #[test]
+    fn quantities_are_checked_by_their_grammar_at_admission() {
+        let quantity = regex::Regex::new(QUANTITY_PATTERN).unwrap();
+        for good in ["500m", "2", "1.5", ".5", "256Mi", "1Gi", "1e3", "+1k", "0"] {
+            assert!(quantity.is_match(good), "{good}");
+        }
+        for bad in ["lots", "2 GB", "1.5.2", "Mi", "", "1mi", "500M B"] {
+            assert!(!quantity.is_match(bad), "{bad}");
+        }
+        let schemas = serde_json::to_string(&crds()).unwrap();
+        let pattern = serde_json::to_string(QUANTITY_PATTERN).unwrap();
+        // requests and limits of the build container and of the application container
+        assert_eq!(schemas.matches(&pattern).count(), 4);
     }
 
     #[test]

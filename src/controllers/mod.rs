@@ -30,6 +30,8 @@ pub mod cron_job;
 pub mod deployment;
 pub mod domain;
 pub mod events;
+#[cfg(test)]
+mod health_checks;
 pub mod hostname_claim;
 pub mod project;
 pub mod watch_backoff;

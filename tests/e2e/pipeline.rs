@@ -1312,3 +1312,101 @@ async fn a_repository_in_another_namespaces_path_of_the_platform_registry_is_ref
         .unwrap();
     assert!(jobs.items.is_empty(), "a build ran");
 }
+
+/// User story: "Flux and other kstatus-based tools tell a working Deployment from a
+/// finished one and a failed one": the real kstatus library (sigs.k8s.io/cli-utils,
+/// built by hack/cluster as `kstatus`) reads live objects as Current when Ready, Failed
+/// when a build, a pull or a Project's production has failed for good, InProgress while
+/// a rollout is under way. Before, a failure read as Current: healthy.
+#[tokio::test]
+async fn kstatus_reads_ready_failed_and_working_objects_right() {
+    // Project names of their own: a namesake's hostname stays reserved for its namespace
+    // a while after the test, and other tests here want `shop`'s.
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-kstatus").await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(&projects, image_project("ks-web")).await;
+    create(&projects, image_project("ks-lonely")).await;
+    let mut greedy = image_project("ks-greedy");
+    greedy["spec"]["runtime"] = json!({
+        "progressDeadlineSeconds": 600,
+        "resources": { "requests": { "cpu": "1000" } },
+    });
+    create(&projects, greedy).await;
+    let unpullable = IMAGE.replace("registry.example/", "registry.invalid/");
+    for (name, project, image) in [
+        ("ks-web-1", "ks-web", IMAGE.to_owned()),
+        ("ks-web-2", "ks-web", unpullable),
+        ("ks-greedy-1", "ks-greedy", IMAGE.to_owned()),
+    ] {
+        let d = deployment(name, project, "production", json!({ "image": image }));
+        create(&deployments, d).await;
+    }
+    wait_phase(&deployments, "ks-web-1", DeploymentPhase::Ready).await;
+    wait_phase(&deployments, "ks-web-2", DeploymentPhase::Failed).await;
+    wait_phase(&deployments, "ks-greedy-1", DeploymentPhase::Deploying).await;
+
+    let want = [
+        ("Project/ks-web", "Current"),
+        ("Project/ks-lonely", "Failed"),
+        ("Project/ks-greedy", "InProgress"),
+        ("Deployment/ks-web-1", "Current"),
+        ("Deployment/ks-web-2", "Failed"),
+        ("Deployment/ks-greedy-1", "InProgress"),
+    ];
+    let read = eventually("kstatus to read every object as meant", TIMEOUT, || {
+        let ns = ns.name.clone();
+        async move {
+            let objects = support::kubectl_ok(&[
+                "get",
+                "-n",
+                &ns,
+                "projects.clouddeck.io,deployments.clouddeck.io",
+                "-o",
+                "json",
+            ]);
+            let read = kstatus(&objects);
+            want.iter()
+                .all(|(object, status)| read.get(*object).map(|s| s.0.as_str()) == Some(status))
+                .then_some(read)
+        }
+    })
+    .await;
+    let (_, message) = &read["Project/ks-lonely"];
+    assert!(
+        message.contains("no Ready production Deployment"),
+        "{message}"
+    );
+}
+
+/// What the kstatus library computes for each object of a `kubectl get -o json` List:
+/// `Kind/name` → (status, message).
+fn kstatus(objects: &str) -> std::collections::HashMap<String, (String, String)> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(support::cluster_dir().join("bin/kstatus"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kstatus (built by hack/cluster)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(objects.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kstatus failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            let object = fields.next().unwrap_or_default().to_owned();
+            let status = fields.next().unwrap_or_default().to_owned();
+            let message = fields.next().unwrap_or_default().to_owned();
+            (object, (status, message))
+        })
+        .collect()
+}

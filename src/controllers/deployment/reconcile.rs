@@ -33,6 +33,7 @@ use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
+use crate::controllers::project::status as project_status;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::routing;
@@ -132,7 +133,11 @@ async fn reconcile_deployment(
         if project
             .status
             .as_ref()
-            .is_some_and(|s| conditions::is_true(&s.conditions, conditions::STALLED))
+            .and_then(|s| conditions::find(&s.conditions, conditions::STALLED))
+            .is_some_and(|c| {
+                // Stalled for want of a production Deployment is no hostname problem.
+                c.status == "True" && c.reason != project_status::NO_PRODUCTION_DEPLOYMENT
+            })
         {
             let message = format!(
                 "spec.projectRef.name: Project {project_name} holds no hostname (see its status)"

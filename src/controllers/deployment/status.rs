@@ -95,7 +95,10 @@ pub struct Step {
 pub enum ConditionKind {
     Reconciling,
     Ready,
+    /// A terminal failure: Stalled (kstatus Failed).
     Failed,
+    /// Stopped as meant (canceled, superseded): neither Ready nor Stalled.
+    Ended,
 }
 
 /// Ready reason of a Deployment whose pods all run: it can serve production now.
@@ -172,7 +175,8 @@ fn decide(
     use DeploymentPhase::*;
     if let Some(phase @ (Failed | Canceled | Superseded)) = previous {
         // Terminal: the phase stays; the reconcile does not rewrite its condition.
-        return (phase, K::Failed, "Terminal", String::new());
+        let kind = if phase == Failed { K::Failed } else { K::Ended };
+        return (phase, kind, "Terminal", String::new());
     }
     if previous != Some(Ready) {
         match &observed.stop {
@@ -181,7 +185,7 @@ fn decide(
             {
                 return (
                     Superseded,
-                    K::Failed,
+                    K::Ended,
                     "Superseded",
                     format!("superseded by the newer Deployment {newer}"),
                 );
@@ -189,7 +193,7 @@ fn decide(
             Some(Stop::Canceled) => {
                 return (
                     Canceled,
-                    K::Failed,
+                    K::Ended,
                     "Canceled",
                     "canceled by annotation clouddeck.io/cancel".into(),
                 );
@@ -296,7 +300,8 @@ pub fn apply_condition(list: &mut Vec<Condition>, generation: Option<i64>, now: 
     match kind {
         ConditionKind::Reconciling => conditions.reconciling(reason, message),
         ConditionKind::Ready => conditions.ready(reason, message),
-        ConditionKind::Failed => conditions.failed(reason, message),
+        ConditionKind::Failed => conditions.stalled(reason, message),
+        ConditionKind::Ended => conditions.ended(reason, message),
     }
 }
 

@@ -4,6 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::conditions::Conditions;
 
+/// Stalled reason of a Project with no Ready production Deployment to serve.
+pub const NO_PRODUCTION_DEPLOYMENT: &str = "NoProductionDeployment";
+
 /// The Project's Ready condition: serving, waiting for a first production deployment, or
 /// nothing to serve.
 pub fn set_conditions(
@@ -23,8 +26,8 @@ pub fn set_conditions(
             "WaitingForDeployment",
             "a production Deployment is on its way",
         ),
-        None => conditions.failed(
-            "NoProductionDeployment",
+        None => conditions.stalled(
+            NO_PRODUCTION_DEPLOYMENT,
             "no Ready production Deployment: create a Deployment with target: production",
         ),
     }

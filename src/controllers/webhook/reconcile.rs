@@ -153,7 +153,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         } else if gone {
             // Set by the delivery that got 410 Gone; kept until the spec changes.
         } else if webhook.spec.disabled {
-            c.failed(
+            c.ended(
                 health_status::DISABLED,
                 "spec.disabled is true: events are not delivered",
             );

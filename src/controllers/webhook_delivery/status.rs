@@ -207,7 +207,7 @@ pub fn settle(
     if result.status == Some(410) {
         status.phase = Some(DeliveryPhase::Failed);
         status.next_attempt_time = None;
-        conditions.failed(
+        conditions.stalled(
             ENDPOINT_GONE,
             "the endpoint answered 410 Gone: the Webhook is stopped until its spec changes",
         );
@@ -235,7 +235,7 @@ pub fn settle(
                 "attempt {count} failed: {}; no attempts left",
                 result.what()
             );
-            conditions.failed(RETRIES_EXHAUSTED, &message);
+            conditions.stalled(RETRIES_EXHAUSTED, &message);
             Settled::Failed
         }
     }
@@ -252,7 +252,7 @@ pub fn give_up(
     status.phase = Some(DeliveryPhase::Failed);
     status.next_attempt_time = None;
     status.observed_generation = generation;
-    Conditions::at(&mut status.conditions, generation, Time(now)).failed(reason, message);
+    Conditions::at(&mut status.conditions, generation, Time(now)).stalled(reason, message);
 }
 
 /// Puts off an attempt that cannot be made yet (no usable signing key, invalid Webhook)
