@@ -34,6 +34,7 @@ pub mod events;
 mod health_checks;
 pub mod hostname_claim;
 pub mod project;
+pub mod retry;
 pub mod watch_backoff;
 
 use watch_backoff::WatchBackoff;

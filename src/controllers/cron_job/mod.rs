@@ -10,7 +10,7 @@ pub mod reconcile;
 pub mod render;
 pub mod status;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -20,21 +20,19 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use tracing::warn;
 
 use super::applied::Applied;
 use super::deployment::render::running_image;
-use super::deployment::{Error, Failures, MANAGED, backoff};
+use super::deployment::{Error, MANAGED};
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::cron_job::CronJob;
 use crate::api::deployment::{Deployment, DeploymentStatus};
 use crate::api::project::Project;
+use crate::controllers::retry::{self, Backoffs};
 
 pub const NAME: &str = "cronjob";
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
-
-static CRON_JOB_FAILURES: Failures = LazyLock::new(Default::default);
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
@@ -87,6 +85,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 |_: DeserializeGuard<Deployment>| None,
             );
         let ctx = Arc::new(CronJobContext {
+            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             batches,
             jobs,
@@ -104,6 +103,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 /// looks at, and what it last applied to each batch CronJob.
 pub struct CronJobContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     pub batches: Store<BatchCronJob>,
     pub jobs: Store<Job>,
     pub projects: Store<DeserializeGuard<Project>>,
@@ -198,16 +199,7 @@ fn cron_jobs_of(
 fn error_policy(
     obj: Arc<DeserializeGuard<CronJob>>,
     error: &Error,
-    _ctx: Arc<CronJobContext>,
+    ctx: Arc<CronJobContext>,
 ) -> Action {
-    if error.awaits_change() {
-        return Action::await_change();
-    }
-    if let Some(after) = error.retry_after() {
-        return Action::requeue(after);
-    }
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let delay = backoff(&CRON_JOB_FAILURES, &key);
-    warn!(cronjob = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
+    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
 }

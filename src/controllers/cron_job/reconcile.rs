@@ -17,12 +17,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::render::{self, Production};
 use super::status::{self, State};
-use super::{CRON_JOB_FAILURES, CronJobContext, NAME};
+use super::{CronJobContext, NAME};
 use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::{Error, Result, reset_backoff};
+use crate::controllers::deployment::{Error, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
+use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 
 pub async fn reconcile(
@@ -38,7 +39,6 @@ pub async fn reconcile(
         }
     };
     let namespace = cron_job.namespace().unwrap_or_default();
-    let key = format!("{namespace}/{}", cron_job.name_any());
     let span = info_span!("reconcile", controller = NAME, namespace = %namespace, name = %cron_job.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_cron_job(cron_job, &cron_ctx)
@@ -46,7 +46,7 @@ pub async fn reconcile(
         .await;
     timer.finish(&result);
     match &result {
-        Ok(_) => reset_backoff(&CRON_JOB_FAILURES, &key),
+        Ok(_) => cron_ctx.backoffs.succeeded(&retry::key(cron_job)),
         // An invalid spec was reported with its Stalled condition.
         Err(err) if !err.awaits_change() => report_error(ctx, cron_job, err).await,
         Err(_) => {}

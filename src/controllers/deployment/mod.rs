@@ -11,7 +11,7 @@ pub mod render;
 pub mod status;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::delivery::fanout;
@@ -27,13 +27,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use tracing::warn;
 
 use super::applied::Applied;
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
 use crate::api::validation::InvalidField;
+use crate::controllers::retry::{self, Backoffs};
 
 /// Controller name: metric label, log field, Event reporter suffix.
 pub const NAME: &str = "deployment";
@@ -95,6 +95,15 @@ impl Error {
     }
 }
 
+impl retry::RetryPolicy for Error {
+    fn awaits_change(&self) -> bool {
+        Error::awaits_change(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        Error::retry_after(self)
+    }
+}
+
 impl crate::telemetry::ErrorReason for Error {
     fn reason(&self) -> &'static str {
         Error::reason(self)
@@ -114,6 +123,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// change nothing sends nothing.
 pub struct DeploymentContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     /// Without their pod templates.
     pub workloads: Store<Workload>,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -243,6 +254,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 },
             );
         let ctx = Arc::new(DeploymentContext {
+            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             workloads,
             services,
@@ -263,56 +275,14 @@ pub const MANAGED: &str = "app.kubernetes.io/managed-by=clouddeck";
 fn error_policy(
     obj: Arc<DeserializeGuard<Deployment>>,
     error: &Error,
-    _ctx: Arc<DeploymentContext>,
+    ctx: Arc<DeploymentContext>,
 ) -> Action {
-    if error.awaits_change() {
-        return Action::await_change();
-    }
-    if let Some(after) = error.retry_after() {
-        return Action::requeue(after);
-    }
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let delay = backoff(&DEPLOYMENT_FAILURES, &key);
-    warn!(deployment = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
-}
-
-/// Consecutive failures per object, for exponential backoff.
-pub(crate) type Failures = LazyLock<Mutex<HashMap<String, u32>>>;
-static DEPLOYMENT_FAILURES: Failures = LazyLock::new(Default::default);
-
-/// 1s, 2s, 4s … capped at 5 minutes, per object.
-pub(crate) fn backoff(failures: &Failures, key: &str) -> Duration {
-    let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
-    let count = map.entry(key.to_owned()).or_insert(0);
-    *count = count.saturating_add(1);
-    Duration::from_secs(1u64 << (*count - 1).min(9)).min(Duration::from_secs(300))
-}
-
-pub(crate) fn reset_backoff(failures: &Failures, key: &str) {
-    failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(key);
+    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_resets() {
-        static F: Failures = LazyLock::new(Default::default);
-        assert_eq!(backoff(&F, "a"), Duration::from_secs(1));
-        assert_eq!(backoff(&F, "a"), Duration::from_secs(2));
-        assert_eq!(backoff(&F, "a"), Duration::from_secs(4));
-        for _ in 0..20 {
-            backoff(&F, "a");
-        }
-        assert_eq!(backoff(&F, "a"), Duration::from_secs(300));
-        reset_backoff(&F, "a");
-        assert_eq!(backoff(&F, "a"), Duration::from_secs(1));
-    }
 
     #[test]
     fn invalid_specs_wait_for_a_change() {

@@ -21,9 +21,7 @@ use tracing::{Instrument, info_span, warn};
 use super::DeploymentContext;
 use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
-use super::{
-    CANCEL, DEPLOYMENT_FAILURES, Error, NAME, Result, STANDBY, SUPERSEDED_BY, reset_backoff,
-};
+use super::{CANCEL, Error, NAME, Result, STANDBY, SUPERSEDED_BY};
 use crate::api::conditions::{self, Conditions, is_stalled_with};
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
@@ -34,6 +32,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::project::status as project_status;
+use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::routing;
@@ -52,11 +51,6 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let key = format!(
-        "{}/{}",
-        deployment.namespace().unwrap_or_default(),
-        deployment.name_any()
-    );
     let span = info_span!("reconcile", controller = NAME, namespace = %deployment.namespace().unwrap_or_default(), name = %deployment.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_deployment(deployment, &deployments)
@@ -65,7 +59,7 @@ pub async fn reconcile(
     deployments.prune_applied();
     timer.finish(&result);
     match &result {
-        Ok(_) => reset_backoff(&DEPLOYMENT_FAILURES, &key),
+        Ok(_) => deployments.backoffs.succeeded(&retry::key(deployment)),
         // An invalid spec was reported with its Stalled condition; anything else is told
         // here (repeats become one Event series).
         Err(err) if !err.awaits_change() => report_error(ctx, deployment, err).await,

@@ -12,8 +12,7 @@ pub mod reconcile;
 pub mod render;
 pub mod status;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -29,6 +28,7 @@ use tracing::error;
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
 use crate::config::DomainConfig;
+use crate::controllers::retry::Backoffs;
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
 
@@ -40,14 +40,14 @@ pub const NAME: &str = "domain";
 /// What a Domain reconcile gets: the operator's [`Context`] and the Domain machinery.
 pub struct DomainContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     pub settings: DomainConfig,
     pub resolver: TxtResolver,
     /// Every Domain in the cluster: the claims on each hostname. A malformed one is an
     /// `Err` and claims nothing.
     pub domains: Store<DeserializeGuard<Domain>>,
     pub recorder: Recorder,
-    /// Consecutive failed reconciles per Domain, for the per-object backoff.
-    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<Domain>>, u32>>,
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
@@ -104,12 +104,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             });
 
         let ctx = Arc::new(DomainContext {
+            backoffs: Backoffs::default(),
             recorder: run.ctx.recorder.clone(),
             ctx: run.ctx.clone(),
             settings,
             resolver,
             domains,
-            failures: Mutex::default(),
         });
         run.drive(controller.run(
             run.tracked(reconcile::reconcile),

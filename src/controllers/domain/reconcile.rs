@@ -13,11 +13,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::claims::{self, Claim, Standing};
 use super::render::{self, RouteTarget};
@@ -28,6 +28,7 @@ use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerifica
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::controllers::events::reject_malformed;
+use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
@@ -54,7 +55,7 @@ pub async fn reconcile(
     timer.finish(&result);
     match &result {
         Ok(_) => {
-            ctx.failures.lock().unwrap().remove(&object_ref(domain));
+            ctx.backoffs.succeeded(&retry::key(domain));
         }
         Err(err) => {
             publish(
@@ -76,17 +77,7 @@ pub fn error_policy(
     err: &Error,
     ctx: Arc<DomainContext>,
 ) -> Action {
-    if let Some(after) = err.retry_after() {
-        return Action::requeue(after);
-    }
-    let mut failures = ctx.failures.lock().unwrap();
-    let key = ObjectRef::from_obj(&*guard);
-    let count = failures.entry(key).or_insert(0);
-    *count = count.saturating_add(1);
-    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*count - 1).min(6)))
-        .min(Duration::from_secs(300));
-    warn!(error = %crate::one_line(err), retry_in = ?delay, "domain reconcile failed");
-    Action::requeue(delay)
+    retry::error_policy(NAME, &*guard, err, &ctx.backoffs)
 }
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
@@ -736,16 +727,8 @@ async fn publish_webhook_events(
 }
 
 async fn publish(ctx: &DomainContext, domain: &Domain, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &domain.object_ref(&())).await {
-        warn!(error = %err, reason, "cannot publish Event");
-    }
+    crate::controllers::events::publish(&ctx.recorder, domain, type_, reason, "Reconcile", note)
+        .await;
 }
 
 /// The Domains of the store that match the schema (a malformed one is reported by its

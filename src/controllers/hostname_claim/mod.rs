@@ -5,7 +5,7 @@
 //! It watches Projects and Domains too, so a deletion is noticed at once rather than at the
 //! next periodic look.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -21,23 +21,24 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::deployment::{Error, Failures, Result, backoff, reset_backoff};
+use super::deployment::{Error, Result};
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
+use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
 
 pub const NAME: &str = "hostnameclaim";
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
-static CLAIM_FAILURES: Failures = LazyLock::new(Default::default);
-
 /// What a claim's reconcile reads besides the shared [`Context`]: the possible holders,
 /// so that a holder that is plainly alive costs no request.
 pub struct ClaimContext {
     ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    backoffs: Backoffs,
     projects: Store<DeserializeGuard<Project>>,
     domains: Store<DeserializeGuard<Domain>>,
 }
@@ -95,6 +96,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                     .then(|| claim_ref(&hostname))
             });
         let ctx = Arc::new(ClaimContext {
+            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             projects,
             domains,
@@ -124,7 +126,7 @@ async fn reconcile(
     let result = sweep(claim, &claims).instrument(span).await;
     timer.finish(&result);
     if result.is_ok() {
-        reset_backoff(&CLAIM_FAILURES, &claim.name_any());
+        claims.backoffs.succeeded(&retry::key(claim));
     }
     result
 }
@@ -191,9 +193,7 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
 fn error_policy(
     obj: Arc<DeserializeGuard<HostnameClaim>>,
     error: &Error,
-    _ctx: Arc<ClaimContext>,
+    ctx: Arc<ClaimContext>,
 ) -> Action {
-    let delay = backoff(&CLAIM_FAILURES, &obj.name_any());
-    warn!(claim = %obj.name_any(), reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
+    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
 }

@@ -8,7 +8,7 @@ pub mod render;
 pub mod status;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -19,20 +19,18 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use tracing::warn;
 
 use super::applied::Applied;
-use super::deployment::{Error, Failures, MANAGED, backoff};
+use super::deployment::{Error, MANAGED};
 use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
+use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
 
 pub const NAME: &str = "project";
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
-
-static PROJECT_FAILURES: Failures = LazyLock::new(Default::default);
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
@@ -94,6 +92,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             run.tracked(reconcile::reconcile),
             error_policy,
             Arc::new(ProjectContext {
+                backoffs: Backoffs::default(),
                 ctx: run.ctx.clone(),
                 projects,
                 deployments,
@@ -112,6 +111,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 /// cluster (who holds a name's hostname).
 pub struct ProjectContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     pub projects: Store<DeserializeGuard<Project>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
@@ -266,16 +267,7 @@ fn namesakes_of(
 fn error_policy(
     obj: Arc<DeserializeGuard<Project>>,
     error: &Error,
-    _ctx: Arc<ProjectContext>,
+    ctx: Arc<ProjectContext>,
 ) -> Action {
-    if error.awaits_change() {
-        return Action::await_change();
-    }
-    if let Some(after) = error.retry_after() {
-        return Action::requeue(after);
-    }
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let delay = backoff(&PROJECT_FAILURES, &key);
-    warn!(project = %key, reason = error.reason(), error = %error, ?delay, "reconcile failed; retrying");
-    Action::requeue(delay)
+    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
 }

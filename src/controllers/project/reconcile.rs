@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span};
 
-use super::{NAME, PROJECT_FAILURES, ProjectContext, render, status};
+use super::{NAME, ProjectContext, render, status};
 use crate::api::conditions::Conditions;
 use crate::api::conditions::is_stalled_with;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
@@ -24,8 +24,9 @@ use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
 use crate::controllers::applied;
 use crate::controllers::deployment::render::PROJECT_LABEL;
-use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY, reset_backoff};
+use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY};
 use crate::controllers::events::{publish, reject_malformed, report_error};
+use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::routing;
@@ -47,11 +48,6 @@ pub async fn reconcile(
         project,
         all.iter().filter_map(|guard| guard.0.as_ref().ok()),
     );
-    let key = format!(
-        "{}/{}",
-        project.namespace().unwrap_or_default(),
-        project.name_any()
-    );
     let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
     let timer = ctx.metrics.reconcile.start(NAME);
     let result = reconcile_project(project, holds_name, &project_ctx)
@@ -65,7 +61,7 @@ pub async fn reconcile(
     });
     timer.finish(&result);
     match &result {
-        Ok(_) => reset_backoff(&PROJECT_FAILURES, &key),
+        Ok(_) => project_ctx.backoffs.succeeded(&retry::key(project)),
         // An invalid spec was reported with its Stalled condition; anything else is told
         // here (repeats become one Event series).
         Err(err) if !err.awaits_change() => report_error(ctx, project, err).await,

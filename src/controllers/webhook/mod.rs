@@ -21,13 +21,13 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use tracing::warn;
 
 use super::webhook_delivery::egress_policy;
 use super::webhook_delivery::reconcile::project;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
+use crate::controllers::retry::{self, Backoffs};
 use crate::delivery::{EgressPolicy, Publisher};
 use status::Retention;
 
@@ -38,6 +38,8 @@ pub const CONTROLLER: KindController = KindController {
 
 pub struct WebhookContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     pub recorder: Recorder,
     pub publisher: Publisher,
     pub policy: EgressPolicy,
@@ -72,6 +74,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             },
         );
         let ctx = Arc::new(WebhookContext {
+            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             recorder: run.ctx.recorder.clone(),
             publisher: run.ctx.publisher(),
@@ -110,12 +113,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 
 fn error_policy(
     webhook: Arc<DeserializeGuard<Webhook>>,
-    err: &crate::Error,
-    _: Arc<WebhookContext>,
+    error: &crate::Error,
+    ctx: Arc<WebhookContext>,
 ) -> Action {
-    if let Some(after) = err.retry_after() {
-        return Action::requeue(after);
-    }
-    warn!(webhook = %webhook.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+    retry::error_policy(CONTROLLER.name, &*webhook, error, &ctx.backoffs)
 }

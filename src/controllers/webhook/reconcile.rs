@@ -23,6 +23,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
 use crate::controllers::events::{reject_malformed, report_error};
+use crate::controllers::retry;
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::fanout;
@@ -56,8 +57,9 @@ pub async fn reconcile(
     let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
     let result = reconcile_inner(webhook, &ctx).await;
     timer.finish(&result);
-    if let Err(err) = &result {
-        report_error(&ctx.ctx, webhook, err).await;
+    match &result {
+        Ok(_) => ctx.backoffs.succeeded(&retry::key(webhook)),
+        Err(err) => report_error(&ctx.ctx, webhook, err).await,
     }
     result
 }

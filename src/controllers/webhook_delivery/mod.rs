@@ -29,6 +29,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
 use crate::config::OperatorConfig;
+use crate::controllers::retry::{self, Backoffs};
 use crate::delivery::fairness::Shares;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
@@ -46,6 +47,8 @@ pub const CONTROLLER: KindController = KindController {
 /// connection pool for all deliveries) and an Event recorder.
 pub struct DeliveryContext {
     pub ctx: Arc<Context>,
+    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
+    pub backoffs: Backoffs,
     pub sender: Sender,
     pub recorder: Recorder,
     pub metrics: DeliveryMetrics,
@@ -87,6 +90,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             }
         });
         let ctx = Arc::new(DeliveryContext {
+            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             sender: Sender::new(egress_policy(&run.ctx.config)),
             recorder: run.ctx.recorder.clone(),
@@ -151,10 +155,8 @@ async fn report_backlog(
 
 fn error_policy(
     delivery: Arc<DeserializeGuard<WebhookDelivery>>,
-    err: &crate::Error,
-    _: Arc<DeliveryContext>,
+    error: &crate::Error,
+    ctx: Arc<DeliveryContext>,
 ) -> Action {
-    use kube::ResourceExt;
-    warn!(delivery = %delivery.name_any(), reason = err.reason(), error = %crate::one_line(err), "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+    retry::error_policy(CONTROLLER.name, &*delivery, error, &ctx.backoffs)
 }

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controllers::events::reject_malformed;
+use crate::controllers::events::{reject_malformed, report_error};
+use crate::controllers::retry;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
@@ -73,6 +74,10 @@ pub async fn reconcile(
     let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
     let result = reconcile_inner(delivery, &ctx).await;
     timer.finish(&result);
+    match &result {
+        Ok(_) => ctx.backoffs.succeeded(&retry::key(delivery)),
+        Err(err) => report_error(&ctx.ctx, delivery, err).await,
+    }
     result
 }
 
@@ -538,16 +543,7 @@ pub(crate) async fn publish_event_with<K>(
 ) where
     K: Resource<DynamicType = ()>,
 {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Deliver".to_string(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %crate::one_line(&err), reason, "cannot publish a Kubernetes Event");
-    }
+    crate::controllers::events::publish(recorder, obj, type_, reason, "Deliver", note).await;
 }
 
 #[cfg(test)]
