@@ -356,6 +356,17 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
             .any(|p| p.kind.as_deref() == Some("ListenerSet") && p.name == "shop-listener"),
         "the route attaches to the Domain's listener"
     );
+    // A listener deleted by hand is put back (the controller watches its ListenerSets).
+    let deleted = listeners.metadata.uid.clone();
+    listener_sets
+        .delete("shop-listener", &Default::default())
+        .await
+        .unwrap();
+    eventually("the ListenerSet put back", TIMEOUT, || async {
+        let again = listener_sets.get_opt("shop-listener").await.ok()??;
+        (again.metadata.uid != deleted).then_some(())
+    })
+    .await;
 
     // cert-manager issues it (simulated: no cert-manager runs here), expiring in 5 days.
     let not_after = k8s_openapi::jiff::Timestamp::now()

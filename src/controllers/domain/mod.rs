@@ -17,6 +17,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::standard::listenersets::ListenerSet;
 use kube::api::DynamicObject;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::Recorder;
@@ -76,6 +77,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let base = run.ctx.config.routing.base_domain.clone();
         let controller = controller
             .owns_stream(run.children::<HttpRoute>(managed.clone()))
+            // A listener deleted or edited by hand is put back at once, not at the resync.
+            .owns_stream(run.children::<ListenerSet>(managed.clone()))
             .owns_stream_with(
                 run.watch(
                     Api::<PartialObjectMeta<DynamicObject>>::all_with(
