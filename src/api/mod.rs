@@ -58,6 +58,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     .into_iter()
     .map(reflow_descriptions)
     .map(checked_quantities)
+    .map(checked_env_names)
     .collect()
 }
 
@@ -150,6 +151,42 @@ fn checked_quantities(crd: CustomResourceDefinition) -> CustomResourceDefinition
     serde_json::from_value(value).expect("a CRD deserializes")
 }
 
+/// What the apiserver accepts as an environment variable name: printable ASCII but `=`.
+pub const ENV_NAME_PATTERN: &str = "^[ -<>-~]+$";
+
+/// k8s-openapi's `EnvVar.name` and `EnvFromSource.prefix` accept any string, so a
+/// Project with `env: [{name: "A=B"}]` was admitted and failed every apply of its
+/// workload. Both get the apiserver's own rule as a `pattern`.
+fn checked_env_names(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let describes = |map: &serde_json::Map<String, serde_json::Value>, start: &str| {
+                    map.get("description")
+                        .and_then(|d| d.as_str())
+                        .is_some_and(|d| d.starts_with(start))
+                };
+                if describes(map, "Name of the environment variable.") {
+                    map.insert("pattern".into(), ENV_NAME_PATTERN.into());
+                    map.insert("minLength".into(), 1.into());
+                }
+                if describes(
+                    map,
+                    "Optional text to prepend to the name of each environment",
+                ) {
+                    map.insert("pattern".into(), ENV_NAME_PATTERN.into());
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD deserializes")
+}
+
 /// All CRDs as one multi-document YAML stream: what `clouddeck crds` prints and
 /// `crds/clouddeck.io.yaml` holds.
 pub fn crds_yaml() -> String {
@@ -203,6 +240,21 @@ mod tests {
         let pattern = serde_json::to_string(QUANTITY_PATTERN).unwrap();
         // requests and limits of the build container and of the application container
         assert_eq!(schemas.matches(&pattern).count(), 4);
+    }
+
+    #[test]
+    fn environment_variable_names_are_checked_at_admission() {
+        let name = regex::Regex::new(ENV_NAME_PATTERN).unwrap();
+        for good in ["PORT", "NEXT_PUBLIC_URL", "my.var", "a-b", "1ST", "x y"] {
+            assert!(name.is_match(good), "{good}");
+        }
+        for bad in ["A=B", "", "é", "tab\there"] {
+            assert!(!name.is_match(bad), "{bad}");
+        }
+        let schemas = serde_json::to_string(&crds()).unwrap();
+        let pattern = serde_json::to_string(ENV_NAME_PATTERN).unwrap();
+        // runtime.env[].name and runtime.envFrom[].prefix
+        assert_eq!(schemas.matches(&pattern).count(), 2);
     }
 
     #[test]
