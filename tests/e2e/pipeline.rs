@@ -1384,20 +1384,15 @@ async fn kstatus_reads_ready_failed_and_working_objects_right() {
 /// What the kstatus library computes for each object of a `kubectl get -o json` List:
 /// `Kind/name` → (status, message).
 fn kstatus(objects: &str) -> std::collections::HashMap<String, (String, String)> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(support::cluster_dir().join("bin/kstatus"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kstatus (built by hack/cluster)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(objects.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kstatus failed");
+    let out = support::run_with_stdin(
+        &mut std::process::Command::new(support::cluster_dir().join("bin/kstatus")),
+        objects.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "kstatus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -491,22 +491,24 @@ pub fn kubectl_create_dry_run(namespace: &str, object: &serde_json::Value) -> Ou
 }
 
 fn kubectl_stdin(args: &[&str], extra: Option<&str>, object: &serde_json::Value) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(kubectl_path())
+    let mut kubectl = Command::new(kubectl_path());
+    kubectl
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
         .args(args)
-        .args(extra)
+        .args(extra);
+    run_with_stdin(&mut kubectl, object.to_string().as_bytes())
+}
+
+/// Runs `command` with `input` on its standard input; its output is captured.
+pub fn run_with_stdin(command: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(object.to_string().as_bytes())
-        .unwrap();
+        .unwrap_or_else(|err| panic!("run {command:?}: {err}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
