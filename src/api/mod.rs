@@ -57,8 +57,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(reflow_descriptions)
-    .map(checked_quantities)
-    .map(checked_env_names)
+    .map(checked_child_fields)
     .collect()
 }
 
@@ -120,63 +119,61 @@ fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinitio
 /// grammar of `k8s.io/apimachinery`'s `resource.Quantity`, as controller-gen emits it.
 pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
-/// k8s-openapi's schema of a `Quantity` accepts any string, so `cpu: lots` was admitted
-/// and failed only when a child was applied. Every quantity (resource requests and
-/// limits) gets the grammar as a `pattern`, refused at admission, and a short description
-/// instead of the type's page-long one.
-fn checked_quantities(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    fn walk(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                let quantity = map.get("x-kubernetes-int-or-string") == Some(&true.into())
-                    && map
-                        .get("description")
-                        .and_then(|d| d.as_str())
-                        .is_some_and(|d| d.starts_with("Quantity is a fixed-point"));
-                if quantity {
-                    map.insert("pattern".into(), QUANTITY_PATTERN.into());
-                    map.insert(
-                        "description".into(),
-                        "A quantity, e.g. `500m` or `2` (CPU), `256Mi` or `1Gi` (memory).".into(),
-                    );
-                }
-                map.values_mut().for_each(walk);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(crd).expect("a CRD serializes");
-    walk(&mut value);
-    serde_json::from_value(value).expect("a CRD deserializes")
-}
-
 /// What the apiserver accepts as an environment variable name: printable ASCII but `=`.
 pub const ENV_NAME_PATTERN: &str = "^[ -<>-~]+$";
 
-/// k8s-openapi's `EnvVar.name` and `EnvFromSource.prefix` accept any string, so a
-/// Project with `env: [{name: "A=B"}]` was admitted and failed every apply of its
-/// workload. Both get the apiserver's own rule as a `pattern`.
-fn checked_env_names(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+/// k8s-openapi's schemas of fields that end up in child objects accept values the
+/// apiserver refuses there, so a Project with `cpu: lots` or `env: [{name: "A=B"}]` was
+/// admitted and then failed every apply of its workload. One pass over the schemas gives
+/// them the apiserver's own rules, refused at admission:
+///
+/// - every quantity (resource requests and limits): the Quantity grammar as a `pattern`,
+///   and a short description instead of the type's page-long one;
+/// - `EnvVar.name` and `EnvFromSource.prefix`: printable ASCII but `=` (a name also
+///   non-empty).
+fn checked_child_fields(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    enum Field {
+        Quantity,
+        EnvName,
+        EnvPrefix,
+    }
+    fn field(schema: &serde_json::Map<String, serde_json::Value>) -> Option<Field> {
+        let description = schema.get("description")?.as_str()?;
+        let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&true.into());
+        if int_or_string && description.starts_with("Quantity is a fixed-point") {
+            Some(Field::Quantity)
+        } else if description.starts_with("Name of the environment variable.") {
+            Some(Field::EnvName)
+        } else if description
+            .starts_with("Optional text to prepend to the name of each environment")
+        {
+            Some(Field::EnvPrefix)
+        } else {
+            None
+        }
+    }
     fn walk(value: &mut serde_json::Value) {
         match value {
-            serde_json::Value::Object(map) => {
-                let describes = |map: &serde_json::Map<String, serde_json::Value>, start: &str| {
-                    map.get("description")
-                        .and_then(|d| d.as_str())
-                        .is_some_and(|d| d.starts_with(start))
-                };
-                if describes(map, "Name of the environment variable.") {
-                    map.insert("pattern".into(), ENV_NAME_PATTERN.into());
-                    map.insert("minLength".into(), 1.into());
+            serde_json::Value::Object(schema) => {
+                match field(schema) {
+                    Some(Field::Quantity) => {
+                        schema.insert("pattern".into(), QUANTITY_PATTERN.into());
+                        schema.insert(
+                            "description".into(),
+                            "A quantity, e.g. `500m` or `2` (CPU), `256Mi` or `1Gi` (memory)."
+                                .into(),
+                        );
+                    }
+                    Some(Field::EnvName) => {
+                        schema.insert("pattern".into(), ENV_NAME_PATTERN.into());
+                        schema.insert("minLength".into(), 1.into());
+                    }
+                    Some(Field::EnvPrefix) => {
+                        schema.insert("pattern".into(), ENV_NAME_PATTERN.into());
+                    }
+                    None => {}
                 }
-                if describes(
-                    map,
-                    "Optional text to prepend to the name of each environment",
-                ) {
-                    map.insert("pattern".into(), ENV_NAME_PATTERN.into());
-                }
-                map.values_mut().for_each(walk);
+                schema.values_mut().for_each(walk);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
             _ => {}
