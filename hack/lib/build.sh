@@ -34,17 +34,17 @@ k8s_replace_lines() {
 build_k8s() {
   local out dir minor
   out=$(tool_bin_dir "kubernetes-$K8S_VERSION")
-  if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kube-scheduler && -x $out/kubectl ]]; then return; fi
-  log_build "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (first build: about 10 minutes on 2 cores, then cached)"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) missing=0 cmd
+  for cmd in "${cmds[@]}"; do [[ -x $out/$cmd ]] || missing=1; done
+  ((missing)) || return 0
+  log_build "${cmds[*]} $K8S_VERSION (first build: about 12 minutes on 2 cores, then cached)"
   dir=$CACHE_DIR/kubernetes-$K8S_VERSION/src
   go_wrapper "$dir"
   mkdir -p "$out"
   {
     echo "require k8s.io/kubernetes $K8S_VERSION"
     k8s_replace_lines
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-      echo "tool k8s.io/kubernetes/cmd/$cmd"
-    done
+    for cmd in "${cmds[@]}"; do echo "tool k8s.io/kubernetes/cmd/$cmd"; done
   } >>"$dir/go.mod"
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   local ldflags="-s -w"
@@ -52,8 +52,7 @@ build_k8s() {
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
   (cd "$dir" && go mod tidy && go build -trimpath -ldflags "$ldflags" -o "$out/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    "${cmds[@]/#/k8s.io/kubernetes/cmd/}")
 }
 
 build_etcd() {
@@ -117,6 +116,59 @@ build_kstatus() {
   (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/kstatus" .)
 }
 
+# The real node's container runtime. containerd's module has no replace lines, so plain
+# `go install` builds it; CGO_ENABLED=0 avoids the btrfs headers it would otherwise need.
+build_containerd() {
+  local out pkg=github.com/containerd/containerd/v2
+  out=$(tool_bin_dir "containerd-$CONTAINERD_VERSION")
+  [[ -x $out/containerd && -x $out/containerd-shim-runc-v2 && -x $out/ctr ]] && return
+  log_build "containerd $CONTAINERD_VERSION"
+  mkdir -p "$out"
+  GOBIN=$out CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X $pkg/version.Version=$CONTAINERD_VERSION" \
+    "$pkg/cmd/containerd@$CONTAINERD_VERSION" "$pkg/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "$pkg/cmd/ctr@$CONTAINERD_VERSION"
+}
+
+# runc with cgo and seccomp (Debian's libseccomp-dev, installed by hack/node).
+build_runc() {
+  local out
+  out=$(tool_bin_dir "runc-$RUNC_VERSION")
+  [[ -x $out/runc ]] && return
+  log_build "runc $RUNC_VERSION"
+  mkdir -p "$out"
+  GOBIN=$out CGO_ENABLED=1 go install -trimpath -tags seccomp \
+    -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+# The local registry: distribution's module has no replace lines either.
+build_registry() {
+  local out
+  out=$(tool_bin_dir "distribution-$DISTRIBUTION_VERSION")
+  [[ -x $out/registry ]] && return
+  log_build "registry (distribution $DISTRIBUTION_VERSION)"
+  mkdir -p "$out"
+  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+}
+
+# hack/image (our own few lines) on go-containerregistry: assembles the images the real
+# node runs from local files. Cached by the library's version and the program's hash.
+image_tool() { echo "image-$GO_CONTAINERREGISTRY_VERSION-$(sha256sum "$ROOT/hack/image/main.go" | cut -c1-12)"; }
+
+build_image_tool() {
+  local out dir
+  out=$(tool_bin_dir "$(image_tool)")
+  [[ -x $out/image ]] && return
+  log_build "image (github.com/google/go-containerregistry $GO_CONTAINERREGISTRY_VERSION)"
+  dir=$CACHE_DIR/$(image_tool)/src
+  go_wrapper "$dir"
+  mkdir -p "$out"
+  cp "$ROOT/hack/image/main.go" "$dir/main.go"
+  printf 'require github.com/google/go-containerregistry %s\n' "$GO_CONTAINERREGISTRY_VERSION" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/image" .)
+}
+
 # Source directory of a module in the Go module cache (downloading it if needed).
 go_module_dir() {
   go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'
@@ -128,4 +180,8 @@ build_all() {
   build_k8s
   build_helm
   build_kstatus
+  build_containerd
+  build_runc
+  build_registry
+  build_image_tool
 }

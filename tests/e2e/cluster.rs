@@ -119,10 +119,12 @@ impl Drop for DownOnDrop {
 }
 
 fn hack_cluster(state_dir: &Path, command: &str) -> std::process::Output {
-    // A second cluster beside the shared one: its own state directory and ports.
+    // A second cluster beside the shared one: its own state directory and ports, and no
+    // real node (one machine holds one: kubelets share directories outside their root).
     Command::new(support::repo_root().join("hack/cluster"))
         .arg(command)
         .env("CLOUDDECK_CLUSTER_DIR", state_dir)
+        .env("CLOUDDECK_REAL_NODE", "0")
         .env("CLOUDDECK_APISERVER_PORT", "26443")
         .env("CLOUDDECK_ETCD_PORT", "22379")
         .env("CLOUDDECK_CONTROLLER_MANAGER_PORT", "30257")

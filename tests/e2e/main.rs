@@ -1,5 +1,6 @@
 //! End-to-end tests against the real local control plane that `hack/cluster up` starts
-//! (kube-apiserver, controller-manager, scheduler, etcd and kwok-simulated nodes).
+//! (kube-apiserver, controller-manager, scheduler, etcd, a kwok-simulated node and a real
+//! node with a kubelet, containerd and runc).
 //!
 //! Run them with `make test`, which brings the control plane up and down around them.
 //! Run by hand: `hack/cluster up && cargo test --test e2e`.
@@ -7,6 +8,8 @@
 mod support;
 
 mod cluster;
+
+mod node;
 
 mod operator;
 

@@ -1,0 +1,373 @@
+# shellcheck shell=bash
+# The local cluster's real node, next to the kwok node: a kubelet and containerd with
+# runc, so that containers really run. Sourced by hack/cluster.
+#
+# Everything stays on this machine. The node's address lives on a bridge these functions
+# create (kubelet refuses a loopback node IP); pods get addresses on that bridge from the
+# CNI bridge plugin. No route, NAT or forwarding is added, so nothing a pod sends can
+# leave the machine. `node_down` removes the bridge, the pods' network namespaces and
+# mounts, the cgroups and the directories the kubelet and containerd write outside the
+# cluster's state directory.
+#
+# The node is tainted clouddeck.io/real-node=true:NoSchedule: only pods that tolerate
+# it (the tests that need a running container) land on it; everything else stays on kwok.
+
+REAL_NODE=${CLOUDDECK_REAL_NODE:-1}
+REAL_NODE_NAME=clouddeck-node-0
+NODE_BRIDGE=${CLOUDDECK_NODE_BRIDGE:-cdnode0}
+NODE_SUBNET_PREFIX=${CLOUDDECK_NODE_SUBNET_PREFIX:-10.213.0}
+NODE_IP=$NODE_SUBNET_PREFIX.1
+KUBELET_PORT=${CLOUDDECK_KUBELET_PORT:-20250}
+KUBELET_HEALTHZ_PORT=${CLOUDDECK_KUBELET_HEALTHZ_PORT:-20248}
+# The cgroup (in every v1 hierarchy) under which the kubelet puts all pods.
+NODE_CGROUP=clouddeck
+# The local registry, on the node's address so that the node and pods reach it too (a
+# pod's 127.0.0.1 is the pod). Images are named by LOCAL_REGISTRY, a name that resolves
+# nowhere: containerd maps it to REGISTRY_ADDRESS (hosts.toml), so nothing is ever pulled
+# from outside the machine.
+REGISTRY_PORT=${CLOUDDECK_REGISTRY_PORT:-5000}
+REGISTRY_ADDRESS=$NODE_IP:$REGISTRY_PORT
+LOCAL_REGISTRY=registry.clouddeck.local
+PAUSE_IMAGE=$LOCAL_REGISTRY/pause:3.10.2
+BUSYBOX_IMAGE=$LOCAL_REGISTRY/busybox:local
+# Written outside the state directory by containerd and the kubelet whatever they are
+# told; removed by node_down only if they did not exist before node_up.
+NODE_FOREIGN_DIRS=(/run/containerd /var/lib/kubelet /var/lib/cni)
+
+real_node_enabled() { [[ $REAL_NODE == 1 ]]; }
+
+node_dir() { echo "$STATE/node"; }
+containerd_socket() { echo "$(node_dir)/containerd.sock"; }
+ctr() { "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/ctr" --address "$(containerd_socket)" -n k8s.io "$@"; }
+
+# Debian packages the node needs: the CNI plugins, libseccomp for runc's seccomp support,
+# and busybox-static for the test image.
+node_install_packages() {
+  local missing=()
+  [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+  [[ -f /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) -eq 0 ]] || die "the real node needs root, and Debian packages: ${missing[*]} (or CLOUDDECK_REAL_NODE=0)"
+  say "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >&2
+}
+
+node_check_host() {
+  [[ $(id -u) -eq 0 ]] || die "the real node needs root (bridge, mounts, cgroups); set CLOUDDECK_REAL_NODE=0 to run without it"
+  for tool in ip mount umount; do
+    command -v "$tool" >/dev/null || die "$tool is required for the real node"
+  done
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    die "interface $NODE_BRIDGE exists already; remove it or set CLOUDDECK_NODE_BRIDGE"
+  fi
+  if ip -4 addr show | grep -qF " $NODE_SUBNET_PREFIX."; then
+    die "addresses in $NODE_SUBNET_PREFIX.0/24 are in use here; set CLOUDDECK_NODE_SUBNET_PREFIX"
+  fi
+}
+
+# What the node's images are made of, built here once and cached: the pause container
+# (kubernetes' own pause.c, static) and busybox from Debian's busybox-static.
+node_image_inputs() {
+  local dir=$CACHE_DIR/node-images k8s_src deb
+  mkdir -p "$dir"
+  if [[ ! -x $dir/pause ]]; then
+    k8s_src=$(go_module_dir k8s.io/kubernetes "$K8S_VERSION")
+    log_build "pause (kubernetes $K8S_VERSION build/pause/linux/pause.c)"
+    gcc -Os -Wall -static -DVERSION="v3.10.2-clouddeck" -o "$dir/pause.tmp" "$k8s_src/build/pause/linux/pause.c"
+    mv "$dir/pause.tmp" "$dir/pause"
+  fi
+  if [[ ! -x $dir/busybox ]]; then
+    log_build "busybox (Debian busybox-static)"
+    rm -rf "$dir/busybox-deb" && mkdir -p "$dir/busybox-deb"
+    (cd "$dir/busybox-deb" && apt-get download busybox-static >/dev/null 2>&1) ||
+      die "apt-get download busybox-static failed"
+    deb=$(echo "$dir"/busybox-deb/busybox-static_*.deb)
+    dpkg-deb -x "$deb" "$dir/busybox-deb/root"
+    mv "$dir/busybox-deb/root/bin/busybox" "$dir/busybox"
+    rm -rf "$dir/busybox-deb"
+  fi
+}
+
+# Assembles the node's images and pushes them to the local registry, which starts empty
+# with every `up`. The same inputs give the same digests on every machine.
+node_push_images() {
+  local dir=$CACHE_DIR/node-images tool applet
+  tool=$(tool_bin_dir "$(image_tool)")/image
+  "$tool" --tag "$PAUSE_IMAGE" --push "$REGISTRY_ADDRESS/${PAUSE_IMAGE#*/}" \
+    --file "$dir/pause=/pause" --entrypoint '["/pause"]' --user 65535:65535 >/dev/null
+  local args=(--file "$dir/busybox=/bin/busybox" --dir /tmp)
+  for applet in sh cat echo env hostname httpd id ls nc sleep wget; do
+    args+=(--link "/bin/$applet=busybox")
+  done
+  "$tool" --tag "$BUSYBOX_IMAGE" --push "$REGISTRY_ADDRESS/${BUSYBOX_IMAGE#*/}" "${args[@]}" \
+    --cmd '["/bin/sh"]' --env PATH=/bin >/dev/null
+}
+
+node_registry_config() {
+  local dir
+  dir=$(node_dir)
+  cat >"$dir/registry.yaml" <<EOF
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $dir/registry}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY_ADDRESS
+EOF
+  # containerd reaches $LOCAL_REGISTRY at the registry's address, over plain HTTP.
+  mkdir -p "$dir/certs.d/$LOCAL_REGISTRY"
+  cat >"$dir/certs.d/$LOCAL_REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY_ADDRESS"
+
+[host."http://$REGISTRY_ADDRESS"]
+  capabilities = ["pull", "resolve"]
+EOF
+}
+
+registry_ready() { curl -fsS "http://$REGISTRY_ADDRESS/v2/" >/dev/null; }
+
+node_certs() {
+  local certs=$STATE/certs
+  (
+    cd "$certs"
+    echo "extendedKeyUsage=clientAuth" >client.ext
+    openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr \
+      -subj "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" 2>/dev/null
+    openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out node.crt -days 30 -extfile client.ext 2>/dev/null
+    rm -f node.csr client.ext ca.srl
+  )
+  sed -e "s#client-certificate-data: .*#client-certificate-data: $(base64 -w0 <"$certs/node.crt")#" \
+    -e "s#client-key-data: .*#client-key-data: $(base64 -w0 <"$certs/node.key")#" \
+    -e "s#clouddeck-admin#$REAL_NODE_NAME#g" "$STATE/kubeconfig" >"$(node_dir)/kubeconfig"
+  chmod 600 "$(node_dir)/kubeconfig"
+}
+
+node_network() {
+  local dir
+  dir=$(node_dir)
+  ip link add "$NODE_BRIDGE" type bridge
+  ip addr add "$NODE_IP/24" dev "$NODE_BRIDGE"
+  ip link set "$NODE_BRIDGE" up
+  mkdir -p "$dir/cni" "$dir/cni-ipam"
+  # isGateway false: the plugin leaves the bridge's address (set above) alone and turns
+  # no forwarding on. A pod's default route points at the node address, so what a pod
+  # sends anywhere else ends at this machine's (non-forwarding) IP stack.
+  cat >"$dir/cni/10-clouddeck.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "clouddeck",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$NODE_BRIDGE",
+      "isGateway": false,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$dir/cni-ipam",
+        "ranges": [[{"subnet": "$NODE_SUBNET_PREFIX.0/24", "rangeStart": "$NODE_SUBNET_PREFIX.10",
+                     "rangeEnd": "$NODE_SUBNET_PREFIX.250", "gateway": "$NODE_IP"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+EOF
+  # Pods get no name server from this machine: a lookup of a name outside the cluster
+  # fails inside the pod instead of leaving the machine.
+  echo "nameserver 127.0.0.1" >"$dir/resolv.conf"
+}
+
+node_containerd_config() {
+  local dir
+  dir=$(node_dir)
+  cat >"$dir/containerd.toml" <<EOF
+version = 3
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+
+[grpc]
+  address = "$(containerd_socket)"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = '$PAUSE_IMAGE'
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = '$dir/certs.d'
+
+[plugins.'io.containerd.cri.v1.runtime']
+  # Root here lacks CAP_SYS_RESOURCE: without this every sandbox fails to start
+  # ("can't get final child's PID from pipe") on the oom_score_adj write.
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = '$(tool_bin_dir "runc-$RUNC_VERSION")/runc'
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/usr/lib/cni']
+    conf_dir = '$dir/cni'
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+EOF
+}
+
+node_kubelet_config() {
+  local dir
+  dir=$(node_dir)
+  cat >"$dir/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# This machine mounts cgroup v1 (deprecated, not removed, in 1.36).
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: /$NODE_CGROUP
+failSwapOn: false
+containerRuntimeEndpoint: unix://$(containerd_socket)
+imageServiceEndpoint: unix://$(containerd_socket)
+# Without this the kubelet adds KUBE-FIREWALL rules that drop non-loopback traffic
+# to 127.0.0.0/8, which every other local service here relies on.
+makeIPTablesUtilChains: false
+podLogsDir: $dir/pod-logs
+address: $NODE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+resolvConf: $dir/resolv.conf
+clusterDomain: cluster.local
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $STATE/certs/ca.crt}
+authorization: {mode: Webhook}
+registerWithTaints:
+- {key: clouddeck.io/real-node, value: "true", effect: NoSchedule}
+# A development machine's disk is shared with everything else: evict only when it is
+# nearly full, and never garbage-collect the images built here.
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+enforceNodeAllocatable: []
+serializeImagePulls: false
+EOF
+}
+
+# The kubelet's cgroup root must exist in every v1 hierarchy; a new cpuset cgroup gets
+# its parent's CPUs and memory nodes, or nothing could run in it.
+node_cgroups() {
+  local hierarchy
+  for hierarchy in $(awk '$3 == "cgroup" { print $2 }' /proc/self/mounts); do
+    mkdir -p "$hierarchy/$NODE_CGROUP"
+    if [[ -f $hierarchy/cpuset.cpus ]]; then
+      cat "$hierarchy/cpuset.cpus" >"$hierarchy/$NODE_CGROUP/cpuset.cpus"
+      cat "$hierarchy/cpuset.mems" >"$hierarchy/$NODE_CGROUP/cpuset.mems"
+    fi
+  done
+}
+
+node_ready_real() {
+  [[ $(kubectl get node "$REAL_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+node_up() {
+  real_node_enabled || { say "real node skipped (CLOUDDECK_REAL_NODE=0)"; return 0; }
+  local dir foreign
+  dir=$(node_dir)
+  node_check_host
+  node_image_inputs
+  mkdir -p "$dir"/{containerd,kubelet,pod-logs,certs.d}
+  : >"$dir/foreign-dirs"
+  for foreign in "${NODE_FOREIGN_DIRS[@]}"; do
+    [[ -e $foreign ]] || echo "$foreign" >>"$dir/foreign-dirs"
+  done
+  node_certs
+  node_network
+  node_containerd_config
+  node_kubelet_config
+  node_registry_config
+  node_cgroups
+
+  start registry serve "$dir/registry.yaml"
+  wait_for "the local registry" 30 registry_ready
+  node_push_images
+  start containerd --config "$dir/containerd.toml" --log-level warn
+  wait_for "containerd" 30 ctr version
+
+  start kubelet --config "$dir/kubelet.yaml" --kubeconfig "$dir/kubeconfig" \
+    --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" \
+    --node-ip "$NODE_IP" --hostname-override "$REAL_NODE_NAME" \
+    --node-labels "clouddeck.io/node=real"
+  wait_for "node $REAL_NODE_NAME to become Ready" 90 node_ready_real
+}
+
+# Every process in the node's pod cgroups, killed; containers outlive the kubelet.
+node_kill_pods() {
+  local procs pid
+  [[ -d /sys/fs/cgroup/pids/$NODE_CGROUP ]] || [[ -d /sys/fs/cgroup/memory/$NODE_CGROUP ]] || return 0
+  for _ in 1 2 3; do
+    procs=$(find /sys/fs/cgroup/*/"$NODE_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    [[ -n $procs ]] || return 0
+    for pid in $procs; do kill -KILL "$pid" 2>/dev/null || true; done
+    sleep 0.5
+  done
+}
+
+# Unmounts everything mounted under $1, deepest first.
+unmount_under() {
+  local mnt
+  awk -v prefix="$1/" 'index($2, prefix) == 1 { print $2 }' /proc/self/mounts | sort -r |
+    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+}
+
+node_down() {
+  local dir foreign shim
+  dir=$(node_dir)
+  [[ -d $dir ]] || return 0
+  stop kubelet
+  node_kill_pods
+  # The shims are children of no one once containerd stops; find them by binary.
+  shim=$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/containerd-shim-runc-v2
+  pkill -KILL -f "^$shim " 2>/dev/null || true
+  stop containerd registry
+  unmount_under "$dir"
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then ip link del "$NODE_BRIDGE"; fi
+  # Empty cgroups are removed deepest first; rmdir fails (harmlessly) on a busy one.
+  find /sys/fs/cgroup/*/"$NODE_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  if [[ -f $dir/foreign-dirs ]]; then
+    while read -r foreign; do
+      [[ -n $foreign ]] || continue
+      unmount_under "$foreign"
+      rm -rf "$foreign"
+    done <"$dir/foreign-dirs"
+  fi
+  local left
+  left=$(node_leftovers)
+  [[ -z $left ]] || die "the real node left behind: $left"
+}
+
+# What node_down should have removed and did not, one item per line (nothing if clean).
+node_leftovers() {
+  local dir
+  dir=$(node_dir)
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then echo "interface $NODE_BRIDGE"; fi
+  ip -4 route show | grep -F "$NODE_SUBNET_PREFIX." | sed 's/^/route /'
+  awk -v prefix="$dir/" 'index($2, prefix) == 1 { print "mount " $2 }' /proc/self/mounts
+  ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" 2>/dev/null | sed 's/^/cgroup /'
+  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)" | sed 's/^/process /'
+  if command -v iptables-save >/dev/null; then
+    iptables-save 2>/dev/null | grep -E -- "-A .*($NODE_SUBNET_PREFIX\.|$NODE_BRIDGE|KUBE-)" | sed 's/^/iptables /'
+  fi
+  return 0
+}

@@ -1,0 +1,345 @@
+//! The local cluster's real node (hack/lib/node.sh): a kubelet with containerd and runc,
+//! next to the kwok node. What kwok only pretends, these tests see happen: a container's
+//! own output, its exit code, an HTTP answer from inside a pod, a probe that is really
+//! run, a user-namespaced pod (what rootless image builds need), images pulled from the
+//! local registry, and a CloudDeck Project's image running there.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use crate::support::{self, TestNamespace, eventually};
+
+const REAL_NODE: &str = "clouddeck-node-0";
+/// Built on this machine from Debian's busybox-static by hack/lib/node.sh and pushed to
+/// the local registry, which containerd reaches under this name; nothing comes from
+/// outside the machine.
+const BUSYBOX: &str = "registry.clouddeck.local/busybox:local";
+
+/// A pod for the real node: it tolerates the node's taint and selects it, and runs as
+/// the restricted Pod Security Standard asks.
+fn real_node_pod(name: &str, restart_policy: &str, containers: serde_json::Value) -> Pod {
+    let mut containers = containers;
+    for container in containers.as_array_mut().expect("containers is a list") {
+        container["image"] = json!(BUSYBOX);
+        // Always: every test pulls from the local registry, as a real cluster would.
+        container["imagePullPolicy"] = json!("Always");
+        container["securityContext"] = json!({
+            "runAsUser": 1000, "runAsNonRoot": true, "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] }, "seccompProfile": { "type": "RuntimeDefault" }
+        });
+    }
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "nodeSelector": { "clouddeck.io/node": "real" },
+            "tolerations": [{ "key": "clouddeck.io/real-node", "operator": "Exists", "effect": "NoSchedule" }],
+            "restartPolicy": restart_policy,
+            // busybox's PID 1 ignores SIGTERM: do not wait 30 s for it on deletion.
+            "terminationGracePeriodSeconds": 1,
+            "containers": containers,
+        }
+    }))
+    .expect("a valid pod")
+}
+
+async fn wait_for_pod(pods: &Api<Pod>, name: &str, what: &str, done: fn(&Pod) -> bool) -> Pod {
+    eventually(what, Duration::from_secs(60), || async {
+        pods.get(name).await.ok().filter(done)
+    })
+    .await
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// User story: "`kubectl get nodes` shows a real node next to the kwok one, running
+/// containerd, and it is tainted so that only pods that ask for it land there."
+#[tokio::test]
+async fn the_real_node_is_ready_and_tainted() {
+    let node = Api::<Node>::all(support::client().await)
+        .get(REAL_NODE)
+        .await
+        .expect("the real node is registered (hack/cluster up starts it)");
+    let status = node.status.expect("node status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{REAL_NODE} is not Ready: {:?}",
+        status.conditions
+    );
+    let runtime = status
+        .node_info
+        .expect("node info")
+        .container_runtime_version;
+    assert!(runtime.starts_with("containerd://2."), "runtime: {runtime}");
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "clouddeck.io/real-node" && t.effect == "NoSchedule"),
+        "taints: {taints:?}"
+    );
+}
+
+/// User story: "A pod on the real node runs its container: I read what it printed with
+/// `kubectl logs`, run a command in it with `kubectl exec`, and it answers HTTP; its
+/// readiness probe is really run."
+#[tokio::test]
+async fn a_container_runs_logs_execs_and_serves_http() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-node").await;
+    let pods = Api::<Pod>::namespaced(client, &ns.name);
+    let pod = real_node_pod(
+        "web",
+        "Always",
+        json!([{
+            "name": "web",
+            "command": ["/bin/sh", "-c",
+                "echo \"hello from $(hostname) as $(id -u)\" > /tmp/index.html; echo serving; exec httpd -f -p 8080 -h /tmp"],
+            "ports": [{ "containerPort": 8080 }],
+            "readinessProbe": { "httpGet": { "path": "/index.html", "port": 8080 }, "periodSeconds": 1 }
+        }]),
+    );
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let pod = wait_for_pod(&pods, "web", "pod web to be Ready", ready).await;
+    let status = pod.status.expect("status");
+    assert_eq!(
+        pod.spec.and_then(|s| s.node_name).as_deref(),
+        Some(REAL_NODE)
+    );
+
+    let ip = status.pod_ip.expect("a pod IP from the node's bridge");
+    let body = reqwest::get(format!("http://{ip}:8080/index.html"))
+        .await
+        .expect("the pod answers HTTP")
+        .text()
+        .await
+        .expect("a body");
+    // The hostname is the pod's name, the user the one its securityContext names: the
+    // answer comes from inside the container.
+    assert_eq!(body.trim(), "hello from web as 1000");
+
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "web"]);
+    assert!(logs.contains("serving"), "logs: {logs:?}");
+    let uid = support::kubectl_ok(&["exec", "-n", &ns.name, "web", "--", "id", "-u"]);
+    assert_eq!(uid.trim(), "1000");
+}
+
+/// User story: "A container that fails shows its exit code and its last words", which a
+/// failed build or cron run on a real cluster reports; kwok can only pretend it.
+#[tokio::test]
+async fn a_failing_container_reports_its_exit_code() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-node").await;
+    let pods = Api::<Pod>::namespaced(client, &ns.name);
+    let pod = real_node_pod(
+        "fails",
+        "Never",
+        json!([{ "name": "main", "command": ["/bin/sh", "-c", "echo about to fail; exit 3"] }]),
+    );
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let pod = wait_for_pod(&pods, "fails", "pod fails to fail", |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let terminated = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .expect("the container terminated");
+    assert_eq!(terminated.exit_code, 3);
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "fails"]);
+    assert_eq!(logs.trim(), "about to fail");
+}
+
+/// User story: "A pod with `hostUsers: false` runs in its own user namespace": root in
+/// the container is not root on the node. Rootless image builds depend on it, and
+/// Debian's runc 1.1 could not do it.
+#[tokio::test]
+async fn a_user_namespaced_pod_runs() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-node").await;
+    let pods = Api::<Pod>::namespaced(client, &ns.name);
+    let mut pod = real_node_pod(
+        "userns",
+        "Never",
+        json!([{ "name": "main", "command": ["/bin/cat", "/proc/self/uid_map"] }]),
+    );
+    pod.spec.as_mut().expect("spec").host_users = Some(false);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    wait_for_pod(&pods, "userns", "pod userns to succeed", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let map = support::kubectl_ok(&["logs", "-n", &ns.name, "userns"]);
+    // One line: "<id inside> <id on the host> <count>". Without a user namespace it is
+    // the identity map "0 0 4294967295".
+    let fields: Vec<u64> = map
+        .split_whitespace()
+        .map(|f| f.parse().expect("uid_map numbers"))
+        .collect();
+    assert_eq!(fields.len(), 3, "uid_map: {map:?}");
+    assert_eq!(fields[0], 0, "uid_map: {map:?}");
+    assert!(
+        fields[1] >= 65536 && fields[2] == 65536,
+        "not a user namespace of its own: {map:?}"
+    );
+}
+
+/// Annotations that send every pod of a namespace to the real node (the apiserver's
+/// PodNodeSelector and PodTolerationRestriction admission plugins, enabled by
+/// hack/cluster): CloudDeck's own pods land there without CloudDeck rendering anything
+/// different from what it renders for users.
+async fn pin_to_real_node(client: &kube::Client, namespace: &str) {
+    let patch = json!({ "metadata": { "annotations": {
+        "scheduler.alpha.kubernetes.io/node-selector": "clouddeck.io/node=real",
+        "scheduler.alpha.kubernetes.io/defaultTolerations":
+            r#"[{"key":"clouddeck.io/real-node","operator":"Exists","effect":"NoSchedule"}]"#,
+    } } });
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("annotate the namespace");
+}
+
+fn deployment_phase(d: &clouddeck::api::Deployment) -> Option<clouddeck::api::DeploymentPhase> {
+    d.status.as_ref().and_then(|s| s.phase)
+}
+
+/// User story: "I deploy an image from our registry and my app really runs: its
+/// readiness probe passes, the Deployment goes Ready, and its pod answers HTTP with what
+/// my command serves. An image the registry does not have fails the Deployment with the
+/// kubelet's own pull error, and production stays where it was."
+///
+/// Everything between the Deployment and the answer is real: the operator's workload,
+/// the scheduler, the kubelet, containerd pulling from the local registry, runc, the
+/// probe.
+#[tokio::test]
+async fn a_projects_image_really_runs_and_a_missing_image_fails() {
+    use clouddeck::api::{Deployment, DeploymentPhase, Project};
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-realapp").await;
+    pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "real-node")
+        .start_leading()
+        .await;
+
+    support::create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": "hello" },
+            "spec": {
+                "image": BUSYBOX,
+                "runtime": {
+                    "port": 8080, "replicas": 1, "healthCheckPath": "/healthz",
+                    "command": ["/bin/sh", "-c",
+                        "echo ok > /tmp/healthz; echo \"hello from $(hostname)\" > /tmp/index.html; exec httpd -f -p \"$PORT\" -h /tmp"]
+                }
+            }
+        }),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployment = |name: &str, image: &str| {
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": name },
+            "spec": { "projectRef": { "name": "hello" }, "target": "production",
+                      "source": { "image": image } }
+        })
+    };
+    support::create(&deployments, deployment("hello-1", BUSYBOX)).await;
+    eventually("hello-1 to be Ready", Duration::from_secs(90), || async {
+        let d = deployments.get("hello-1").await.ok()?;
+        (deployment_phase(&d) == Some(DeploymentPhase::Ready)).then_some(())
+    })
+    .await;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let pod = pods
+        .list(&kube::api::ListParams::default().labels("clouddeck.io/deployment=hello-1"))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("hello-1 has a pod");
+    let name = pod.metadata.name.clone().expect("pod name");
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(REAL_NODE)
+    );
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+    let body = reqwest::get(format!("http://{ip}:8080/index.html"))
+        .await
+        .expect("the app answers")
+        .text()
+        .await
+        .expect("a body");
+    assert_eq!(body.trim(), format!("hello from {name}"));
+
+    let missing = "registry.clouddeck.local/acme/missing:1";
+    support::create(&deployments, deployment("hello-2", missing)).await;
+    let failed = eventually("hello-2 to fail", Duration::from_secs(90), || async {
+        let d = deployments.get("hello-2").await.ok()?;
+        (deployment_phase(&d) == Some(DeploymentPhase::Failed)).then_some(d)
+    })
+    .await;
+    let ready = failed
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ImagePullFailed")
+    );
+    assert!(ready.message.contains(missing), "{}", ready.message);
+    let project = Api::<Project>::namespaced(client.clone(), &ns.name)
+        .get("hello")
+        .await
+        .expect("project");
+    assert_eq!(
+        project
+            .status
+            .and_then(|s| s.production_deployment)
+            .as_deref(),
+        Some("hello-1"),
+        "production stays where it was"
+    );
+}
