@@ -34,7 +34,7 @@ k8s_replace_lines() {
 build_k8s() {
   local out dir minor
   out=$(tool_bin_dir "kubernetes-$K8S_VERSION")
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet) missing=0 cmd
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=0 cmd
   for cmd in "${cmds[@]}"; do [[ -x $out/$cmd ]] || missing=1; done
   ((missing)) || return 0
   log_build "${cmds[*]} $K8S_VERSION (first build: about 12 minutes on 2 cores, then cached)"
@@ -98,23 +98,31 @@ build_helm() {
     -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" -o "$out/helm" helm.sh/helm/v3/cmd/helm)
 }
 
-# hack/kstatus (our own few lines) on sigs.k8s.io/cli-utils' kstatus library: the e2e
-# tests judge CloudDeck's conditions by what Flux and cli-utils appliers compute. Cached
-# by the library's version and the program's own hash.
-kstatus_tool() { echo "kstatus-$CLI_UTILS_VERSION-$(sha256sum "$ROOT/hack/kstatus/main.go" | cut -c1-12)"; }
+# Programs of our own, hack/NAME/main.go, each a few lines on one library: cached by the
+# library's version and the program's hash, so an edit rebuilds it.
+#   kstatus: sigs.k8s.io/cli-utils' kstatus library; the e2e tests judge CloudDeck's
+#            conditions by what Flux and cli-utils appliers compute.
+#   image:   go-containerregistry; assembles the real node's images from local files.
+own_tool() { echo "$1-$2-$(sha256sum "$ROOT/hack/$1/main.go" | cut -c1-12)"; }
+kstatus_tool() { own_tool kstatus "$CLI_UTILS_VERSION"; }
+image_tool() { own_tool image "$GO_CONTAINERREGISTRY_VERSION"; }
 
-build_kstatus() {
-  local out dir
-  out=$(tool_bin_dir "$(kstatus_tool)")
-  [[ -x $out/kstatus ]] && return
-  log_build "kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
-  dir=$CACHE_DIR/$(kstatus_tool)/src
+# build_own_tool NAME MODULE VERSION
+build_own_tool() {
+  local name=$1 module=$2 version=$3 out dir
+  out=$(tool_bin_dir "$(own_tool "$name" "$version")")
+  [[ -x $out/$name ]] && return
+  log_build "$name ($module $version)"
+  dir=$CACHE_DIR/$(own_tool "$name" "$version")/src
   go_wrapper "$dir"
   mkdir -p "$out"
-  cp "$ROOT/hack/kstatus/main.go" "$dir/main.go"
-  printf 'require sigs.k8s.io/cli-utils %s\n' "$CLI_UTILS_VERSION" >>"$dir/go.mod"
-  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/kstatus" .)
+  cp "$ROOT/hack/$name/main.go" "$dir/main.go"
+  printf 'require %s %s\n' "$module" "$version" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/$name" .)
 }
+
+build_kstatus() { build_own_tool kstatus sigs.k8s.io/cli-utils "$CLI_UTILS_VERSION"; }
+build_image_tool() { build_own_tool image github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"; }
 
 # The real node's container runtime. containerd's module has no replace lines, so plain
 # `go install` builds it; CGO_ENABLED=0 avoids the btrfs headers it would otherwise need.
@@ -152,21 +160,14 @@ build_registry() {
     "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
 }
 
-# hack/image (our own few lines) on go-containerregistry: assembles the images the real
-# node runs from local files. Cached by the library's version and the program's hash.
-image_tool() { echo "image-$GO_CONTAINERREGISTRY_VERSION-$(sha256sum "$ROOT/hack/image/main.go" | cut -c1-12)"; }
-
-build_image_tool() {
-  local out dir
-  out=$(tool_bin_dir "$(image_tool)")
-  [[ -x $out/image ]] && return
-  log_build "image (github.com/google/go-containerregistry $GO_CONTAINERREGISTRY_VERSION)"
-  dir=$CACHE_DIR/$(image_tool)/src
-  go_wrapper "$dir"
+# CoreDNS: its main package is the module's root; no replace lines.
+build_coredns() {
+  local out
+  out=$(tool_bin_dir "coredns-$COREDNS_VERSION")
+  [[ -x $out/coredns ]] && return
+  log_build "coredns $COREDNS_VERSION"
   mkdir -p "$out"
-  cp "$ROOT/hack/image/main.go" "$dir/main.go"
-  printf 'require github.com/google/go-containerregistry %s\n' "$GO_CONTAINERREGISTRY_VERSION" >>"$dir/go.mod"
-  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/image" .)
+  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
 # Source directory of a module in the Go module cache (downloading it if needed).
@@ -183,5 +184,6 @@ build_all() {
   build_containerd
   build_runc
   build_registry
+  build_coredns
   build_image_tool
 }

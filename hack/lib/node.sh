@@ -19,6 +19,15 @@ NODE_SUBNET_PREFIX=${CLOUDDECK_NODE_SUBNET_PREFIX:-10.213.0}
 NODE_IP=$NODE_SUBNET_PREFIX.1
 KUBELET_PORT=${CLOUDDECK_KUBELET_PORT:-20250}
 KUBELET_HEALTHZ_PORT=${CLOUDDECK_KUBELET_HEALTHZ_PORT:-20248}
+KUBE_PROXY_HEALTHZ_PORT=${CLOUDDECK_KUBE_PROXY_HEALTHZ_PORT:-20256}
+KUBE_PROXY_METRICS_PORT=${CLOUDDECK_KUBE_PROXY_METRICS_PORT:-20249}
+# hack/cluster's Service range, and kwok's pod range: routed onto the node's bridge, where
+# nothing answers them, so that a ClusterIP with no real endpoint, or a kwok pod's
+# address, never leaves the machine by the default route. (Not a blackhole route: a
+# connect() from the node to a ClusterIP is routed before kube-proxy's rewrite, and
+# a blackhole would refuse it.)
+SERVICE_CIDR=10.96.0.0/16
+KWOK_POD_CIDR=10.244.0.0/16
 # The cgroup (in every v1 hierarchy) under which the kubelet puts all pods.
 NODE_CGROUP=clouddeck
 # The local registry, on the node's address so that the node and pods reach it too (a
@@ -47,6 +56,7 @@ node_install_packages() {
   [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
   [[ -f /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v iptables >/dev/null || missing+=(iptables)
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   ((${#missing[@]})) || return 0
   [[ $(id -u) -eq 0 ]] || die "the real node needs root, and Debian packages: ${missing[*]} (or CLOUDDECK_REAL_NODE=0)"
@@ -99,11 +109,16 @@ node_push_images() {
   "$tool" --tag "$PAUSE_IMAGE" --push "$REGISTRY_ADDRESS/${PAUSE_IMAGE#*/}" \
     --file "$dir/pause=/pause" --entrypoint '["/pause"]' --user 65535:65535 >/dev/null
   local args=(--file "$dir/busybox=/bin/busybox" --dir /tmp)
-  for applet in sh cat echo env hostname httpd id ls nc sleep wget; do
+  local busybox_repo=${BUSYBOX_IMAGE#*/}
+  busybox_repo=${busybox_repo%:*}
+  for applet in sh cat echo env hostname httpd id ls nc nslookup sleep wget; do
     args+=(--link "/bin/$applet=busybox")
   done
   "$tool" --tag "$BUSYBOX_IMAGE" --push "$REGISTRY_ADDRESS/${BUSYBOX_IMAGE#*/}" "${args[@]}" \
     --cmd '["/bin/sh"]' --env PATH=/bin >/dev/null
+  # The same as uid 1000, for pods that set runAsNonRoot and no user.
+  "$tool" --tag "$BUSYBOX_IMAGE" --push "$REGISTRY_ADDRESS/$busybox_repo:nonroot" "${args[@]}" \
+    --cmd '["/bin/sh"]' --env PATH=/bin --user 1000 >/dev/null
 }
 
 node_registry_config() {
@@ -130,21 +145,44 @@ EOF
 
 registry_ready() { curl -fsS "http://$REGISTRY_ADDRESS/v2/" >/dev/null; }
 
+# node_kubeconfig FILE SUBJECT: a kubeconfig for a client certificate of SUBJECT, signed
+# by the cluster CA (the kubelet, kube-proxy and CoreDNS each have their own identity).
+node_kubeconfig() {
+  local file=$1 subject=$2 certs=$STATE/certs tmp
+  tmp=$(mktemp -d)
+  echo "extendedKeyUsage=clientAuth" >"$tmp/client.ext"
+  openssl req -newkey rsa:2048 -nodes -keyout "$tmp/key" -out "$tmp/csr" -subj "$subject" 2>/dev/null
+  openssl x509 -req -in "$tmp/csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" -CAcreateserial \
+    -CAserial "$tmp/ca.srl" -out "$tmp/crt" -days 30 -extfile "$tmp/client.ext" 2>/dev/null
+  sed -e "s#client-certificate-data: .*#client-certificate-data: $(base64 -w0 <"$tmp/crt")#" \
+    -e "s#client-key-data: .*#client-key-data: $(base64 -w0 <"$tmp/key")#" \
+    "$STATE/kubeconfig" >"$file"
+  chmod 600 "$file"
+  rm -rf "$tmp"
+}
+
 node_certs() {
-  local certs=$STATE/certs
-  (
-    cd "$certs"
-    echo "extendedKeyUsage=clientAuth" >client.ext
-    openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr \
-      -subj "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" 2>/dev/null
-    openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-      -out node.crt -days 30 -extfile client.ext 2>/dev/null
-    rm -f node.csr client.ext ca.srl
-  )
-  sed -e "s#client-certificate-data: .*#client-certificate-data: $(base64 -w0 <"$certs/node.crt")#" \
-    -e "s#client-key-data: .*#client-key-data: $(base64 -w0 <"$certs/node.key")#" \
-    -e "s#clouddeck-admin#$REAL_NODE_NAME#g" "$STATE/kubeconfig" >"$(node_dir)/kubeconfig"
-  chmod 600 "$(node_dir)/kubeconfig"
+  local dir
+  dir=$(node_dir)
+  node_kubeconfig "$dir/kubeconfig" "/O=system:nodes/CN=system:node:$REAL_NODE_NAME"
+  # system:kube-proxy is bound to system:node-proxier by the apiserver's default RBAC.
+  node_kubeconfig "$dir/kube-proxy.kubeconfig" "/CN=system:kube-proxy"
+  node_kubeconfig "$dir/coredns.kubeconfig" "/CN=clouddeck:coredns"
+  kubectl apply --server-side -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "clouddeck:coredns"}
+rules:
+- {apiGroups: [""], resources: [services, endpoints, namespaces, pods], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "clouddeck:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "clouddeck:coredns"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "clouddeck:coredns"}
+EOF
 }
 
 node_network() {
@@ -182,7 +220,78 @@ EOF
   # Pods get no name server from this machine: a lookup of a name outside the cluster
   # fails inside the pod instead of leaving the machine.
   echo "nameserver 127.0.0.1" >"$dir/resolv.conf"
+  node_service_network
 }
+
+# What Service traffic needs, and the fences that keep it on the machine. A pod's packet
+# to a ClusterIP reaches the node's address, kube-proxy rewrites it to a pod's address on
+# the same bridge, and the kernel forwards it back out of the bridge: so forwarding is on
+# for packets that arrive on the bridge only (not on any other interface), and a mangle
+# rule drops whatever would be forwarded from the bridge to any other interface.
+# br_netfilter lets conntrack see the bridged replies, which it must un-rewrite.
+node_service_network() {
+  local dir
+  dir=$(node_dir)
+  ip route add "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
+  ip route add "$KWOK_POD_CIDR" dev "$NODE_BRIDGE" src "$NODE_IP"
+  iptables -t mangle -A FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" \
+    -m comment --comment clouddeck-node -j DROP
+  [[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter
+  cat /proc/sys/net/bridge/bridge-nf-call-iptables >"$dir/bridge-nf-call-iptables.before"
+  echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  echo 1 >"/proc/sys/net/ipv4/conf/$NODE_BRIDGE/forwarding"
+}
+
+node_service_network_down() {
+  local dir
+  dir=$(node_dir)
+  ip route del "$SERVICE_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
+  ip route del "$KWOK_POD_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
+  while iptables -t mangle -D FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" \
+    -m comment --comment clouddeck-node -j DROP 2>/dev/null; do :; done
+  if [[ -f $dir/bridge-nf-call-iptables.before ]]; then
+    cat "$dir/bridge-nf-call-iptables.before" >/proc/sys/net/bridge/bridge-nf-call-iptables
+  fi
+}
+
+node_kube_proxy_config() {
+  local dir
+  dir=$(node_dir)
+  cat >"$dir/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $dir/kube-proxy.kubeconfig}
+mode: iptables
+hostnameOverride: $REAL_NODE_NAME
+healthzBindAddress: 127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$KUBE_PROXY_METRICS_PORT
+clusterCIDR: $NODE_SUBNET_PREFIX.0/24
+detectLocalMode: ClusterCIDR
+# NodePorts only on the node's bridge address, never on this machine's other interfaces.
+nodePortAddresses: [$NODE_IP/32]
+iptables: {localhostNodePorts: false}
+# Leave this machine's conntrack table size and timeouts as they are.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+}
+
+# CoreDNS answers cluster.local names from the Services and pods it watches, on the
+# node's address; it has no forwarder, so any other name is refused, never sent on.
+node_coredns_config() {
+  local dir
+  dir=$(node_dir)
+  cat >"$dir/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 {
+  bind $NODE_IP
+  kubernetes cluster.local in-addr.arpa {
+    kubeconfig $dir/coredns.kubeconfig clouddeck-local
+    pods insecure
+  }
+  errors
+}
+EOF
+}
+
 
 node_containerd_config() {
   local dir
@@ -247,6 +356,7 @@ healthzBindAddress: 127.0.0.1
 healthzPort: $KUBELET_HEALTHZ_PORT
 resolvConf: $dir/resolv.conf
 clusterDomain: cluster.local
+clusterDNS: [$NODE_IP]
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -297,6 +407,8 @@ node_up() {
   node_containerd_config
   node_kubelet_config
   node_registry_config
+  node_kube_proxy_config
+  node_coredns_config
   node_cgroups
 
   start registry serve "$dir/registry.yaml"
@@ -309,7 +421,10 @@ node_up() {
     --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" \
     --node-ip "$NODE_IP" --hostname-override "$REAL_NODE_NAME" \
     --node-labels "clouddeck.io/node=real"
+  start kube-proxy --config "$dir/kube-proxy.yaml"
+  start coredns -conf "$dir/Corefile"
   wait_for "node $REAL_NODE_NAME to become Ready" 90 node_ready_real
+  wait_for "kube-proxy" 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 }
 
 # Every process in the node's pod cgroups, killed; containers outlive the kubelet.
@@ -335,7 +450,10 @@ node_down() {
   local dir foreign shim
   dir=$(node_dir)
   [[ -d $dir ]] || return 0
-  stop kubelet
+  stop kubelet coredns kube-proxy
+  # kube-proxy's own rules out of iptables, then the fences node_service_network added.
+  "$(k8s_bin kube-proxy)" --cleanup >/dev/null 2>&1 || true
+  node_service_network_down
   node_kill_pods
   # The shims are children of no one once containerd stops; find them by binary.
   shim=$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/containerd-shim-runc-v2
@@ -362,12 +480,12 @@ node_leftovers() {
   local dir
   dir=$(node_dir)
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then echo "interface $NODE_BRIDGE"; fi
-  ip -4 route show | grep -F "$NODE_SUBNET_PREFIX." | sed 's/^/route /'
+  ip -4 route show | grep -F -e "$NODE_SUBNET_PREFIX." -e "$SERVICE_CIDR" -e "$KWOK_POD_CIDR" | sed 's/^/route /'
   awk -v prefix="$dir/" 'index($2, prefix) == 1 { print "mount " $2 }' /proc/self/mounts
   ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" 2>/dev/null | sed 's/^/cgroup /'
-  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)" | sed 's/^/process /'
+  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)|$(k8s_bin kube-proxy)|$(component_bin coredns)" | sed 's/^/process /'
   if command -v iptables-save >/dev/null; then
-    iptables-save 2>/dev/null | grep -E -- "-A .*($NODE_SUBNET_PREFIX\.|$NODE_BRIDGE|KUBE-)" | sed 's/^/iptables /'
+    iptables-save 2>/dev/null | grep -E -- "-A .*($NODE_SUBNET_PREFIX\.|$NODE_BRIDGE|KUBE-|clouddeck-node)" | sed 's/^/iptables /'
   fi
   return 0
 }

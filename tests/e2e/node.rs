@@ -17,6 +17,9 @@ const REAL_NODE: &str = "clouddeck-node-0";
 /// the local registry, which containerd reaches under this name; nothing comes from
 /// outside the machine.
 const BUSYBOX: &str = "registry.clouddeck.local/busybox:local";
+/// The same, with `USER 1000` in its config: what the restricted Pod Security Standard
+/// asks of an image whose pods set `runAsNonRoot` and no user.
+const BUSYBOX_NONROOT: &str = "registry.clouddeck.local/busybox:nonroot";
 
 /// A pod for the real node: it tolerates the node's taint and selects it, and runs as
 /// the restricted Pod Security Standard asks.
@@ -342,4 +345,225 @@ async fn a_projects_image_really_runs_and_a_missing_image_fails() {
         Some("hello-1"),
         "production stays where it was"
     );
+}
+
+/// A Project of `image` serving HTTP on $PORT from /tmp, with production `<project>-1`
+/// Ready, in a namespace pinned to the real node.
+async fn real_project(client: &kube::Client, namespace: &str, project: &str, image: &str) {
+    use clouddeck::api::{Deployment, Project};
+    support::create(
+        &Api::<Project>::namespaced(client.clone(), namespace),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": project },
+            "spec": {
+                "image": image,
+                "runtime": {
+                    "port": 8080, "replicas": 1, "healthCheckPath": "/healthz",
+                    "command": ["/bin/sh", "-c",
+                        "echo ok > /tmp/healthz; echo \"hello from $(hostname)\" > /tmp/index.html; exec httpd -f -p \"$PORT\" -h /tmp"]
+                }
+            }
+        }),
+    )
+    .await;
+    support::create(
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": format!("{project}-1") },
+            "spec": { "projectRef": { "name": project }, "target": "production",
+                      "source": { "image": image } }
+        }),
+    )
+    .await;
+    let projects = Api::<Project>::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("{project}-1 in production"),
+        Duration::from_secs(90),
+        || async {
+            let status = projects.get(project).await.ok()?.status?;
+            (status.production_deployment.as_deref() == Some(&format!("{project}-1"))).then_some(())
+        },
+    )
+    .await;
+}
+
+/// User story: "My CronJob's command runs in my production image, with my app's
+/// environment; when it fails I get a Warning Event on my CronJob, and the command
+/// `kubectl logs job/...` it names shows what my command printed."
+///
+/// On kwok a failed run is simulated; here the command really runs in the image, as the
+/// image's own (non-root) user, under the restricted Pod Security Standard.
+#[tokio::test]
+async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
+    use clouddeck::api::CronJob;
+    use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
+    use k8s_openapi::api::core::v1::Event;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-realcron").await;
+    pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "real-cron")
+        .start_leading()
+        .await;
+    real_project(&client, &ns.name, "cron", BUSYBOX_NONROOT).await;
+
+    // Never due during the test: midnight on January 1st. The run is started by hand.
+    support::create(
+        &Api::<CronJob>::namespaced(client.clone(), &ns.name),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
+            "metadata": { "name": "nightly" },
+            "spec": {
+                "projectRef": { "name": "cron" },
+                "schedule": "0 0 1 1 *",
+                "timeoutSeconds": 60,
+                "command": ["/bin/sh", "-c", "echo \"nightly as $(id -u) with PORT=$PORT\"; exit 4"]
+            }
+        }),
+    )
+    .await;
+    let batch = Api::<BatchCronJob>::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the batch CronJob nightly",
+        Duration::from_secs(45),
+        || async { batch.get("nightly").await.ok() },
+    )
+    .await;
+    support::kubectl_ok(&[
+        "create",
+        "job",
+        "-n",
+        &ns.name,
+        "--from=cronjob/nightly",
+        "nightly-by-hand",
+    ]);
+
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let warning = eventually(
+        "a JobFailed Event on CronJob nightly",
+        Duration::from_secs(60),
+        || async {
+            events
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("JobFailed")
+                        && e.involved_object.name.as_deref() == Some("nightly")
+                })
+        },
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.message.unwrap_or_default();
+    let command = format!("kubectl logs -n {} job/nightly-by-hand", ns.name);
+    assert!(note.contains(&command), "{note}");
+
+    // What the Event tells the user to run shows the command's own output.
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "job/nightly-by-hand"]);
+    assert_eq!(logs.trim(), "nightly as 1000 with PORT=8080");
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&kube::api::ListParams::default().labels("job-name=nightly-by-hand"))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("the run's pod is kept");
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(REAL_NODE)
+    );
+    let exit_code = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .map(|t| t.exit_code);
+    assert_eq!(exit_code, Some(4));
+}
+
+/// User story: "My pods reach each other by Service name, as on any cluster": CoreDNS
+/// answers `<service>.<namespace>.svc.cluster.local` with the ClusterIP, kube-proxy
+/// carries a pod's request to that ClusterIP to a ready pod behind it, and a name outside
+/// the cluster gets no answer (nothing is looked up off the machine).
+#[tokio::test]
+async fn pods_reach_a_service_by_name() {
+    use k8s_openapi::api::core::v1::Service;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-svc").await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let mut web = real_node_pod(
+        "web",
+        "Always",
+        json!([{
+            "name": "web",
+            "command": ["/bin/sh", "-c",
+                "echo \"hello from $(hostname)\" > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"],
+            "ports": [{ "containerPort": 8080 }],
+            "readinessProbe": { "httpGet": { "path": "/index.html", "port": 8080 }, "periodSeconds": 1 }
+        }]),
+    );
+    web.metadata.labels = Some([("app".to_owned(), "web".to_owned())].into());
+    pods.create(&PostParams::default(), &web)
+        .await
+        .expect("create pod web");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .unwrap();
+    let service = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+    let cluster_ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    wait_for_pod(&pods, "web", "pod web to be Ready", ready).await;
+
+    let name = format!("web.{}.svc.cluster.local", ns.name);
+    // nc, not wget: Debian's static busybox wget crashes looking up the "http" service
+    // (static glibc cannot load its NSS modules).
+    let script = format!(
+        "nslookup {name}; echo ---; \
+         printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 80 | tail -n 1; echo ---; \
+         nslookup -timeout=2 example.com && echo example.com resolved; true"
+    );
+    let client_pod = real_node_pod(
+        "client",
+        "Never",
+        json!([{ "name": "client", "command": ["/bin/sh", "-c", script] }]),
+    );
+    pods.create(&PostParams::default(), &client_pod)
+        .await
+        .expect("create pod client");
+    wait_for_pod(&pods, "client", "pod client to finish", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "client"]);
+    let parts: Vec<&str> = logs.split("---\n").collect();
+    assert_eq!(parts.len(), 3, "logs: {logs}");
+    assert!(
+        parts[0].contains(&format!("Address: {cluster_ip}")),
+        "{name} should resolve to {cluster_ip}: {logs}"
+    );
+    assert_eq!(parts[1].trim(), "hello from web", "logs: {logs}");
+    assert!(!parts[2].contains("example.com resolved"), "logs: {logs}");
+
+    // The ClusterIP from the node itself, as a node-local agent would reach it.
+    let body = reqwest::get(format!("http://{cluster_ip}/index.html"))
+        .await
+        .expect("the ClusterIP answers on the node")
+        .text()
+        .await
+        .expect("a body");
+    assert_eq!(body.trim(), "hello from web");
 }
