@@ -247,6 +247,12 @@ node_service_network_down() {
   dir=$(node_dir)
   ip route del "$SERVICE_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
   ip route del "$KWOK_POD_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
+  # kube-proxy --cleanup leaves its KUBE-FIREWALL chain (the martian-localhost drop).
+  local hook
+  for hook in INPUT OUTPUT FORWARD; do
+    while iptables -D "$hook" -j KUBE-FIREWALL 2>/dev/null; do :; done
+  done
+  iptables -F KUBE-FIREWALL 2>/dev/null && iptables -X KUBE-FIREWALL 2>/dev/null || true
   while iptables -t mangle -D FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" \
     -m comment --comment clouddeck-node -j DROP 2>/dev/null; do :; done
   if [[ -f $dir/bridge-nf-call-iptables.before ]]; then
