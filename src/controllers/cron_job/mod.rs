@@ -14,7 +14,11 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -44,6 +48,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         );
         let by_project = controller.store();
         let by_job = controller.store();
+        let by_pod = controller.store();
         // Cached, so that a look that finds nothing changed asks the API nothing: the
         // batch CronJobs and their runs (both only CloudDeck's), the Projects, and of each
         // Deployment only what a run needs (its image).
@@ -56,6 +61,14 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             Api::<Job>::all(client.clone()),
             watcher::Config::default().labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
             |_| {},
+        );
+        // The runs' pods, for a container that cannot start (a wrong image, a missing
+        // Secret): reported at once, not when the run's deadline fails it. Of each pod only
+        // its labels and container states are kept.
+        let (pods, pod_events) = run.cache(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
+            keep_only_container_states,
         );
         let (projects, project_events) = run.cache(
             Api::<DeserializeGuard<Project>>::all(client.clone()),
@@ -73,6 +86,9 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .watches_stream(job_events.touched_objects(), move |job: Job| {
                 cron_job_of(&by_job, &job)
             })
+            .watches_stream(pod_events.touched_objects(), move |pod: Pod| {
+                cron_job_of(&by_pod, &pod)
+            })
             // A promotion (the Project's production changes) moves the runs to it.
             .watches_stream(
                 project_events.touched_objects(),
@@ -89,9 +105,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             ctx: run.ctx.clone(),
             batches,
             jobs,
+            pods,
             projects,
             deployments,
             applied: Applied::default(),
+            reported_blocked: Mutex::default(),
         });
         run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
             .await;
@@ -107,9 +125,12 @@ pub struct CronJobContext {
     pub backoffs: Backoffs,
     pub batches: Store<BatchCronJob>,
     pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
     pub projects: Store<DeserializeGuard<Project>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
     pub applied: Applied,
+    /// The uids of runs reported blocked (one Warning Event each), among the cached runs.
+    pub reported_blocked: Mutex<HashSet<String>>,
 }
 
 impl CronJobContext {
@@ -139,16 +160,57 @@ impl CronJobContext {
 
     /// The cached runs of the batch CronJob `batch_name` in `namespace`.
     pub fn runs(&self, namespace: &str, batch_name: &str) -> Vec<Job> {
-        self.jobs
-            .state()
-            .iter()
-            .filter(|job| job.namespace().as_deref() == Some(namespace))
-            .filter(|job| {
-                job.labels().get(render::CRONJOB_LABEL).map(String::as_str) == Some(batch_name)
-            })
-            .map(|job| (**job).clone())
-            .collect()
+        runs_of(&self.jobs, namespace, batch_name)
     }
+
+    /// The cached pods of the runs of the batch CronJob `batch_name` in `namespace`.
+    pub fn run_pods(&self, namespace: &str, batch_name: &str) -> Vec<Pod> {
+        runs_of(&self.pods, namespace, batch_name)
+    }
+
+    /// Whether the blocked run `uid` is reported now for the first time; forgets the runs
+    /// that are no longer cached.
+    pub fn first_report_of_blocked(&self, uid: &str) -> bool {
+        let mut reported = self
+            .reported_blocked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cached: HashSet<String> = self.jobs.state().iter().filter_map(|j| j.uid()).collect();
+        reported.retain(|uid| cached.contains(uid));
+        reported.insert(uid.to_owned())
+    }
+}
+
+/// The cached objects of `namespace` labelled as the batch CronJob `batch_name`'s.
+fn runs_of<K>(store: &Store<K>, namespace: &str, batch_name: &str) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter(|object| object.namespace().as_deref() == Some(namespace))
+        .filter(|object| {
+            object
+                .labels()
+                .get(render::CRONJOB_LABEL)
+                .map(String::as_str)
+                == Some(batch_name)
+        })
+        .map(|object| (**object).clone())
+        .collect()
+}
+
+/// The cached copy of a run's pod: its labels and its containers' states.
+fn keep_only_container_states(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.annotations = None;
+    pod.metadata.managed_fields = None;
+    let container_statuses = pod.status.take().and_then(|s| s.container_statuses);
+    pod.status = Some(PodStatus {
+        container_statuses,
+        ..PodStatus::default()
+    });
 }
 
 /// The cached copy of a Deployment, for a CronJob: what [`running_image`] reads.
@@ -162,13 +224,14 @@ fn keep_only_the_image(guard: &mut DeserializeGuard<Deployment>) {
     }
 }
 
-/// The CronJob a run belongs to, by its `clouddeck.io/cronjob` label (the batch name).
+/// The CronJob a run (or its pod) belongs to, by its `clouddeck.io/cronjob` label (the
+/// batch name).
 fn cron_job_of(
     store: &Store<DeserializeGuard<CronJob>>,
-    job: &Job,
+    run: &impl ResourceExt,
 ) -> Option<ObjectRef<DeserializeGuard<CronJob>>> {
-    let label = job.labels().get(render::CRONJOB_LABEL)?;
-    let namespace = job.namespace();
+    let label = run.labels().get(render::CRONJOB_LABEL)?;
+    let namespace = run.namespace();
     store
         .state()
         .into_iter()

@@ -187,6 +187,26 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
     }
     write_status(ctx, cron_job, &next).await?;
 
+    let pods = cron_ctx.run_pods(&namespace, &batch_name);
+    for blocked in status::blocked_runs(&jobs, &pods) {
+        if !cron_ctx.first_report_of_blocked(&blocked.uid) {
+            continue;
+        }
+        warn!(job = %blocked.job, reason = %blocked.reason, "run cannot start");
+        let note = format!(
+            "run {} cannot start: {}: {}; it fails when its timeout ({}s) passes",
+            blocked.job, blocked.reason, blocked.message, spec.timeout_seconds
+        );
+        publish(
+            &ctx.recorder,
+            cron_job,
+            EventType::Warning,
+            "RunBlocked",
+            "Run",
+            &note,
+        )
+        .await;
+    }
     for failure in &failures {
         warn!(job = %failure.job, reason = %failure.reason, "run failed");
         let note = format!(

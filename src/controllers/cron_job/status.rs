@@ -1,6 +1,7 @@
 //! The CronJob's status: which runs count as new failures, and the Ready condition.
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
@@ -81,6 +82,64 @@ pub fn last_run_failed(jobs: &[Job], last_success: Option<&Time>) -> Option<JobF
         .filter_map(failure)
         .max_by_key(|f| f.at.0)
         .filter(|f| last_success.is_none_or(|success| f.at.0 > success.0))
+}
+
+/// Why a container cannot start, as the kubelet says in its `waiting` state: a run in one
+/// of these would otherwise sit until its deadline (`timeoutSeconds`) before it fails.
+const BLOCKING_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// A run (Job) still going whose pod's container cannot start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockedRun {
+    pub job: String,
+    pub uid: String,
+    /// The kubelet's reason and message, e.g. `ErrImagePull`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// The runs among `jobs` that have not finished and whose pod (among `pods`, matched by
+/// the Job's uid in the pod's `controller-uid` label) has a container the kubelet cannot
+/// start.
+pub fn blocked_runs(jobs: &[Job], pods: &[Pod]) -> Vec<BlockedRun> {
+    let finished = |job: &Job| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
+    };
+    jobs.iter()
+        .filter(|job| !finished(job))
+        .filter_map(|job| {
+            let uid = job.uid()?;
+            let waiting = pods
+                .iter()
+                .filter(|pod| pod.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid))
+                .filter_map(|pod| pod.status.as_ref()?.container_statuses.as_ref())
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+                .find(|w| {
+                    w.reason
+                        .as_deref()
+                        .is_some_and(|r| BLOCKING_REASONS.contains(&r))
+                })?;
+            Some(BlockedRun {
+                job: job.name_any(),
+                uid,
+                reason: waiting.reason.clone().unwrap_or_default(),
+                message: waiting.message.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// What the CronJob's conditions say.
@@ -222,6 +281,55 @@ mod tests {
             json!([{ "type": "Complete", "status": "True", "lastTransitionTime": at(400) }]),
         );
         assert_eq!(last_success(&[failed("a", 100), done]), Some(at(400)));
+    }
+
+    fn run_pod(job_uid: &str, waiting: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "p", "labels": { "batch.kubernetes.io/controller-uid": job_uid } },
+            "status": { "containerStatuses": [{
+                "name": "run", "image": "curl", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "waiting": waiting }
+            }] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_whose_container_cannot_start_is_blocked_until_it_finishes() {
+        let running = job("nightly-1", json!([]));
+        let pull =
+            json!({ "reason": "ErrImagePull", "message": "registry.example/curl:1: not found" });
+        let blocked = blocked_runs(
+            std::slice::from_ref(&running),
+            &[run_pod("uid-nightly-1", pull.clone())],
+        );
+        assert_eq!(
+            blocked,
+            [BlockedRun {
+                job: "nightly-1".into(),
+                uid: "uid-nightly-1".into(),
+                reason: "ErrImagePull".into(),
+                message: "registry.example/curl:1: not found".into(),
+            }]
+        );
+        // Still starting (pulling, creating): not blocked.
+        let starting = run_pod("uid-nightly-1", json!({ "reason": "ContainerCreating" }));
+        assert!(blocked_runs(std::slice::from_ref(&running), &[starting]).is_empty());
+        // Another run's pod, or a run that already failed: not this one's concern.
+        assert!(
+            blocked_runs(
+                std::slice::from_ref(&running),
+                &[run_pod("uid-other", pull.clone())]
+            )
+            .is_empty()
+        );
+        assert!(
+            blocked_runs(
+                &[failed("nightly-1", 100)],
+                &[run_pod("uid-nightly-1", pull)]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
