@@ -4,10 +4,12 @@
 //! Pod security. The clone step and the Cloud Native Buildpacks lifecycle pass the
 //! `restricted` Pod Security Standard. Rootless BuildKit cannot: it needs
 //! `seccompProfile: Unconfined` and `appArmorProfile: Unconfined` (it creates user
-//! namespaces and mounts inside them) and `allowPrivilegeEscalation: true` (rootlesskit uses
-//! the setuid `newuidmap`/`newgidmap` helpers). It still runs as a non-root user with every
-//! capability dropped and `--oci-worker-no-process-sandbox`, as BuildKit documents for
-//! Kubernetes. `baseline` forbids both Unconfined profiles, so a namespace that enforces
+//! namespaces and mounts inside them), `allowPrivilegeEscalation: true` and the
+//! capabilities `SETUID` and `SETGID` (rootlesskit maps the build's user namespace with the
+//! `newuidmap`/`newgidmap` helpers, which need them; with every capability dropped they
+//! fail with "newuidmap: open of uid_map failed: Permission denied"). It still runs as a
+//! non-root user with every other capability dropped and
+//! `--oci-worker-no-process-sandbox`, as BuildKit documents for Kubernetes. `baseline` forbids both Unconfined profiles, so a namespace that enforces
 //! `restricted` or `baseline` must use the `buildpacks` strategy; the Deployment controller
 //! checks the pod at admission (dry run) before it creates the Job.
 //!
@@ -208,7 +210,7 @@ pub fn build_job(input: &BuildJobInput<'_>) -> Result<Job, InvalidField> {
                     "runAsUser": BUILD_UID,
                     "runAsGroup": BUILD_UID,
                     "allowPrivilegeEscalation": true,
-                    "capabilities": { "drop": ["ALL"] },
+                    "capabilities": { "drop": ["ALL"], "add": ["SETUID", "SETGID"] },
                     "seccompProfile": { "type": "Unconfined" },
                     "appArmorProfile": { "type": "Unconfined" }
                 },
@@ -361,11 +363,14 @@ echo "$resolved" > /workspace/commit
 echo "cloned $GIT_BRANCH at $resolved""#;
 
 /// Runs rootless BuildKit with the arguments after `$0`, adds every build Secret as a
-/// BuildKit secret (by path), and reports the pushed digest and commit.
+/// BuildKit secret (by path), passes the commit being built as the build argument
+/// `CLOUDDECK_GIT_COMMIT` (a Dockerfile that declares `ARG CLOUDDECK_GIT_COMMIT` sees it),
+/// and reports the pushed digest and commit.
 const BUILDKIT_SCRIPT: &str = r#"set -eu
 for f in /var/run/clouddeck/build-secrets/*; do
   [ -f "$f" ] && set -- "$@" "--secret=id=$(basename "$f"),src=$f"
 done
+set -- "$@" "--opt=build-arg:CLOUDDECK_GIT_COMMIT=$(cat /workspace/commit)"
 buildctl-daemonless.sh "$@" --metadata-file=/tmp/metadata.json
 digest=$(grep -o '"containerimage.digest": *"sha256:[a-f0-9]*"' /tmp/metadata.json | grep -o 'sha256:[a-f0-9]*')
 printf '{"digest":"%s","commit":"%s"}' "$digest" "$(cat /workspace/commit)" > /dev/termination-log"#;
