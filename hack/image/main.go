@@ -3,16 +3,21 @@
 // HTTP. Nothing is pulled: the local cluster's real node runs only images made here from
 // Debian packages and Go-built binaries. Prints the image's digest.
 //
-//	image --tag REF [--out FILE.tar] [--push REF]... [--file SRC=DST]... [--link DST=TARGET]... [--dir DST]...
+//	image --tag REF [--out FILE.tar] [--push REF]... [--file SRC=DST]... [--link DST=TARGET]...
+//	      [--dir DST[:UID:MODE]]... [--fcap DST=CAP,...]...
 //	      [--entrypoint '["/bin/x"]'] [--cmd '["a"]'] [--env K=V]... [--user UID] [--workdir DIR]
 //
-// The layer is reproducible: entries are sorted, owned by root and dated 1970, so the
-// same inputs give the same digest on every machine.
+// The layer is reproducible: entries are sorted, owned by root unless --dir says
+// otherwise, and dated 1970, so the same inputs give the same digest on every machine.
+// --fcap gives a file capabilities (the security.capability xattr, effective), the way
+// Debian's uidmap package gives newuidmap and newgidmap theirs; the container's runtime
+// sets them when it unpacks the layer.
 package main
 
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -21,6 +26,7 @@ import (
 	"path"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -40,10 +46,16 @@ type entry struct {
 	source string // file on this machine (regular files)
 	target string // symlink target
 	dir    bool
+	uid    int   // owner (and group) of a directory
+	mode   int64 // of a directory; 0 for the default
+	caps   []byte
 }
 
+// Capability numbers (linux/capability.h) that --fcap accepts.
+var capabilities = map[string]uint{"setgid": 6, "setuid": 7}
+
 func main() {
-	var files, links, dirs, env, pushes list
+	var files, links, dirs, fcaps, env, pushes list
 	tag := flag.String("tag", "", "image reference to name the image by (required)")
 	out := flag.String("out", "", "tarball to write")
 	entrypoint := flag.String("entrypoint", "", "entrypoint as a JSON array")
@@ -52,7 +64,8 @@ func main() {
 	workdir := flag.String("workdir", "", "working directory")
 	flag.Var(&files, "file", "SRC=DST: copy file SRC to DST in the image (mode kept)")
 	flag.Var(&links, "link", "DST=TARGET: a symlink at DST pointing to TARGET")
-	flag.Var(&dirs, "dir", "DST: an empty directory (mode 1777 for /tmp, else 0755)")
+	flag.Var(&dirs, "dir", "DST[:UID:MODE]: an empty directory (default: root's, mode 1777 for /tmp, else 0755)")
+	flag.Var(&fcaps, "fcap", "DST=CAP,...: file capabilities (setuid, setgid) of the file at DST")
 	flag.Var(&env, "env", "K=V: an environment variable")
 	flag.Var(&pushes, "push", "REF: push the image there, over plain HTTP (a local registry)")
 	flag.Parse()
@@ -75,7 +88,35 @@ func main() {
 		entries = append(entries, entry{name: clean(dst), target: target})
 	}
 	for _, d := range dirs {
-		entries = append(entries, entry{name: clean(d), dir: true})
+		e := entry{dir: true}
+		dst, owner, owned := strings.Cut(d, ":")
+		e.name = clean(dst)
+		if owned {
+			uid, mode, ok := strings.Cut(owner, ":")
+			var err error
+			if e.uid, err = strconv.Atoi(uid); err != nil || !ok {
+				fail("--dir %q: want DST:UID:MODE", d)
+			}
+			if e.mode, err = strconv.ParseInt(mode, 8, 64); err != nil {
+				fail("--dir %q: MODE is octal", d)
+			}
+		}
+		entries = append(entries, e)
+	}
+	for _, f := range fcaps {
+		dst, names, ok := strings.Cut(f, "=")
+		if !ok {
+			fail("--fcap %q: want DST=CAP,...", f)
+		}
+		found := false
+		for i := range entries {
+			if entries[i].name == clean(dst) && entries[i].source != "" {
+				entries[i].caps, found = capabilityXattr(names), true
+			}
+		}
+		if !found {
+			fail("--fcap %q: no --file at %s", f, dst)
+		}
 	}
 	layerTar, err := layer(entries)
 	check(err, "building the layer")
@@ -139,6 +180,9 @@ func layer(entries []entry) ([]byte, error) {
 			if n == "tmp" {
 				h.Mode = 0o1777
 			}
+			if e.mode != 0 {
+				h.Mode, h.Uid, h.Gid, h.Uname, h.Gname = e.mode, e.uid, e.uid, "", ""
+			}
 		case e.target != "":
 			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, e.target, 0o777
 		default:
@@ -150,6 +194,9 @@ func layer(entries []entry) ([]byte, error) {
 				return nil, err
 			}
 			h.Typeflag, h.Mode, h.Size = tar.TypeReg, int64(info.Mode().Perm()), int64(len(body))
+			if e.caps != nil {
+				h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(e.caps)}
+			}
 		}
 		if err := w.WriteHeader(h); err != nil {
 			return nil, err
@@ -159,6 +206,24 @@ func layer(entries []entry) ([]byte, error) {
 		}
 	}
 	return buf.Bytes(), w.Close()
+}
+
+// capabilityXattr is the value of security.capability that makes the named capabilities
+// permitted and effective on exec (struct vfs_cap_data, revision 2, little-endian).
+func capabilityXattr(names string) []byte {
+	var permitted uint32
+	for _, name := range strings.Split(names, ",") {
+		bit, ok := capabilities[name]
+		if !ok {
+			fail("--fcap: unknown capability %q", name)
+		}
+		permitted |= 1 << bit
+	}
+	const revision2, effective = 0x02000000, 0x1
+	value := make([]byte, 20)
+	binary.LittleEndian.PutUint32(value[0:], revision2|effective)
+	binary.LittleEndian.PutUint32(value[4:], permitted)
+	return value
 }
 
 func clean(p string) string { return strings.TrimPrefix(path.Clean("/"+p), "/") }

@@ -106,8 +106,10 @@ build_helm() {
 own_tool() { echo "$1-$2-$(sha256sum "$ROOT/hack/$1/main.go" | cut -c1-12)"; }
 kstatus_tool() { own_tool kstatus "$CLI_UTILS_VERSION"; }
 image_tool() { own_tool image "$GO_CONTAINERREGISTRY_VERSION"; }
+gitserver_tool() { own_tool gitserver stdlib; }
 
-# build_own_tool NAME MODULE VERSION
+# build_own_tool NAME MODULE VERSION: hack/NAME/main.go against MODULE@VERSION, or
+# against the standard library alone when MODULE is empty (VERSION then only names it).
 build_own_tool() {
   local name=$1 module=$2 version=$3 out dir
   out=$(tool_bin_dir "$(own_tool "$name" "$version")")
@@ -117,12 +119,13 @@ build_own_tool() {
   go_wrapper "$dir"
   mkdir -p "$out"
   cp "$ROOT/hack/$name/main.go" "$dir/main.go"
-  printf 'require %s %s\n' "$module" "$version" >>"$dir/go.mod"
-  (cd "$dir" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$out/$name" .)
+  [[ -z $module ]] || printf 'require %s %s\n' "$module" "$version" >>"$dir/go.mod"
+  (cd "$dir" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name" .)
 }
 
 build_kstatus() { build_own_tool kstatus sigs.k8s.io/cli-utils "$CLI_UTILS_VERSION"; }
 build_image_tool() { build_own_tool image github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"; }
+build_gitserver() { build_own_tool gitserver "" stdlib; }
 
 # The real node's container runtime. containerd's module has no replace lines, so plain
 # `go install` builds it; CGO_ENABLED=0 avoids the btrfs headers it would otherwise need.
@@ -170,6 +173,35 @@ build_coredns() {
   GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
+# rootlesskit: no replace lines, static.
+build_rootlesskit() {
+  local out
+  out=$(tool_bin_dir "rootlesskit-$ROOTLESSKIT_VERSION")
+  [[ -x $out/rootlesskit ]] && return
+  log_build "rootlesskit $ROOTLESSKIT_VERSION"
+  mkdir -p "$out"
+  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/rootless-containers/rootlesskit/v2/cmd/rootlesskit@$ROOTLESSKIT_VERSION"
+}
+
+# BuildKit's go.mod has exclude lines, which `go install pkg@version` refuses: it is built
+# inside a copy of its own module instead, where they apply.
+build_buildkit() {
+  local out src
+  out=$(tool_bin_dir "buildkit-$BUILDKIT_VERSION")
+  [[ -x $out/buildkitd && -x $out/buildctl && -f $out/buildctl-daemonless.sh ]] && return
+  log_build "buildkitd, buildctl $BUILDKIT_VERSION"
+  src=$CACHE_DIR/buildkit-$BUILDKIT_VERSION/src
+  rm -rf "$src" && mkdir -p "$(dirname "$src")" "$out"
+  cp -r "$(go_module_dir github.com/moby/buildkit "$BUILDKIT_VERSION")" "$src"
+  chmod -R u+w "$src"
+  (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -o "$out/" \
+    -ldflags "-s -w -X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION" \
+    ./cmd/buildkitd ./cmd/buildctl)
+  install -m 0755 "$src/examples/buildctl-daemonless/buildctl-daemonless.sh" "$out/"
+  rm -rf "$src"
+}
+
 # Source directory of a module in the Go module cache (downloading it if needed).
 go_module_dir() {
   go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'
@@ -186,4 +218,7 @@ build_all() {
   build_registry
   build_coredns
   build_image_tool
+  build_gitserver
+  build_rootlesskit
+  build_buildkit
 }

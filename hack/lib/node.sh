@@ -36,9 +36,19 @@ NODE_CGROUP=clouddeck
 # from outside the machine.
 REGISTRY_PORT=${CLOUDDECK_REGISTRY_PORT:-5000}
 REGISTRY_ADDRESS=$NODE_IP:$REGISTRY_PORT
+# The local git host (hack/gitserver): clone and push over HTTP, on the node's address;
+# a push creates the repository. http://$GIT_ADDRESS/<path>.git
+GIT_PORT=${CLOUDDECK_GIT_PORT:-8418}
+GIT_ADDRESS=$NODE_IP:$GIT_PORT
 LOCAL_REGISTRY=registry.clouddeck.local
 PAUSE_IMAGE=$LOCAL_REGISTRY/pause:3.10.2
 BUSYBOX_IMAGE=$LOCAL_REGISTRY/busybox:local
+# What CronJob `http` runs run (the operator's --http-call-image): Debian's curl.
+CURL_IMAGE=$LOCAL_REGISTRY/curl:local
+# The clone step of build Jobs (the operator's --git-image): Debian's git, with busybox.
+GIT_IMAGE=$LOCAL_REGISTRY/git:local
+# The dockerfile builder of build Jobs (the operator's --buildkit-image): rootless BuildKit.
+BUILDKIT_IMAGE=$LOCAL_REGISTRY/buildkit:local
 # Written outside the state directory by containerd and the kubelet whatever they are
 # told; removed by node_down only if they did not exist before node_up.
 NODE_FOREIGN_DIRS=(/run/containerd /var/lib/kubelet /var/lib/cni)
@@ -57,6 +67,9 @@ node_install_packages() {
   [[ -f /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v iptables >/dev/null || missing+=(iptables)
+  command -v socat >/dev/null || missing+=(socat)
+  [[ -x /usr/lib/git-core/git-remote-http ]] || missing+=(git)
+  [[ -x /usr/bin/newuidmap ]] || missing+=(uidmap)
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   ((${#missing[@]})) || return 0
   [[ $(id -u) -eq 0 ]] || die "the real node needs root, and Debian packages: ${missing[*]} (or CLOUDDECK_REAL_NODE=0)"
@@ -70,12 +83,29 @@ node_check_host() {
   for tool in ip mount umount; do
     command -v "$tool" >/dev/null || die "$tool is required for the real node"
   done
-  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
-    die "interface $NODE_BRIDGE exists already; remove it or set CLOUDDECK_NODE_BRIDGE"
-  fi
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then node_reclaim_stale; fi
   if ip -4 addr show | grep -qF " $NODE_SUBNET_PREFIX."; then
     die "addresses in $NODE_SUBNET_PREFIX.0/24 are in use here; set CLOUDDECK_NODE_SUBNET_PREFIX"
   fi
+}
+
+# Which cluster's node made the bridge: its state directory, in a file under /run (gone,
+# like the bridge, when the machine restarts). node_up writes it before it adds anything
+# to the host; node_down removes it last.
+node_owner_file() { echo "/run/clouddeck/node-$NODE_BRIDGE"; }
+
+# The bridge exists already. If a cluster made it whose processes are gone (killed with
+# the session that started them, say; its interfaces, rules, mounts and cgroups outlive
+# them), that cluster's node_down runs now. Anything else is not ours to remove.
+node_reclaim_stale() {
+  local owner
+  owner=$(cat "$(node_owner_file)" 2>/dev/null) ||
+    die "interface $NODE_BRIDGE exists already and no local cluster made it; remove it or set CLOUDDECK_NODE_BRIDGE"
+  if pgrep -f "^$(k8s_bin kubelet) " >/dev/null || pgrep -f "^$(component_bin containerd) " >/dev/null; then
+    die "the real node of the cluster in $owner is running; run hack/cluster down there first"
+  fi
+  say "removing what the cluster in $owner left on this machine when its processes ended"
+  (STATE=$owner && node_down)
 }
 
 # What the node's images are made of, built here once and cached: the pause container
@@ -116,9 +146,100 @@ node_push_images() {
   done
   "$tool" --tag "$BUSYBOX_IMAGE" --push "$REGISTRY_ADDRESS/${BUSYBOX_IMAGE#*/}" "${args[@]}" \
     --cmd '["/bin/sh"]' --env PATH=/bin >/dev/null
-  # The same as uid 1000, for pods that set runAsNonRoot and no user.
+  # The same as uid and gid 1000, for pods that set runAsNonRoot and no user (numeric:
+  # the image has no /etc/passwd, and BuildKit looks a user without a group up there).
   "$tool" --tag "$BUSYBOX_IMAGE" --push "$REGISTRY_ADDRESS/$busybox_repo:nonroot" "${args[@]}" \
-    --cmd '["/bin/sh"]' --env PATH=/bin --user 1000 >/dev/null
+    --cmd '["/bin/sh"]' --env PATH=/bin --user 1000:1000 >/dev/null
+  # Debian's git with what `git fetch` over HTTP runs (git-remote-http), the libraries
+  # they link, and busybox for the clone script's shell; as uid 1000, the build's user.
+  args=(--file "$dir/busybox=/bin/busybox" --dir /tmp --file /usr/bin/git=/usr/bin/git
+    --link /usr/lib/git-core/git=/usr/bin/git
+    --file /usr/lib/git-core/git-remote-http=/usr/lib/git-core/git-remote-http
+    --link /usr/lib/git-core/git-remote-https=git-remote-http --dir /usr/share/git-core/templates)
+  for applet in sh cat echo basename; do args+=(--link "/bin/$applet=busybox"); done
+  mapfile -t -O "${#args[@]}" args < <(linked_files /usr/bin/git /usr/lib/git-core/git-remote-http)
+  "$tool" --tag "$GIT_IMAGE" --push "$REGISTRY_ADDRESS/${GIT_IMAGE#*/}" "${args[@]}" \
+    --cmd '["/bin/sh"]' --env PATH=/usr/bin:/bin --user 1000:1000 >/dev/null
+  node_push_buildkit_image "$tool"
+  # This machine's curl (hack/cluster needs it) with the libraries it links.
+  args=(--file /usr/bin/curl=/usr/bin/curl --dir /tmp)
+  mapfile -t -O "${#args[@]}" args < <(linked_files /usr/bin/curl)
+  "$tool" --tag "$CURL_IMAGE" --push "$REGISTRY_ADDRESS/${CURL_IMAGE#*/}" "${args[@]}" \
+    --entrypoint '["curl"]' --env PATH=/usr/bin:/bin >/dev/null
+}
+
+# Rootless BuildKit laid out as its upstream rootless image is (user 1000 "user", its
+# home, /run/user/1000, 100000-165535 as its subordinate ids), from binaries built here:
+# rootlesskit, buildkitd, buildctl, buildctl-daemonless.sh, runc. newuidmap and newgidmap
+# are Debian's (package uidmap), with file capabilities (setuid, setgid) in place of
+# their setuid bit: the build container adds exactly those two capabilities, and
+# rootlesskit maps the build's user namespace with them. buildkitd reaches the local
+# registry at its address, over plain HTTP (buildkitd.toml).
+node_push_buildkit_image() {
+  local tool=$1 dir=$CACHE_DIR/node-images/buildkit bk rk applet
+  bk=$(tool_bin_dir "buildkit-$BUILDKIT_VERSION")
+  rk=$(tool_bin_dir "rootlesskit-$ROOTLESSKIT_VERSION")
+  mkdir -p "$dir"
+  printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n' >"$dir/passwd"
+  printf 'root:x:0:\nuser:x:1000:\n' >"$dir/group"
+  echo "user:100000:65536" >"$dir/subid"
+  # FROM registry.clouddeck.local/... pulls from the registry's address, as pods do.
+  printf '[registry."%s"]\n  http = true\n  insecure = true\n[registry."%s"]\n  mirrors = ["%s"]\n' \
+    "$REGISTRY_ADDRESS" "$LOCAL_REGISTRY" "$REGISTRY_ADDRESS" >"$dir/buildkitd.toml"
+  local args=(--file "$CACHE_DIR/node-images/busybox=/bin/busybox" --dir /tmp
+    --file "$dir/passwd=/etc/passwd" --file "$dir/group=/etc/group"
+    --file "$dir/subid=/etc/subuid" --file "$dir/subid=/etc/subgid"
+    --file "$bk/buildkitd=/usr/bin/buildkitd" --file "$bk/buildctl=/usr/bin/buildctl"
+    --file "$bk/buildctl-daemonless.sh=/usr/bin/buildctl-daemonless.sh"
+    --file "$rk/rootlesskit=/usr/bin/rootlesskit"
+    --file "$(tool_bin_dir "runc-$RUNC_VERSION")/runc=/usr/bin/runc"
+    --file /usr/bin/newuidmap=/usr/bin/newuidmap --fcap /usr/bin/newuidmap=setuid,setgid
+    --file /usr/bin/newgidmap=/usr/bin/newgidmap --fcap /usr/bin/newgidmap=setuid,setgid
+    --dir /home/user:1000:0755 --dir /home/user/.local:1000:0755
+    --dir /home/user/.local/share:1000:0755 --dir /home/user/.local/share/buildkit:1000:0755
+    --dir /home/user/.local/tmp:1000:0755 --dir /home/user/.config:1000:0755
+    --dir /home/user/.config/buildkit:1000:0755 --dir /run/user/1000:1000:0700
+    --file "$dir/buildkitd.toml=/home/user/.config/buildkit/buildkitd.toml")
+  for applet in sh awk basename cat cut echo env expr grep id kill ls mkdir mktemp rm sed sleep tr; do
+    args+=(--link "/bin/$applet=busybox")
+  done
+  mapfile -t -O "${#args[@]}" args < <(linked_files "$(tool_bin_dir "runc-$RUNC_VERSION")/runc" /usr/bin/newuidmap /usr/bin/newgidmap)
+  "$tool" --tag "$BUILDKIT_IMAGE" --push "$REGISTRY_ADDRESS/${BUILDKIT_IMAGE#*/}" "${args[@]}" \
+    --user 1000:1000 --env PATH=/usr/bin:/bin --env USER=user \
+    --env XDG_RUNTIME_DIR=/run/user/1000 --env XDG_CONFIG_HOME=/home/user/.config \
+    --env XDG_DATA_HOME=/home/user/.local/share --env TMPDIR=/home/user/.local/tmp \
+    --env BUILDKIT_HOST=unix:///run/user/1000/buildkit/buildkitd.sock \
+    --entrypoint '["rootlesskit", "buildkitd"]' >/dev/null
+}
+
+# --file arguments of the image tool for what the dynamic binaries $@ load (ldd): each
+# library at the path the loader finds it by, with the loader itself.
+linked_files() {
+  local lib
+  ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && NF > 1 { print $1 }' | sort -u |
+    while read -r lib; do echo "--file"; echo "$(readlink -f "$lib")=$lib"; done
+}
+
+# The operator's image, as the Dockerfile at the repository's root builds it where a
+# Docker engine exists: the release binary at /usr/local/bin/clouddeck, the C libraries
+# it links (glibc, libgcc_s) and CA certificates, user 65532 ("nonroot", as in
+# distroless), /tmp. Pushed to the local registry as $2; prints the pushed reference.
+node_push_operator_image() {
+  local binary=$1 ref=$2 dir=$CACHE_DIR/node-images/operator tool digest
+  [[ -x $binary ]] || die "no operator binary at $binary (cargo build --release --locked --bin clouddeck)"
+  [[ $ref == "$LOCAL_REGISTRY"/* ]] || die "the image is named under $LOCAL_REGISTRY, not $ref"
+  tool=$(tool_bin_dir "$(image_tool)")/image
+  mkdir -p "$dir"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$dir/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$dir/group"
+  local args=(--file "$binary=/usr/local/bin/clouddeck" --file "$dir/passwd=/etc/passwd"
+    --file "$dir/group=/etc/group" --dir /tmp)
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] &&
+    args+=(--file "/etc/ssl/certs/ca-certificates.crt=/etc/ssl/certs/ca-certificates.crt")
+  mapfile -t -O "${#args[@]}" args < <(linked_files "$binary")
+  digest=$("$tool" --tag "$ref" --push "$REGISTRY_ADDRESS/${ref#*/}" "${args[@]}" \
+    --entrypoint '["/usr/local/bin/clouddeck"]' --user 65532:65532 --env PATH=/usr/local/bin:/usr/bin:/bin)
+  echo "$ref@$digest"
 }
 
 node_registry_config() {
@@ -140,6 +261,12 @@ server = "http://$REGISTRY_ADDRESS"
 
 [host."http://$REGISTRY_ADDRESS"]
   capabilities = ["pull", "resolve"]
+EOF
+  # Images that builds push are named by the registry's address (pods have no name for
+  # it): plain HTTP there too.
+  mkdir -p "$dir/certs.d/$REGISTRY_ADDRESS"
+  cat >"$dir/certs.d/$REGISTRY_ADDRESS/hosts.toml" <<EOF
+server = "http://$REGISTRY_ADDRESS"
 EOF
 }
 
@@ -405,6 +532,8 @@ node_up() {
   node_image_inputs
   mkdir -p "$dir"/{containerd,kubelet,pod-logs,certs.d}
   : >"$dir/foreign-dirs"
+  mkdir -p "$(dirname "$(node_owner_file)")"
+  echo "$STATE" >"$(node_owner_file)"
   for foreign in "${NODE_FOREIGN_DIRS[@]}"; do
     [[ -e $foreign ]] || echo "$foreign" >>"$dir/foreign-dirs"
   done
@@ -417,6 +546,11 @@ node_up() {
   node_coredns_config
   node_cgroups
 
+  # The apiserver for pods (apiserver_advertise_address): the node's address, forwarded
+  # to loopback.
+  start apiserver-proxy "TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP,fork,reuseaddr,backlog=128" \
+    "TCP:127.0.0.1:$APISERVER_PORT"
+  start git-server -addr "$GIT_ADDRESS" -root "$dir/git"
   start registry serve "$dir/registry.yaml"
   wait_for "the local registry" 30 registry_ready
   node_push_images
@@ -455,7 +589,7 @@ unmount_under() {
 node_down() {
   local dir foreign shim
   dir=$(node_dir)
-  [[ -d $dir ]] || return 0
+  [[ -d $dir || $(cat "$(node_owner_file)" 2>/dev/null) == "$STATE" ]] || return 0
   stop kubelet coredns kube-proxy
   # kube-proxy's own rules out of iptables, then the fences node_service_network added.
   "$(k8s_bin kube-proxy)" --cleanup >/dev/null 2>&1 || true
@@ -464,7 +598,7 @@ node_down() {
   # The shims are children of no one once containerd stops; find them by binary.
   shim=$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/containerd-shim-runc-v2
   pkill -KILL -f "^$shim " 2>/dev/null || true
-  stop containerd registry
+  stop containerd registry git-server apiserver-proxy
   unmount_under "$dir"
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then ip link del "$NODE_BRIDGE"; fi
   # Empty cgroups are removed deepest first; rmdir fails (harmlessly) on a busy one.
@@ -479,6 +613,7 @@ node_down() {
   local left
   left=$(node_leftovers)
   [[ -z $left ]] || die "the real node left behind: $left"
+  rm -f "$(node_owner_file)"
 }
 
 # What node_down should have removed and did not, one item per line (nothing if clean).
@@ -489,7 +624,7 @@ node_leftovers() {
   ip -4 route show | grep -F -e "$NODE_SUBNET_PREFIX." -e "$SERVICE_CIDR" -e "$KWOK_POD_CIDR" | sed 's/^/route /'
   awk -v prefix="$dir/" 'index($2, prefix) == 1 { print "mount " $2 }' /proc/self/mounts
   ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" 2>/dev/null | sed 's/^/cgroup /'
-  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)|$(k8s_bin kube-proxy)|$(component_bin coredns)" | sed 's/^/process /'
+  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)|$(k8s_bin kube-proxy)|$(component_bin coredns)|$(component_bin git-server)|socat TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP" | sed 's/^/process /'
   if command -v iptables-save >/dev/null; then
     iptables-save 2>/dev/null | grep -E -- "-A .*($NODE_SUBNET_PREFIX\.|$NODE_BRIDGE|KUBE-|clouddeck-node)" | sed 's/^/iptables /'
   fi

@@ -397,7 +397,7 @@ impl Release {
         format!("{}-clouddeck", self.name)
     }
 
-    fn service_account(&self) -> String {
+    pub(crate) fn service_account(&self) -> String {
         format!(
             "system:serviceaccount:{}:{}",
             self.namespace,
@@ -420,7 +420,7 @@ impl Drop for Release {
     }
 }
 
-fn label_restricted(namespace: &str) {
+pub(crate) fn label_restricted(namespace: &str) {
     support::kubectl_ok(&[
         "label",
         "namespace",

@@ -11,6 +11,8 @@ mod cluster;
 
 mod node;
 
+mod builds;
+
 mod operator;
 
 mod api;

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::support::{self, TestNamespace, eventually};
 
-const REAL_NODE: &str = "clouddeck-node-0";
+pub(crate) const REAL_NODE: &str = "clouddeck-node-0";
 /// Built on this machine from Debian's busybox-static by hack/lib/node.sh and pushed to
 /// the local registry, which containerd reaches under this name; nothing comes from
 /// outside the machine.
@@ -220,7 +220,7 @@ async fn a_user_namespaced_pod_runs() {
 /// PodNodeSelector and PodTolerationRestriction admission plugins, enabled by
 /// hack/cluster): CloudDeck's own pods land there without CloudDeck rendering anything
 /// different from what it renders for users.
-async fn pin_to_real_node(client: &kube::Client, namespace: &str) {
+pub(crate) async fn pin_to_real_node(client: &kube::Client, namespace: &str) {
     let patch = json!({ "metadata": { "annotations": {
         "scheduler.alpha.kubernetes.io/node-selector": "clouddeck.io/node=real",
         "scheduler.alpha.kubernetes.io/defaultTolerations":
@@ -268,8 +268,7 @@ async fn a_projects_image_really_runs_and_a_missing_image_fails() {
                 "image": BUSYBOX,
                 "runtime": {
                     "port": 8080, "replicas": 1, "healthCheckPath": "/healthz",
-                    "command": ["/bin/sh", "-c",
-                        "echo ok > /tmp/healthz; echo \"hello from $(hostname)\" > /tmp/index.html; exec httpd -f -p \"$PORT\" -h /tmp"]
+                    "command": ["/bin/sh", "-c", SERVE]
                 }
             }
         }),
@@ -347,8 +346,19 @@ async fn a_projects_image_really_runs_and_a_missing_image_fails() {
     );
 }
 
-/// A Project of `image` serving HTTP on $PORT from /tmp, with production `<project>-1`
-/// Ready, in a namespace pinned to the real node.
+/// What the Projects of these tests run (busybox httpd on $PORT, from /tmp): `/healthz`,
+/// `/index.html` saying which pod answered, `/cgi-bin/call` that records each request in
+/// /tmp/calls, and `/cgi-bin/fail` that answers 500. (busybox httpd passes a CGI's
+/// answer on as it is when it starts with a status line.)
+const SERVE: &str = r#"echo ok > /tmp/healthz; echo "hello from $(hostname)" > /tmp/index.html
+mkdir -p /tmp/cgi-bin
+printf '#!/bin/sh\necho "$REQUEST_METHOD $REQUEST_URI" >> /tmp/calls\nprintf "HTTP/1.1 200 OK\\r\\n\\r\\ncalled\\n"\n' > /tmp/cgi-bin/call
+printf '#!/bin/sh\nprintf "HTTP/1.1 500 Internal Server Error\\r\\n\\r\\nfailed\\n"\n' > /tmp/cgi-bin/fail
+chmod +x /tmp/cgi-bin/call /tmp/cgi-bin/fail
+exec httpd -f -p "$PORT" -h /tmp"#;
+
+/// A Project of `image` serving [`SERVE`] on $PORT, with production `<project>-1` Ready,
+/// in a namespace pinned to the real node.
 async fn real_project(client: &kube::Client, namespace: &str, project: &str, image: &str) {
     use clouddeck::api::{Deployment, Project};
     support::create(
@@ -360,8 +370,7 @@ async fn real_project(client: &kube::Client, namespace: &str, project: &str, ima
                 "image": image,
                 "runtime": {
                     "port": 8080, "replicas": 1, "healthCheckPath": "/healthz",
-                    "command": ["/bin/sh", "-c",
-                        "echo ok > /tmp/healthz; echo \"hello from $(hostname)\" > /tmp/index.html; exec httpd -f -p \"$PORT\" -h /tmp"]
+                    "command": ["/bin/sh", "-c", SERVE]
                 }
             }
         }),
@@ -398,7 +407,6 @@ async fn real_project(client: &kube::Client, namespace: &str, project: &str, ima
 #[tokio::test]
 async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
     use clouddeck::api::CronJob;
-    use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
     use k8s_openapi::api::core::v1::Event;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-realcron").await;
@@ -424,21 +432,7 @@ async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
         }),
     )
     .await;
-    let batch = Api::<BatchCronJob>::namespaced(client.clone(), &ns.name);
-    eventually(
-        "the batch CronJob nightly",
-        Duration::from_secs(45),
-        || async { batch.get("nightly").await.ok() },
-    )
-    .await;
-    support::kubectl_ok(&[
-        "create",
-        "job",
-        "-n",
-        &ns.name,
-        "--from=cronjob/nightly",
-        "nightly-by-hand",
-    ]);
+    run_now(&client, &ns.name, "nightly").await;
 
     let events = Api::<Event>::namespaced(client.clone(), &ns.name);
     let warning = eventually(
@@ -486,6 +480,142 @@ async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
         .and_then(|s| s.terminated)
         .map(|t| t.exit_code);
     assert_eq!(exit_code, Some(4));
+}
+
+/// The image of CronJob `http` runs: Debian's curl, assembled by hack/lib/node.sh.
+const CURL: &str = "registry.clouddeck.local/curl:local";
+
+/// Starts the run of batch CronJob `name` now (`kubectl create job --from`), once the
+/// operator has made it; returns the Job's name.
+async fn run_now(client: &kube::Client, namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
+    let batch = Api::<BatchCronJob>::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("the batch CronJob {name}"),
+        Duration::from_secs(45),
+        || async { batch.get(name).await.ok() },
+    )
+    .await;
+    let job = format!("{name}-by-hand");
+    support::kubectl_ok(&[
+        "create",
+        "job",
+        "-n",
+        namespace,
+        &format!("--from=cronjob/{name}"),
+        &job,
+    ]);
+    job
+}
+
+/// User story: "My CronJob calls /cgi-bin/call of my production deployment
+/// every night; the request really reaches my app over the cluster's Service. When my
+/// endpoint answers 500, the run fails: I get a Warning Event and a `cronjob.failed`
+/// webhook."
+///
+/// The run is curl in its own pod on the real node, resolving the production Service's
+/// name through CoreDNS and reaching the pod through kube-proxy.
+#[tokio::test]
+async fn a_cron_http_call_really_reaches_production_and_a_500_fails_the_run() {
+    use clouddeck::api::CronJob;
+    use clouddeck::api::webhook_delivery::WebhookDelivery;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Event;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-realhttp").await;
+    pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "real-http")
+        .args(["--http-call-image", CURL])
+        .start_leading()
+        .await;
+    real_project(&client, &ns.name, "api", BUSYBOX_NONROOT).await;
+    support::recording_webhook(&client, &ns.name, "cron-events", &["cronjob.failed"]).await;
+
+    let cron_jobs = Api::<CronJob>::namespaced(client.clone(), &ns.name);
+    for (name, path) in [("nightly", "/cgi-bin/call"), ("broken", "/cgi-bin/fail")] {
+        support::create(
+            &cron_jobs,
+            json!({
+                "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
+                "metadata": { "name": name },
+                "spec": {
+                    "projectRef": { "name": "api" },
+                    // Never due during the test: each run is started by hand.
+                    "schedule": "0 0 1 1 *",
+                    "timeoutSeconds": 30,
+                    "http": { "path": path, "method": "GET" }
+                }
+            }),
+        )
+        .await;
+    }
+
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name);
+    let finished = |job: Job| {
+        let status = job.status?;
+        (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0).then_some(status)
+    };
+    let nightly = run_now(&client, &ns.name, "nightly").await;
+    let status = eventually(
+        "the nightly run to finish",
+        Duration::from_secs(90),
+        || async { jobs.get(&nightly).await.ok().and_then(finished) },
+    )
+    .await;
+    assert_eq!(status.succeeded, Some(1), "{status:?}");
+    let calls = support::kubectl_ok(&[
+        "exec",
+        "-n",
+        &ns.name,
+        "deployment.apps/api-1",
+        "--",
+        "cat",
+        "/tmp/calls",
+    ]);
+    assert_eq!(
+        calls.trim(),
+        "GET /cgi-bin/call",
+        "what production received"
+    );
+
+    let broken = run_now(&client, &ns.name, "broken").await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let warning = eventually(
+        "a JobFailed Event on CronJob broken",
+        Duration::from_secs(90),
+        || async {
+            events
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("JobFailed")
+                        && e.involved_object.name.as_deref() == Some("broken")
+                })
+        },
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    // curl's own words, through what the Event tells the user to run.
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, &format!("job/{broken}")]);
+    assert!(logs.contains("500"), "the run's output: {logs}");
+    let log = Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name);
+    eventually(
+        "a cronjob.failed delivery",
+        Duration::from_secs(30),
+        || async {
+            log.list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|d| d.spec.event_type == "cronjob.failed")
+        },
+    )
+    .await;
 }
 
 /// User story: "My pods reach each other by Service name, as on any cluster": CoreDNS
@@ -566,4 +696,193 @@ async fn pods_reach_a_service_by_name() {
         .await
         .expect("a body");
     assert_eq!(body.trim(), "hello from web");
+}
+
+/// The operator's image, assembled from the release binary (`cargo build --release`,
+/// which `make test` runs first) and pushed to the local registry by
+/// `hack/cluster operator-image`: `registry.clouddeck.local/clouddeck:e2e@sha256:…`.
+fn operator_image() -> String {
+    let root = support::repo_root();
+    let binary = root.join("target/release/clouddeck");
+    let out = std::process::Command::new(root.join("hack/cluster"))
+        .args(["operator-image", binary.to_str().unwrap()])
+        .arg("registry.clouddeck.local/clouddeck:e2e")
+        .output()
+        .expect("run hack/cluster operator-image");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hack/cluster operator-image failed (is target/release/clouddeck built?): {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.trim().to_owned()
+}
+
+/// User story: "I `helm install` the chart with our operator image into a namespace that
+/// enforces the restricted Pod Security Standard: two replicas really run it, Ready; one
+/// of them holds the leader Lease; Prometheus inside the cluster scrapes `/metrics`."
+///
+/// The image is the release binary, non-root, on a minimal base; the pods reach the
+/// apiserver through the `kubernetes` Service, as in any cluster.
+#[tokio::test]
+async fn the_chart_runs_the_operator_image_on_the_real_node() {
+    use crate::chart::{Release, label_restricted};
+    let _shared = support::SHARED_API.read().await;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-image").await;
+    pin_to_real_node(&client, &ns.name).await;
+    label_restricted(&ns.name);
+    // Two operators that watch the whole cluster: no other test's operator at the same time.
+    let _serial = support::one_operator_test_at_a_time().await;
+    let image = operator_image();
+    let (repository, tag) = image
+        .split_once(':')
+        .expect("the image reference has a tag");
+    let digest = image.rsplit_once('@').expect("a digest").1.to_owned();
+    let release = Release::install(
+        &ns.name,
+        &[
+            "--wait",
+            "--timeout",
+            "180s",
+            "--set",
+            "rbac.deliveryPolicy=false",
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.tag={tag}"),
+        ],
+    );
+
+    let pods = support::kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        &ns.name,
+        "-l",
+        &format!("app.kubernetes.io/instance={}", ns.name),
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].imageID}{\"\\n\"}{end}",
+    ]);
+    let pods: Vec<Vec<&str>> = pods.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    for pod in &pods {
+        assert_eq!(pod[1..3], [REAL_NODE, "True"], "{pods:?}");
+        assert!(pod[3].ends_with(&digest), "runs {}, not {digest}", pod[3]);
+    }
+    let events = support::kubectl_ok(&["get", "events", "-n", &ns.name]);
+    assert!(!events.contains("violates PodSecurity"), "{events}");
+
+    // One replica leads: the Lease names one of the two pods.
+    let holder = eventually("a leader", Duration::from_secs(60), || async {
+        let holder = support::kubectl_ok(&[
+            "get",
+            "lease",
+            "clouddeck-leader",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        (!holder.is_empty()).then_some(holder)
+    })
+    .await;
+    assert!(
+        pods.iter().any(|pod| pod[0] == holder),
+        "the Lease is held by {holder}, not by a pod of the release: {pods:?}"
+    );
+
+    // /metrics, scraped from a pod through the metrics Service, as Prometheus would.
+    let service = format!("{}-metrics", release.fullname());
+    let cluster_ip = support::kubectl_ok(&[
+        "get",
+        "service",
+        &service,
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let scrape = format!(
+        "printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 8080 | grep -c '^clouddeck_'"
+    );
+    let pods_api = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let mut scraper = real_node_pod(
+        "scraper",
+        "Never",
+        json!([{ "name": "scraper", "command": ["/bin/sh", "-c", scrape] }]),
+    );
+    // The namespace enforces `restricted`, which wants a non-root image user as well.
+    scraper.spec.as_mut().unwrap().containers[0].image = Some(BUSYBOX_NONROOT.to_owned());
+    pods_api
+        .create(&PostParams::default(), &scraper)
+        .await
+        .expect("create pod scraper");
+    wait_for_pod(&pods_api, "scraper", "the scraper to finish", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "scraper"]);
+    let series: u32 = logs.trim().parse().unwrap_or(0);
+    assert!(series > 0, "no clouddeck_ series from /metrics: {logs:?}");
+}
+
+/// User story: "A run whose container cannot start (here: the platform's curl image is
+/// missing from the registry) is reported as soon as the kubelet says so, not when the
+/// run's timeout passes ten minutes later."
+#[tokio::test]
+async fn a_cron_run_that_cannot_start_is_reported_at_once() {
+    use clouddeck::api::CronJob;
+    use k8s_openapi::api::core::v1::Event;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-blocked").await;
+    pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "blocked")
+        .args(["--http-call-image", "registry.clouddeck.local/curl:missing"])
+        .start_leading()
+        .await;
+    real_project(&client, &ns.name, "api", BUSYBOX_NONROOT).await;
+    support::create(
+        &Api::<CronJob>::namespaced(client.clone(), &ns.name),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob",
+            "metadata": { "name": "nightly" },
+            "spec": {
+                "projectRef": { "name": "api" },
+                "schedule": "0 0 1 1 *",
+                "timeoutSeconds": 600,
+                "http": { "path": "/index.html", "method": "GET" }
+            }
+        }),
+    )
+    .await;
+    let job = run_now(&client, &ns.name, "nightly").await;
+
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    let blocked = eventually(
+        "a RunBlocked Event on CronJob nightly",
+        Duration::from_secs(90),
+        || async {
+            events
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("RunBlocked")
+                        && e.involved_object.name.as_deref() == Some("nightly")
+                })
+        },
+    )
+    .await;
+    assert_eq!(blocked.type_.as_deref(), Some("Warning"));
+    let note = blocked.message.unwrap_or_default();
+    assert!(
+        note.starts_with(&format!("run {job} cannot start: ")) && note.contains("curl:missing"),
+        "{note}"
+    );
+    assert!(note.contains("timeout (600s)"), "{note}");
 }
