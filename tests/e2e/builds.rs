@@ -44,22 +44,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A repository with one commit on `main`, pushed to `url`; returns the commit.
-fn push_repository(url: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM registry.clouddeck.local/busybox:nonroot\nCOPY index.html /srv/\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("index.html"), "hello\n").unwrap();
-    git(dir.path(), &["add", "."]);
-    git(dir.path(), &["commit", "-q", "-m", "first"]);
-    git(dir.path(), &["push", "-q", url, "main"]);
-    git(dir.path(), &["rev-parse", "HEAD"])
-}
-
 async fn build_pod(client: &kube::Client, namespace: &str, deployment: &str) -> Option<Pod> {
     Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
@@ -84,7 +68,14 @@ async fn a_build_clones_the_pushed_commit_and_a_missing_branch_fails_it() {
     let ns = TestNamespace::new(&client, "e2e-clone").await;
     crate::node::pin_to_real_node(&client, &ns.name).await;
     let url = format!("{GIT_HOST}/{}/web.git", ns.name);
-    let commit = push_repository(&url);
+    let commit = Repo::new().push(
+        &url,
+        "main",
+        &[(
+            "Dockerfile",
+            "FROM registry.clouddeck.local/busybox:nonroot\nCOPY index.html /srv/\n",
+        )],
+    );
 
     let _serial = support::one_operator_test_at_a_time().await;
     let _operator = support::Operator::builder(&ns.name, "clone")
@@ -96,19 +87,7 @@ async fn a_build_clones_the_pushed_commit_and_a_missing_branch_fails_it() {
         ])
         .start_leading()
         .await;
-    support::create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
-            "metadata": { "name": "web" },
-            "spec": {
-                "git": { "url": url, "branch": "main" },
-                "registry": { "repository": "registry.clouddeck.local/e2e/web" },
-                "runtime": { "port": 8080, "replicas": 1, "healthCheckPath": "/healthz" }
-            }
-        }),
-    )
-    .await;
+    git_project(&client, &ns.name, "web", &url, json!({})).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     for (name, branch) in [("web-main", "main"), ("web-nope", "nope")] {
         support::create(

@@ -407,7 +407,6 @@ async fn real_project(client: &kube::Client, namespace: &str, project: &str, ima
 #[tokio::test]
 async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
     use clouddeck::api::CronJob;
-    use k8s_openapi::api::core::v1::Event;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-realcron").await;
     pin_to_real_node(&client, &ns.name).await;
@@ -434,24 +433,7 @@ async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
     .await;
     run_now(&client, &ns.name, "nightly").await;
 
-    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    let warning = eventually(
-        "a JobFailed Event on CronJob nightly",
-        Duration::from_secs(60),
-        || async {
-            events
-                .list(&kube::api::ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("JobFailed")
-                        && e.involved_object.name.as_deref() == Some("nightly")
-                })
-        },
-    )
-    .await;
+    let warning = cron_event(&client, &ns.name, "JobFailed", "nightly").await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let note = warning.message.unwrap_or_default();
     let command = format!("kubectl logs -n {} job/nightly-by-hand", ns.name);
@@ -480,6 +462,33 @@ async fn a_cron_command_really_runs_and_its_failure_names_its_output() {
         .and_then(|s| s.terminated)
         .map(|t| t.exit_code);
     assert_eq!(exit_code, Some(4));
+}
+
+/// The first Event `reason` on CronJob `name`, waited for up to 90 s.
+async fn cron_event(
+    client: &kube::Client,
+    namespace: &str,
+    reason: &str,
+    name: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("a {reason} Event on CronJob {name}"),
+        Duration::from_secs(90),
+        || async {
+            events
+                .list(&kube::api::ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.involved_object.name.as_deref() == Some(name)
+                })
+        },
+    )
+    .await
 }
 
 /// The image of CronJob `http` runs: Debian's curl, assembled by hack/lib/node.sh.
@@ -520,7 +529,6 @@ async fn a_cron_http_call_really_reaches_production_and_a_500_fails_the_run() {
     use clouddeck::api::CronJob;
     use clouddeck::api::webhook_delivery::WebhookDelivery;
     use k8s_openapi::api::batch::v1::Job;
-    use k8s_openapi::api::core::v1::Event;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-realhttp").await;
     pin_to_real_node(&client, &ns.name).await;
@@ -580,24 +588,7 @@ async fn a_cron_http_call_really_reaches_production_and_a_500_fails_the_run() {
     );
 
     let broken = run_now(&client, &ns.name, "broken").await;
-    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    let warning = eventually(
-        "a JobFailed Event on CronJob broken",
-        Duration::from_secs(90),
-        || async {
-            events
-                .list(&kube::api::ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("JobFailed")
-                        && e.involved_object.name.as_deref() == Some("broken")
-                })
-        },
-    )
-    .await;
+    let warning = cron_event(&client, &ns.name, "JobFailed", "broken").await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     // curl's own words, through what the Event tells the user to run.
     let logs = support::kubectl_ok(&["logs", "-n", &ns.name, &format!("job/{broken}")]);
@@ -834,7 +825,6 @@ async fn the_chart_runs_the_operator_image_on_the_real_node() {
 #[tokio::test]
 async fn a_cron_run_that_cannot_start_is_reported_at_once() {
     use clouddeck::api::CronJob;
-    use k8s_openapi::api::core::v1::Event;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-blocked").await;
     pin_to_real_node(&client, &ns.name).await;
@@ -860,24 +850,7 @@ async fn a_cron_run_that_cannot_start_is_reported_at_once() {
     .await;
     let job = run_now(&client, &ns.name, "nightly").await;
 
-    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
-    let blocked = eventually(
-        "a RunBlocked Event on CronJob nightly",
-        Duration::from_secs(90),
-        || async {
-            events
-                .list(&kube::api::ListParams::default())
-                .await
-                .ok()?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("RunBlocked")
-                        && e.involved_object.name.as_deref() == Some("nightly")
-                })
-        },
-    )
-    .await;
+    let blocked = cron_event(&client, &ns.name, "RunBlocked", "nightly").await;
     assert_eq!(blocked.type_.as_deref(), Some("Warning"));
     let note = blocked.message.unwrap_or_default();
     assert!(
