@@ -9,8 +9,9 @@
 //! `newuidmap`/`newgidmap` helpers, which need them; with every capability dropped they
 //! fail with "newuidmap: open of uid_map failed: Permission denied"). It still runs as a
 //! non-root user with every other capability dropped and
-//! `--oci-worker-no-process-sandbox`, as BuildKit documents for Kubernetes. `baseline` forbids both Unconfined profiles, so a namespace that enforces
-//! `restricted` or `baseline` must use the `buildpacks` strategy; the Deployment controller
+//! `--oci-worker-no-process-sandbox`, as BuildKit documents for Kubernetes. `baseline`
+//! forbids both Unconfined profiles, so a namespace that enforces `restricted` or
+//! `baseline` must use the `buildpacks` strategy; the Deployment controller
 //! checks the pod at admission (dry run) before it creates the Job.
 //!
 //! Secrets never appear in args, env or logs: clone credentials, the registry push

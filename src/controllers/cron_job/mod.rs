@@ -10,13 +10,11 @@ pub mod reconcile;
 pub mod render;
 pub mod status;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::core::DeserializeGuard;
