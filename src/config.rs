@@ -202,6 +202,47 @@ pub struct RoutingConfig {
         value_parser = parse_domain
     )]
     pub base_domain: String,
+
+    /// The Service that answers EdgeHandler `deny` rules with the status code they name
+    /// (`clouddeck responder`; the chart and the kustomize base deploy it), as
+    /// NAMESPACE/NAME:PORT. Without it, an EdgeHandler with a `deny` rule is Stalled: a
+    /// Gateway API rule with no backend answers 500, never the code the rule asks for.
+    #[arg(
+        long,
+        env = "CLOUDDECK_DENY_RESPONDER",
+        value_name = "NAMESPACE/NAME:PORT",
+        value_parser = parse_service_port
+    )]
+    pub deny_responder: Option<ServicePort>,
+}
+
+/// A port of a Service in a given namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub namespace: String,
+    pub name: String,
+    pub port: i32,
+}
+
+/// Accepts `NAMESPACE/NAME:PORT`, e.g. `clouddeck-system/clouddeck-responder:8080`.
+pub fn parse_service_port(input: &str) -> Result<ServicePort, String> {
+    let invalid = || {
+        format!(
+            "{input:?} is not NAMESPACE/NAME:PORT, e.g. clouddeck-system/clouddeck-responder:8080"
+        )
+    };
+    let (namespace, rest) = input.trim().split_once('/').ok_or_else(invalid)?;
+    let (name, port) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let label = |l: &str| parse_domain(l).is_ok_and(|d| d == l && !l.contains('.'));
+    let port: i32 = port.parse().map_err(|_| invalid())?;
+    if !label(namespace) || !label(name) || !(1..=65535).contains(&port) {
+        return Err(invalid());
+    }
+    Ok(ServicePort {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        port,
+    })
 }
 
 /// Who owns a hostname (see docs/domains.md, "How CloudDeck decides who owns a hostname").

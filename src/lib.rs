@@ -11,6 +11,7 @@ pub mod dns;
 pub mod hostnames;
 pub mod leader;
 pub mod operator;
+pub mod responder;
 pub mod routing;
 pub mod server;
 pub mod shutdown;

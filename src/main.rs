@@ -31,6 +31,22 @@ enum Command {
     /// controllers and releases the Lease, so that a standby takes over quickly.
     Run(Box<OperatorConfig>),
 
+    /// Answer the requests of EdgeHandler `deny` rules with the status each rule names (the
+    /// gateway sends them here; see docs/edge.md). The chart runs it next to the operator.
+    Responder {
+        /// Address to listen on.
+        #[arg(
+            long,
+            env = "CLOUDDECK_RESPONDER_LISTEN_ADDR",
+            value_name = "IP:PORT",
+            default_value = "0.0.0.0:8080"
+        )]
+        listen_addr: std::net::SocketAddr,
+
+        #[command(flatten)]
+        log: clouddeck::config::LogConfig,
+    },
+
     /// Print the CloudDeck CustomResourceDefinitions as YAML, e.g.
     /// `clouddeck crds | kubectl apply --server-side -f -`.
     Crds,
@@ -40,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(config) => run(*config),
+        Command::Responder { listen_addr, log } => respond(listen_addr, &log),
         Command::Crds => print_crds(),
     };
     match result {
@@ -59,6 +76,17 @@ fn run(config: OperatorConfig) -> Result<(), String> {
     // Tasks still blocked on the API server must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| clouddeck::one_line(&e))
+}
+
+fn respond(addr: std::net::SocketAddr, log: &clouddeck::config::LogConfig) -> Result<(), String> {
+    clouddeck::telemetry::init_logging(log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(clouddeck::responder::serve(addr))
+        .map_err(|e| clouddeck::one_line(&e))
 }
 
 fn print_crds() -> Result<(), String> {

@@ -12,8 +12,11 @@ use super::common::{
 
 /// Request rules at the edge for a Project: each rule matches requests (path, headers,
 /// query) and applies exactly one action (redirect, rewrite, header changes or deny). Rules
-/// are evaluated in order; the first match wins. Combinations the Gateway cannot express
-/// are reported as `Stalled` naming the rule, never silently dropped.
+/// are evaluated in order; the first match wins. Every hostname the Project is served under
+/// gets them (production, previews, branch aliases, Domains), unless a rule's `appliesTo`
+/// narrows it. Several EdgeHandlers of one Project apply in the order of their names. An
+/// order the Gateway would not keep, or more rules than one HTTPRoute holds, is reported as
+/// `Stalled` naming the rule, never silently dropped (see docs/edge.md).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "clouddeck.io",
@@ -36,8 +39,9 @@ pub struct EdgeHandlerSpec {
     /// The Project whose traffic these rules apply to.
     pub project_ref: ProjectReference,
 
-    /// The rules, in evaluation order.
-    #[schemars(length(min = 1, max = 32))]
+    /// The rules, in evaluation order. At most 15: an HTTPRoute holds 16 rules, and one
+    /// sends the requests no rule matches to the application.
+    #[schemars(length(min = 1, max = 15))]
     pub rules: Vec<EdgeRule>,
 }
 
@@ -59,6 +63,11 @@ pub struct EdgeRule {
     #[serde(rename = "match", default)]
     pub matches: RequestMatch,
 
+    /// Which of the Project's hostnames the rule applies to; all of them when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub applies_to: Vec<ServedHostname>,
+
     /// Redirect the client elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
@@ -74,6 +83,30 @@ pub struct EdgeRule {
     /// Refuse the request with a status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny: Option<Deny>,
+}
+
+/// A kind of hostname a Project is served under.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum ServedHostname {
+    /// `<project>.<base domain>`.
+    Production,
+    /// Each Deployment's own `<project>--<id>.<base domain>`.
+    Preview,
+    /// `<project>--git-<branch>.<base domain>`.
+    BranchAlias,
+    /// Every verified Domain that serves the Project (not a Domain that only redirects).
+    Domain,
+}
+
+impl ServedHostname {
+    pub const ALL: [ServedHostname; 4] = [
+        ServedHostname::Production,
+        ServedHostname::Preview,
+        ServedHostname::BranchAlias,
+        ServedHostname::Domain,
+    ];
 }
 
 /// Conditions on a request.
@@ -267,6 +300,9 @@ pub struct EdgeHandlerStatus {
     /// How many rules are in effect at the edge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_count: Option<i32>,
+    /// The HTTPRoutes that carry the rules, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 fn default_path() -> String {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::cron_job::CronJobSpec;
-use super::edge_handler::{EdgeHandlerSpec, MatchType, ValueMatchType};
+use super::edge_handler::{EdgeHandlerSpec, EdgeRule, MatchType, ValueMatchType};
 use super::project::ProjectSpec;
 use super::webhook::{WebhookSpec, is_event_pattern};
 
@@ -47,7 +47,12 @@ pub fn cron_job(spec: &CronJobSpec) -> Result {
 
 /// Validates an EdgeHandler spec: every regular expression must compile.
 pub fn edge_handler(spec: &EdgeHandlerSpec) -> Result {
-    for (i, rule) in spec.rules.iter().enumerate() {
+    edge_handler_rules(&spec.rules)
+}
+
+/// Validates an EdgeHandler's rules (`spec.rules`): every regular expression must compile.
+pub fn edge_handler_rules(rules: &[EdgeRule]) -> Result {
+    for (i, rule) in rules.iter().enumerate() {
         let at = format!("spec.rules[{i}].match");
         if rule.matches.path.kind == MatchType::RegularExpression {
             regex(&format!("{at}.path.value"), &rule.matches.path.value)?;

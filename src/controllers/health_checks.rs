@@ -18,6 +18,7 @@ use crate::controllers::cron_job::status as cron_job;
 use crate::controllers::deployment::status::{self as deployment, BuildState, Observed};
 use crate::controllers::deployment::status::{RolloutState, Stop};
 use crate::controllers::domain::status::{self as domain, Ownership, Serving};
+use crate::controllers::edge_handler::{self, status::Observed as EdgeObserved};
 use crate::controllers::project::status as project;
 use crate::controllers::webhook_delivery::status::{self as delivery, AttemptResult};
 use crate::delivery::schedule::RetrySchedule;
@@ -139,6 +140,11 @@ fn settled(code: u16, attempts: usize) -> Value {
 
 /// The Webhook controller's decision is inline in its reconcile; these are the helpers
 /// it calls for each outcome.
+fn edge_state(observed: &edge_handler::status::Observed) -> Value {
+    let status = edge_handler::status::next_status(&Default::default(), Some(GENERATION), observed);
+    object("EdgeHandler", status.conditions)
+}
+
 fn webhook_state(decide: impl FnOnce(&mut Conditions<'_>)) -> Value {
     let mut list = Vec::new();
     decide(&mut Conditions::at(&mut list, Some(GENERATION), now()));
@@ -312,6 +318,36 @@ fn end_states() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             delivery_state(|status, at| {
                 delivery::give_up(status, "WebhookGone", "gone", Some(GENERATION), at)
             }),
+            "Failed",
+            "Degraded",
+        ),
+        (
+            "EdgeHandler in every route",
+            edge_state(&EdgeObserved::Applied {
+                rules: 2,
+                digest: "d",
+                routes: vec![("web-production".into(), Some("d".into()))],
+            }),
+            "Current",
+            "Healthy",
+        ),
+        (
+            "EdgeHandler going into the routes",
+            edge_state(&EdgeObserved::Applied {
+                rules: 2,
+                digest: "d",
+                routes: vec![("web-production".into(), None)],
+            }),
+            "InProgress",
+            "Progressing",
+        ),
+        (
+            "EdgeHandler the gateway would reorder",
+            edge_state(&EdgeObserved::Refused(&crate::routing::edge::Refusal {
+                reason: "RuleOrder",
+                field: "spec.rules[1].match".into(),
+                message: "reordered".into(),
+            })),
             "Failed",
             "Degraded",
         ),

@@ -29,6 +29,7 @@ pub mod applied;
 pub mod cron_job;
 pub mod deployment;
 pub mod domain;
+pub mod edge_handler;
 pub mod events;
 #[cfg(test)]
 mod health_checks;
@@ -173,6 +174,7 @@ pub fn all() -> Vec<KindController> {
         cron_job::CONTROLLER,
         deployment::CONTROLLER,
         domain::CONTROLLER,
+        edge_handler::CONTROLLER,
         hostname_claim::CONTROLLER,
         project::CONTROLLER,
         webhook::CONTROLLER,

@@ -8,7 +8,10 @@ use gateway_api::apis::standard::httproutes::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
+
+pub mod edge;
 
 /// The port every CloudDeck Service exposes; it forwards to the application's port.
 pub const SERVICE_PORT: i32 = 80;
@@ -78,14 +81,21 @@ pub fn url(hostname: &str) -> String {
     format!("https://{hostname}")
 }
 
-/// An HTTPRoute sending every request for `hostname` to `service` (port [`SERVICE_PORT`]),
-/// attached to the configured Gateway. `meta` carries name, namespace, labels and owner.
+/// An HTTPRoute for `hostname`, attached to the configured Gateway: the `edge` rules
+/// first (see [`edge::EdgePlan::route_rules`]), then one that sends every other request to
+/// `service` (port [`SERVICE_PORT`]). `meta` carries name, namespace, labels and owner.
 pub fn http_route(
     meta: ObjectMeta,
     hostname: &str,
     service: &str,
     gateway: &RoutingConfig,
+    edge: Vec<HttpRouteRules>,
 ) -> HttpRoute {
+    let mut rules = edge;
+    rules.push(HttpRouteRules {
+        backend_refs: Some(vec![service_backend(service)]),
+        ..Default::default()
+    });
     let spec = HttpRouteSpec {
         hostnames: Some(vec![hostname.to_owned()]),
         parent_refs: Some(vec![HttpRouteParentRefs {
@@ -95,17 +105,7 @@ pub fn http_route(
             namespace: Some(gateway.gateway_namespace.clone()),
             ..Default::default()
         }]),
-        rules: Some(vec![HttpRouteRules {
-            backend_refs: Some(vec![HttpRouteRulesBackendRefs {
-                group: Some(String::new()),
-                kind: Some("Service".into()),
-                name: service.to_owned(),
-                port: Some(SERVICE_PORT),
-                weight: Some(1),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
+        rules: Some(rules),
     };
     HttpRoute {
         metadata: meta,
@@ -114,13 +114,52 @@ pub fn http_route(
     }
 }
 
-/// The Service an HTTPRoute sends traffic to (its first backend).
+/// The route for one of a Project's hostnames: [`http_route`] with the edge rules `plan`
+/// has for hostnames of kind `served`, annotated with the plan's digest so the
+/// EdgeHandler controller can tell which routes carry the current rules.
+pub fn project_route(
+    meta: ObjectMeta,
+    hostname: &str,
+    service: &str,
+    gateway: &RoutingConfig,
+    plan: &edge::EdgePlan,
+    served: ServedHostname,
+) -> HttpRoute {
+    let rules = plan.route_rules(served, service);
+    let mut route = http_route(meta, hostname, service, gateway, rules);
+    mark_edge_digest(&mut route.metadata, plan);
+    route
+}
+
+/// Annotates a route rendered with `plan` (see [`edge::EDGE_RULES_ANNOTATION`]).
+pub fn mark_edge_digest(meta: &mut ObjectMeta, plan: &edge::EdgePlan) {
+    if let Some(digest) = plan.digest() {
+        meta.annotations
+            .get_or_insert_default()
+            .insert(edge::EDGE_RULES_ANNOTATION.to_owned(), digest);
+    }
+}
+
+/// A backend reference to port [`SERVICE_PORT`] of `service`, in the route's namespace.
+pub fn service_backend(service: &str) -> HttpRouteRulesBackendRefs {
+    HttpRouteRulesBackendRefs {
+        group: Some(String::new()),
+        kind: Some("Service".into()),
+        name: service.to_owned(),
+        port: Some(SERVICE_PORT),
+        weight: Some(1),
+        ..Default::default()
+    }
+}
+
+/// The Service an HTTPRoute sends the requests no edge rule takes to (the backend of its
+/// last rule).
 pub fn backend_service(route: &HttpRoute) -> Option<&str> {
     route
         .spec
         .rules
         .as_ref()?
-        .first()?
+        .last()?
         .backend_refs
         .as_ref()?
         .first()
@@ -147,6 +186,7 @@ mod tests {
             gateway_name: "edge".into(),
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
+            deny_responder: None,
         }
     }
 
@@ -173,7 +213,13 @@ mod tests {
             namespace: Some("team".into()),
             ..Default::default()
         };
-        let route = http_route(meta, "web.apps.example.com", "web-2", &gateway());
+        let route = http_route(
+            meta,
+            "web.apps.example.com",
+            "web-2",
+            &gateway(),
+            Vec::new(),
+        );
         let parent = &route.spec.parent_refs.as_ref().unwrap()[0];
         assert_eq!(
             (parent.name.as_str(), parent.namespace.as_deref()),

@@ -226,6 +226,22 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
     }
     let lease_role = find(&rendered, "Role", "clouddeck-leader-election");
     assert_eq!(lease_role["metadata"]["namespace"], "clouddeck-system");
+    // The deny responder: the operator's image running `clouddeck responder`, restricted
+    // like the operator, no API token; the operator is told where it is, and may grant
+    // namespaces access to it only in its own namespace.
+    let responder = find(&rendered, "Deployment", "clouddeck-responder");
+    let responder_pod = &responder["spec"]["template"]["spec"];
+    assert_eq!(responder_pod["automountServiceAccountToken"], false);
+    let container = &responder_pod["containers"][0];
+    assert_eq!(container["args"][0], "responder");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    find(&rendered, "Service", "clouddeck-responder");
+    let grant_role = find(&rendered, "Role", "clouddeck-deny-responder");
+    assert_eq!(grant_role["metadata"]["namespace"], "clouddeck-system");
+    assert_eq!(
+        grant_role["rules"][0]["resources"],
+        json!(["referencegrants"])
+    );
 
     // The Deployment: two replicas, restricted security context, probes, and every
     // setting of `clouddeck run` from the values (identity and kubeconfig excepted).
@@ -466,14 +482,25 @@ async fn helm_install_runs_two_ready_replicas_under_restricted_pod_security() {
         "-n",
         &ns.name,
         "-l",
-        &format!("app.kubernetes.io/instance={}", release.name),
+        &format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component",
+            release.name
+        ),
         "-o",
-        "jsonpath={range .items[*]}{.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.metadata.labels.app\\.kubernetes\\.io/component} {.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
     ]);
+    let mut pods: Vec<&str> = pods.lines().collect();
+    pods.sort();
+    // Two operator replicas and two of the deny responder, all Ready.
     assert_eq!(
-        pods.lines().collect::<Vec<_>>(),
-        ["kwok-node-0 True", "kwok-node-0 True"],
-        "{pods}"
+        pods,
+        [
+            "deny-responder kwok-node-0 True",
+            "deny-responder kwok-node-0 True",
+            "operator kwok-node-0 True",
+            "operator kwok-node-0 True"
+        ],
+        "{pods:?}"
     );
     // The Pod Security admission had its say: the namespace enforces `restricted`.
     let events = support::kubectl_ok(&["get", "events", "-n", &ns.name]);
@@ -816,6 +843,40 @@ async fn the_operator_works_with_exactly_the_charts_rbac() {
         })
         .await;
     }
+
+    // An EdgeHandler with a deny rule: into the routes, the namespace granted access to the
+    // release's responder (in the release namespace), status written.
+    create(
+        &team.name,
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "EdgeHandler",
+                "metadata": { "name": "charted-edge" },
+                "spec": { "projectRef": { "name": "charted" },
+                          "rules": [{ "match": { "path": { "type": "PathPrefix", "value": "/admin" } },
+                                      "deny": {} }] } }),
+    );
+    eventually("the EdgeHandler Ready and its grant", TIMEOUT, || async {
+        let ready = support::kubectl(&[
+            "get",
+            "edgehandlers.clouddeck.io",
+            "charted-edge",
+            "-n",
+            &team.name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        let grants = support::kubectl_ok(&[
+            "get",
+            "referencegrants.gateway.networking.k8s.io",
+            "-n",
+            &ns.name,
+            "-l",
+            &format!("clouddeck.io/from-namespace={}", team.name),
+            "-o",
+            "name",
+        ]);
+        (String::from_utf8_lossy(&ready.stdout) == "True" && !grants.is_empty()).then_some(())
+    })
+    .await;
 
     // Webhooks: each got its ping, written before any attempt, and attempts were recorded
     // (replace of the delivery's status) — to an endpoint where nothing listens.

@@ -23,6 +23,8 @@ mod webhooks;
 
 mod domains;
 
+mod edge;
+
 mod hostnames;
 
 mod cron_jobs;

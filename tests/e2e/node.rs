@@ -752,7 +752,10 @@ async fn the_chart_runs_the_operator_image_on_the_real_node() {
         "-n",
         &ns.name,
         "-l",
-        &format!("app.kubernetes.io/instance={}", ns.name),
+        &format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component=operator",
+            ns.name
+        ),
         "-o",
         "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status} {.status.containerStatuses[0].imageID}{\"\\n\"}{end}",
     ]);
@@ -795,8 +798,28 @@ async fn the_chart_runs_the_operator_image_on_the_real_node() {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
+    // And the deny responder (the same image, `clouddeck responder`), as a gateway sends
+    // it the requests of a `deny` rule: it answers with the status the rule names.
+    let responder_ip = support::kubectl_ok(&[
+        "get",
+        "service",
+        &format!("{}-responder", release.fullname()),
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    // Up to five tries a second apart: a Service just made may not be in every node's
+    // rules yet (a run of the full suite once scraped nothing at the first try).
     let scrape = format!(
-        "printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 8080 | grep -c '^clouddeck_'"
+        "for try in 1 2 3 4 5; do \
+           n=$(printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 8080 | grep -c '^clouddeck_'); \
+           [ \"$n\" -gt 0 ] && break; sleep 1; \
+         done; echo \"$n\"; \
+         for try in 1 2 3 4 5; do \
+           line=$(printf 'GET /admin HTTP/1.0\\r\\nX-Clouddeck-Deny-Status: 451\\r\\n\\r\\n' | nc -w 5 {responder_ip} 80 | head -1); \
+           [ -n \"$line\" ] && break; sleep 1; \
+         done; echo \"$line\""
     );
     let pods_api = Api::<Pod>::namespaced(client.clone(), &ns.name);
     let mut scraper = real_node_pod(
@@ -815,8 +838,14 @@ async fn the_chart_runs_the_operator_image_on_the_real_node() {
     })
     .await;
     let logs = support::kubectl_ok(&["logs", "-n", &ns.name, "scraper"]);
-    let series: u32 = logs.trim().parse().unwrap_or(0);
+    let mut lines = logs.lines();
+    let series: u32 = lines.next().unwrap_or_default().trim().parse().unwrap_or(0);
     assert!(series > 0, "no clouddeck_ series from /metrics: {logs:?}");
+    let denied = lines.next().unwrap_or_default();
+    assert!(
+        denied.starts_with("HTTP/1.") && denied.contains(" 451 "),
+        "the responder answered {denied:?}, not 451: {logs:?}"
+    );
 }
 
 /// User story: "A run whose container cannot start (here: the platform's curl image is

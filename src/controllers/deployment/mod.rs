@@ -31,8 +31,10 @@ use kube::{Api, Resource, ResourceExt};
 use super::applied::Applied;
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::deployment::Deployment;
+use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::api::validation::InvalidField;
+use crate::controllers::edge_handler::matching_in;
 use crate::controllers::retry::{self, Backoffs};
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -131,6 +133,7 @@ pub struct DeploymentContext {
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
     pub applied: Applied,
     pub projects: Store<DeserializeGuard<Project>>,
+    pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
     /// The hostname key each Project (by uid) was last found to hold, and the Project's
     /// `resourceVersion` then. While the Project is unchanged, so is its claim: the Project
     /// controller writes the Project's status whenever its key changes or is lost.
@@ -230,7 +233,26 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
             |_| {},
         );
+        let (edge_handlers, edge_events) = run.cache(
+            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let of_project = store.clone();
         let controller = controller
+            // A Project's EdgeHandlers go into each of its preview routes.
+            .watches_stream(
+                edge_events.touched_objects(),
+                move |guard: DeserializeGuard<EdgeHandler>| {
+                    let Ok(handler) = &guard.0 else {
+                        return Vec::new();
+                    };
+                    let project = handler.spec.project_ref.name.clone();
+                    matching_in(&of_project, handler.namespace(), |d: &Deployment| {
+                        d.spec.project_ref.name == project
+                    })
+                },
+            )
             .owns_stream(run.children::<Job>(managed()))
             .owns_stream(workload_events.touched_objects())
             .owns_stream(service_events)
@@ -261,6 +283,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             routes,
             applied: Applied::default(),
             projects,
+            edge_handlers,
             keys: Mutex::default(),
         });
         run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))

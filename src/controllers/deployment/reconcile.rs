@@ -30,6 +30,7 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
+use crate::controllers::edge_handler::plan_of;
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::project::status as project_status;
 use crate::controllers::retry;
@@ -268,7 +269,13 @@ async fn reconcile_deployment(
         let replicas = render::replicas(deployment, &project, standby);
         let workload = render::workload(deployment, &project, image, replicas, &owner);
         let service = render::service(deployment, &owner);
-        let route = render::preview_route(deployment, &key, &ctx.config.routing, &owner);
+        let edge = plan_of(
+            &deployments.edge_handlers,
+            &namespace,
+            &deployment.spec.project_ref.name,
+            &ctx.config.routing,
+        );
+        let route = render::preview_route(deployment, &key, &ctx.config.routing, &edge, &owner);
         let applied = &deployments.applied;
         let workloads = Api::<Workload>::namespaced(client.clone(), &namespace);
         let returned = applied::apply(

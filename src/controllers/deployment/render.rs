@@ -12,10 +12,11 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, Target};
+use crate::api::edge_handler::ServedHostname;
 use crate::api::project::{Project, RuntimeSpec};
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
-use crate::routing::{self, SERVICE_PORT};
+use crate::routing::{self, SERVICE_PORT, edge::EdgePlan};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PROJECT_LABEL: &str = "clouddeck.io/project";
@@ -199,12 +200,20 @@ pub fn preview_route(
     deployment: &Deployment,
     key: &str,
     routing: &RoutingConfig,
+    edge: &EdgePlan,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let meta = child_meta(deployment, &name, "route", owner);
     let hostname = preview_hostname(deployment, key, &routing.base_domain);
-    routing::http_route(meta, &hostname, &name, routing)
+    routing::project_route(
+        meta,
+        &hostname,
+        &name,
+        routing,
+        edge,
+        ServedHostname::Preview,
+    )
 }
 
 /// The image a git Deployment runs: the pushed repository pinned by the digest.
@@ -387,6 +396,7 @@ mod tests {
             gateway_name: "edge".into(),
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
+            deny_responder: None,
         }
     }
 
@@ -567,7 +577,13 @@ mod tests {
 
     #[test]
     fn preview_route_uses_the_projects_key_and_the_short_id() {
-        let route = preview_route(&deployment("preview"), "web", &routing(), &owner());
+        let route = preview_route(
+            &deployment("preview"),
+            "web",
+            &routing(),
+            &EdgePlan::default(),
+            &owner(),
+        );
         assert_eq!(
             route.spec.hostnames.unwrap(),
             ["web--7f3c9a21.apps.example.com"]

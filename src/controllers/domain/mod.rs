@@ -28,7 +28,9 @@ use tracing::error;
 
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
+use crate::api::edge_handler::EdgeHandler;
 use crate::config::DomainConfig;
+use crate::controllers::edge_handler::matching_in;
 use crate::controllers::retry::Backoffs;
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
@@ -48,6 +50,7 @@ pub struct DomainContext {
     /// Every Domain in the cluster: the claims on each hostname. A malformed one is an
     /// `Err` and claims nothing.
     pub domains: Store<DeserializeGuard<Domain>>,
+    pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
     pub recorder: Recorder,
 }
 
@@ -75,7 +78,26 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let followers = domains.clone();
         let claimants = domains.clone();
         let base = run.ctx.config.routing.base_domain.clone();
+        let (edge_handlers, edge_events) = run.cache(
+            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let of_project = domains.clone();
         let controller = controller
+            // A Project's EdgeHandlers go into the route of each Domain that serves it.
+            .watches_stream(
+                edge_events.touched_objects(),
+                move |guard: DeserializeGuard<EdgeHandler>| {
+                    let Ok(handler) = &guard.0 else {
+                        return Vec::new();
+                    };
+                    let project = handler.spec.project_ref.name.clone();
+                    matching_in(&of_project, handler.namespace(), |d: &Domain| {
+                        d.spec.project_ref.name == project
+                    })
+                },
+            )
             .owns_stream(run.children::<HttpRoute>(managed.clone()))
             // A listener deleted or edited by hand is put back at once, not at the resync.
             .owns_stream(run.children::<ListenerSet>(managed.clone()))
@@ -113,6 +135,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             settings,
             resolver,
             domains,
+            edge_handlers,
         });
         run.drive(controller.run(
             run.tracked(reconcile::reconcile),

@@ -27,6 +27,7 @@ use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
+use crate::controllers::edge_handler::plan_of;
 use crate::controllers::events::reject_malformed;
 use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
@@ -281,7 +282,20 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         // Without a target, keep what serves now: a redirect whose target Domain went
         // away still redirects; production being replaced keeps serving.
         if let Some(target) = &target {
-            let route = render::route(domain, &hostname, target, &ctx.ctx.config.routing, &owner);
+            let edge = plan_of(
+                &ctx.edge_handlers,
+                &namespace,
+                &domain.spec.project_ref.name,
+                &ctx.ctx.config.routing,
+            );
+            let route = render::route(
+                domain,
+                &hostname,
+                target,
+                &ctx.ctx.config.routing,
+                &edge,
+                &owner,
+            );
             routes
                 .patch(&route_name, &apply, &Patch::Apply(&route))
                 .await?;

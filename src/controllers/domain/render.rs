@@ -10,9 +10,10 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
 use crate::api::domain::{Domain, IssuerKind, IssuerReference};
+use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
-use crate::routing::{self, bounded_name};
+use crate::routing::{self, bounded_name, edge::EdgePlan};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PROJECT_LABEL: &str = "clouddeck.io/project";
@@ -86,12 +87,23 @@ pub fn route(
     hostname: &str,
     target: &RouteTarget,
     gateway: &RoutingConfig,
+    edge: &EdgePlan,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let domain_name = domain.metadata.name.clone().unwrap_or_default();
-    let meta = child_meta(domain, route_name(&domain_name), owner);
+    let mut meta = child_meta(domain, route_name(&domain_name), owner);
+    // A Domain that only redirects carries no edge rule, but it is rendered with the
+    // current ones all the same.
+    routing::mark_edge_digest(&mut meta, edge);
     let mut route = match target {
-        RouteTarget::Service(service) => routing::http_route(meta, hostname, service, gateway),
+        RouteTarget::Service(service) => routing::project_route(
+            meta,
+            hostname,
+            service,
+            gateway,
+            edge,
+            ServedHostname::Domain,
+        ),
         RouteTarget::Redirect {
             hostname: to,
             status_code,
@@ -276,6 +288,7 @@ mod tests {
             gateway_name: "edge".into(),
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
+            deny_responder: None,
         }
     }
 
@@ -311,6 +324,7 @@ mod tests {
             "shop.example.com",
             &RouteTarget::Service("web-2".into()),
             &gateway(),
+            &EdgePlan::default(),
             &owner(),
         );
         let json = serde_json::to_value(&route).unwrap();
@@ -365,7 +379,14 @@ mod tests {
             hostname: "example.com".into(),
             status_code: 301,
         };
-        let route = route(&d, "www.example.com", &target, &gateway(), &owner());
+        let route = route(
+            &d,
+            "www.example.com",
+            &target,
+            &gateway(),
+            &EdgePlan::default(),
+            &owner(),
+        );
         let json = serde_json::to_value(&route).unwrap();
         let rule = &json["spec"]["rules"][0];
         assert!(rule.get("backendRefs").is_none());

@@ -24,6 +24,7 @@ use super::applied::Applied;
 use super::deployment::{Error, MANAGED};
 use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
+use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
@@ -58,7 +59,23 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
             |_| {},
         );
+        let (edge_handlers, edge_events) = run.cache(
+            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
         let controller = controller
+            // Its EdgeHandlers go into its production and branch alias routes.
+            .watches_stream(
+                edge_events.touched_objects(),
+                |guard: DeserializeGuard<EdgeHandler>| {
+                    let handler = guard.0.as_ref().ok()?;
+                    Some(
+                        ObjectRef::<DeserializeGuard<Project>>::new(&handler.spec.project_ref.name)
+                            .within(&handler.namespace()?),
+                    )
+                },
+            )
             // A claim taken, released or expired changes which key a Project can hold.
             .watches_stream(
                 claim_events.touched_objects(),
@@ -98,6 +115,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 deployments,
                 routes,
                 claims,
+                edge_handlers,
                 applied: Applied::default(),
                 held: Mutex::default(),
             }),
@@ -117,6 +135,7 @@ pub struct ProjectContext {
     pub deployments: Store<DeserializeGuard<Deployment>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
     pub claims: Store<DeserializeGuard<HostnameClaim>>,
+    pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
     pub applied: Applied,
     /// Per production hostname, the `resourceVersion` of its claim when the API last said
     /// this Project holds it (see [`ProjectContext::still_holds`]).

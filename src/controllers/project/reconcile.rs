@@ -25,6 +25,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::controllers::applied;
 use crate::controllers::deployment::render::PROJECT_LABEL;
 use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY};
+use crate::controllers::edge_handler::plan_of;
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
@@ -154,12 +155,19 @@ async fn reconcile_project(
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
     let applied = &project_ctx.applied;
+    let edge = plan_of(
+        &project_ctx.edge_handlers,
+        &namespace,
+        &name,
+        &ctx.config.routing,
+    );
     if let Some(serving) = serving {
         let route = render::production_route(
             project,
             &key,
             &serving.name_any(),
             &ctx.config.routing,
+            &edge,
             &owner,
         );
         applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
@@ -174,6 +182,7 @@ async fn reconcile_project(
             branch,
             deployment,
             &ctx.config.routing,
+            &edge,
             &owner,
         );
         applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
+use crate::api::edge_handler::ServedHostname;
 use crate::api::project::{BranchDeployment, Project};
 use crate::api::validation::InvalidField;
 use crate::config::RoutingConfig;
@@ -17,7 +18,7 @@ use crate::controllers::deployment::status::AVAILABLE_REASON;
 use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
 use crate::delivery::PlatformEvent;
 use crate::hostnames::scheme;
-use crate::routing;
+use crate::routing::{self, edge::EdgePlan};
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
     d.status.as_ref().and_then(|s| s.phase)
@@ -295,6 +296,7 @@ pub fn production_route(
     key: &str,
     service: &str,
     routing: &RoutingConfig,
+    edge: &EdgePlan,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let meta = route_meta(
@@ -303,11 +305,13 @@ pub fn production_route(
         None,
         owner,
     );
-    routing::http_route(
+    routing::project_route(
         meta,
         &scheme::production_hostname(key, &routing.base_domain),
         service,
         routing,
+        edge,
+        ServedHostname::Production,
     )
 }
 
@@ -318,6 +322,7 @@ pub fn branch_route(
     branch: &str,
     service: &str,
     routing: &RoutingConfig,
+    edge: &EdgePlan,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let meta = route_meta(
@@ -326,11 +331,13 @@ pub fn branch_route(
         Some(branch),
         owner,
     );
-    routing::http_route(
+    routing::project_route(
         meta,
         &scheme::branch_hostname(key, branch, &routing.base_domain),
         service,
         routing,
+        edge,
+        ServedHostname::BranchAlias,
     )
 }
 
@@ -628,6 +635,7 @@ mod tests {
             gateway_name: "gw".into(),
             gateway_namespace: "net".into(),
             base_domain: "apps.example.com".into(),
+            deny_responder: None,
         };
         let owner = OwnerReference {
             name: "web".into(),
@@ -636,14 +644,22 @@ mod tests {
             ..Default::default()
         };
         let p = project(json!({}));
-        let route = production_route(&p, "web", "web-2", &routing, &owner);
+        let route = production_route(&p, "web", "web-2", &routing, &EdgePlan::default(), &owner);
         assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
         assert_eq!(
             route.spec.hostnames.as_ref().unwrap()[0],
             "web.apps.example.com"
         );
         assert_eq!(routing::backend_service(&route), Some("web-2"));
-        let alias = branch_route(&p, "web", "feature/x", "pr-1", &routing, &owner);
+        let alias = branch_route(
+            &p,
+            "web",
+            "feature/x",
+            "pr-1",
+            &routing,
+            &EdgePlan::default(),
+            &owner,
+        );
         assert_eq!(
             alias.spec.hostnames.as_ref().unwrap()[0],
             "web--git-feature-x.apps.example.com"
@@ -658,7 +674,14 @@ mod tests {
         );
         assert!(!route.metadata.labels.unwrap().contains_key(BRANCH_LABEL));
         // A namesake's routes keep their names and get its own hostnames.
-        let route = production_route(&p, "web-1a2b3c4d", "web-2", &routing, &owner);
+        let route = production_route(
+            &p,
+            "web-1a2b3c4d",
+            "web-2",
+            &routing,
+            &EdgePlan::default(),
+            &owner,
+        );
         assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
         assert_eq!(
             route.spec.hostnames.as_ref().unwrap()[0],
