@@ -1,8 +1,9 @@
 # Entry points named in README.md. The scripts under hack/ do the work.
 .PHONY: dev test cluster-up cluster-down crds lint
 
-# Bring up the local control plane, install the CRDs, apply config/samples and run the
-# operator in the foreground (Ctrl-C stops it; `make cluster-down` stops the cluster).
+# Bring up the local control plane, install the CRDs, build the samples from a local git
+# repository on the real node (config/dev, hack/sample-app) and run the operator in the
+# foreground (Ctrl-C stops it; `make cluster-down` stops the cluster).
 dev:
 	hack/dev
 

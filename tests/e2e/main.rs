@@ -13,6 +13,8 @@ mod node;
 
 mod builds;
 
+mod dev;
+
 mod operator;
 
 mod api;
