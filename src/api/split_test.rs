@@ -44,8 +44,10 @@ pub struct SplitTestSpec {
     /// The Project whose production traffic is split.
     pub project_ref: ProjectReference,
 
-    /// The variants, 2 to 10. Weights are percentages and sum to 100.
-    #[schemars(length(min = 2, max = 10))]
+    /// The variants, 2 to 5. Weights are percentages and sum to 100. Each served variant
+    /// takes three of the production route's 16 rules (override header, override cookie,
+    /// sticky cookie).
+    #[schemars(length(min = 2, max = 5))]
     pub variants: Vec<Variant>,
 
     /// Keeps a visitor on the variant first assigned.

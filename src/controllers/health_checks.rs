@@ -20,6 +20,10 @@ use crate::controllers::deployment::status::{RolloutState, Stop};
 use crate::controllers::domain::status::{self as domain, Ownership, Serving};
 use crate::controllers::edge_handler::{self, status::Observed as EdgeObserved};
 use crate::controllers::project::status as project;
+use crate::controllers::split_test::{
+    self,
+    status::{Observed as SplitObserved, Running as SplitRunning},
+};
 use crate::controllers::webhook_delivery::status::{self as delivery, AttemptResult};
 use crate::delivery::schedule::RetrySchedule;
 use crate::dns::verification::{Verification, VerificationRecord};
@@ -143,6 +147,11 @@ fn settled(code: u16, attempts: usize) -> Value {
 fn edge_state(observed: &edge_handler::status::Observed) -> Value {
     let status = edge_handler::status::next_status(&Default::default(), Some(GENERATION), observed);
     object("EdgeHandler", status.conditions)
+}
+
+fn split_state(observed: &split_test::status::Observed) -> Value {
+    let status = split_test::status::next_status(&Default::default(), Some(GENERATION), observed);
+    object("SplitTest", status.conditions)
 }
 
 fn webhook_state(decide: impl FnOnce(&mut Conditions<'_>)) -> Value {
@@ -350,6 +359,40 @@ fn end_states() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             })),
             "Failed",
             "Degraded",
+        ),
+        (
+            "SplitTest scheduled",
+            split_state(&SplitObserved::Scheduled {
+                start: Timestamp::from_second(1_900_000_000).unwrap(),
+            }),
+            "Current",
+            "Healthy",
+        ),
+        (
+            "SplitTest waiting for a variant's Deployment",
+            split_state(&SplitObserved::Running {
+                resolved: &[],
+                outcome: SplitRunning::WaitingForVariants,
+            }),
+            "InProgress",
+            "Progressing",
+        ),
+        (
+            "SplitTest held by another test of the Project",
+            split_state(&SplitObserved::Running {
+                resolved: &[],
+                outcome: SplitRunning::Outranked { by: "older" },
+            }),
+            "Failed",
+            "Degraded",
+        ),
+        (
+            "SplitTest stopped",
+            split_state(&SplitObserved::Stopped {
+                why: "spec.stopTime has passed",
+            }),
+            "Current",
+            "Suspended",
         ),
         (
             "Webhook subscribed",

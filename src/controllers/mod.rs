@@ -36,6 +36,7 @@ mod health_checks;
 pub mod hostname_claim;
 pub mod project;
 pub mod retry;
+pub mod split_test;
 pub mod watch_backoff;
 
 use watch_backoff::WatchBackoff;
@@ -177,6 +178,7 @@ pub fn all() -> Vec<KindController> {
         edge_handler::CONTROLLER,
         hostname_claim::CONTROLLER,
         project::CONTROLLER,
+        split_test::CONTROLLER,
         webhook::CONTROLLER,
         webhook_delivery::CONTROLLER,
     ]

@@ -34,6 +34,7 @@ use crate::api::edge_handler::{
 };
 use crate::api::validation;
 use crate::config::ServicePort;
+use crate::routing::Serving;
 
 /// Rules one HTTPRoute may hold (Gateway API's `maxItems`).
 pub const MAX_ROUTE_RULES: usize = 16;
@@ -205,23 +206,107 @@ impl EdgePlan {
     }
 
     /// The rules a route for a `served` hostname puts before the application's own rule;
-    /// `service` is the Service the route sends the rest to.
-    pub fn route_rules(&self, served: ServedHostname, service: &str) -> Vec<HttpRouteRules> {
-        self.rules
+    /// `serving` is what the route sends the rest to.
+    pub fn route_rules(&self, served: ServedHostname, serving: &Serving) -> Vec<HttpRouteRules> {
+        let mut rules: Vec<HttpRouteRules> = self
+            .rules
             .iter()
             .filter(|r| r.serves(served))
-            .map(|r| self.render(r, service))
-            .collect()
+            .map(|r| self.render(r, serving))
+            .collect();
+        if let Serving::Split(split) = serving {
+            // Every request meets the catch-all edge rule, if there is one, unless a more
+            // specific rule takes it; the variant rules outrank it, so they do what it does.
+            let catch_all = self.catch_all(served).map(|r| self.render(r, serving));
+            rules.extend(split.variant_rules(|service| match &catch_all {
+                Some(rule) => {
+                    let backends = match &rule.backend_refs {
+                        Some(refs) if refs.iter().all(|b| b.namespace.is_none()) => {
+                            Some(vec![super::service_backend(service)])
+                        }
+                        other => other.clone(),
+                    };
+                    (rule.filters.clone(), backends)
+                }
+                None => (None, Some(vec![super::service_backend(service)])),
+            }));
+        }
+        rules
     }
 
-    fn render(&self, placed: &PlacedRule, service: &str) -> HttpRouteRules {
+    /// The first rule for `served` hostnames that every request can meet: path prefix `/`
+    /// and no header condition.
+    fn catch_all(&self, served: ServedHostname) -> Option<&PlacedRule> {
+        self.rules.iter().filter(|r| r.serves(served)).find(|r| {
+            let path = &r.rule.matches.path;
+            path.kind == MatchType::PathPrefix
+                && path.value.trim_end_matches('/').is_empty()
+                && r.rule.matches.headers.is_empty()
+        })
+    }
+
+    /// Why a split test cannot run on the production route with these rules, if it cannot.
+    /// The split's rules (path `/` and one header) outrank a catch-all rule, which they
+    /// therefore copy, but not a rule with a more specific match that sends requests to the
+    /// application: on its paths a returning visitor would not keep their variant.
+    pub fn split_conflict(&self) -> Option<Refusal> {
+        // The split goes into the production route and the routes of the Domains that
+        // serve production.
+        [ServedHostname::Production, ServedHostname::Domain]
+            .into_iter()
+            .find_map(|served| self.split_conflict_for(served))
+    }
+
+    fn split_conflict_for(&self, served: ServedHostname) -> Option<Refusal> {
+        let catch_all = self.catch_all(served);
+        let conflict = |r: &PlacedRule, why: &str| Refusal {
+            reason: "EdgeRuleConflict",
+            field: "spec.projectRef".into(),
+            message: format!(
+                "{} of EdgeHandler {:?} {why}; narrow it with appliesTo or stop the split test",
+                r.label(),
+                r.handler
+            ),
+        };
+        for rule in self.rules.iter().filter(|r| r.serves(served)) {
+            if is_regex(&rule.rule) {
+                return Some(conflict(
+                    rule,
+                    "matches a regular-expression path, whose rank against the split's rules is the gateway's choice",
+                ));
+            }
+            if Some(rule) == catch_all {
+                if !rule.rule.matches.query_params.is_empty() {
+                    return Some(conflict(
+                        rule,
+                        "matches every path by query parameters, which the split's rules would outrank",
+                    ));
+                }
+                continue;
+            }
+            if rule.rule.rewrite.is_some() || rule.rule.headers.is_some() {
+                return Some(conflict(
+                    rule,
+                    "sends its requests to the application by a match the split's rules cannot carry, so a returning visitor would not keep their variant there",
+                ));
+            }
+        }
+        None
+    }
+
+    /// How many rules this plan puts in a route for `served` hostnames.
+    pub fn rule_count(&self, served: ServedHostname) -> usize {
+        self.rules.iter().filter(|r| r.serves(served)).count()
+    }
+
+    fn render(&self, placed: &PlacedRule, serving: &Serving) -> HttpRouteRules {
         let rule = &placed.rule;
         let matches = Some(vec![route_match(&rule.matches)]);
         let name = Some(super::bounded_to(
             &format!("edge-{}-{}", placed.handler, placed.index),
             253,
         ));
-        let app = || Some(vec![super::service_backend(service)]);
+        let app = || Some(serving.backends());
         let (filters, backend_refs) = if let Some(redirect) = &rule.redirect {
             let filter = HttpRouteRulesFilters {
                 r#type: HttpRouteRulesFiltersType::RequestRedirect,
@@ -551,7 +636,7 @@ mod tests {
         );
         let plan = plan_all(&[sample]);
         assert_eq!(plan.handlers["storefront-edge"], Ok(2));
-        let rules = plan.route_rules(ServedHostname::Production, "web-3");
+        let rules = plan.route_rules(ServedHostname::Production, &Serving::Service("web-3"));
         assert_eq!(rules.len(), 2);
 
         let redirect = &rules[0];
@@ -680,7 +765,8 @@ mod tests {
             refused.message
         );
         assert_eq!(
-            plan.route_rules(ServedHostname::Production, "web-1").len(),
+            plan.route_rules(ServedHostname::Production, &Serving::Service("web-1"))
+                .len(),
             1
         );
 
@@ -696,7 +782,7 @@ mod tests {
         let plan = plan_all(&[a, first]);
         assert_eq!(plan.handlers["0-admin"], Ok(1));
         assert_eq!(plan.handlers["a-headers"], Ok(1));
-        let rules = plan.route_rules(ServedHostname::Production, "web-1");
+        let rules = plan.route_rules(ServedHostname::Production, &Serving::Service("web-1"));
         assert!(
             rules[0]
                 .name
@@ -718,9 +804,17 @@ mod tests {
         );
         let plan = plan_all(&[h]);
         assert_eq!(plan.handlers["h"], Ok(2));
-        assert_eq!(plan.route_rules(ServedHostname::Production, "s").len(), 1);
-        assert_eq!(plan.route_rules(ServedHostname::Domain, "s").len(), 0);
-        let preview = plan.route_rules(ServedHostname::Preview, "s");
+        assert_eq!(
+            plan.route_rules(ServedHostname::Production, &Serving::Service("s"))
+                .len(),
+            1
+        );
+        assert_eq!(
+            plan.route_rules(ServedHostname::Domain, &Serving::Service("s"))
+                .len(),
+            0
+        );
+        let preview = plan.route_rules(ServedHostname::Preview, &Serving::Service("s"));
         assert_eq!(preview.len(), 1);
         let backend = &preview[0].backend_refs.as_ref().unwrap()[0];
         assert_eq!(backend.name, "clouddeck-responder");

@@ -12,6 +12,26 @@ use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
 
 pub mod edge;
+pub mod split;
+
+/// What a route sends the requests no edge rule answers to.
+#[derive(Clone, Copy, Debug)]
+pub enum Serving<'a> {
+    /// One Deployment's Service.
+    Service(&'a str),
+    /// A running split test's variants (production only).
+    Split(&'a split::SplitPlan),
+}
+
+impl Serving<'_> {
+    /// The backends of a rule that sends requests to the application.
+    pub fn backends(&self) -> Vec<HttpRouteRulesBackendRefs> {
+        match self {
+            Serving::Service(service) => vec![service_backend(service)],
+            Serving::Split(split) => split.weighted_backends(),
+        }
+    }
+}
 
 /// The port every CloudDeck Service exposes; it forwards to the application's port.
 pub const SERVICE_PORT: i32 = 80;
@@ -91,9 +111,19 @@ pub fn http_route(
     gateway: &RoutingConfig,
     edge: Vec<HttpRouteRules>,
 ) -> HttpRoute {
+    routed(meta, hostname, &Serving::Service(service), gateway, edge)
+}
+
+fn routed(
+    meta: ObjectMeta,
+    hostname: &str,
+    serving: &Serving,
+    gateway: &RoutingConfig,
+    edge: Vec<HttpRouteRules>,
+) -> HttpRoute {
     let mut rules = edge;
     rules.push(HttpRouteRules {
-        backend_refs: Some(vec![service_backend(service)]),
+        backend_refs: Some(serving.backends()),
         ..Default::default()
     });
     let spec = HttpRouteSpec {
@@ -120,14 +150,21 @@ pub fn http_route(
 pub fn project_route(
     meta: ObjectMeta,
     hostname: &str,
-    service: &str,
+    serving: &Serving,
     gateway: &RoutingConfig,
     plan: &edge::EdgePlan,
     served: ServedHostname,
 ) -> HttpRoute {
-    let rules = plan.route_rules(served, service);
-    let mut route = http_route(meta, hostname, service, gateway, rules);
+    let rules = plan.route_rules(served, serving);
+    let mut route = routed(meta, hostname, serving, gateway, rules);
     mark_edge_digest(&mut route.metadata, plan);
+    if let Serving::Split(split) = serving {
+        route
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(split::SPLIT_TEST_ANNOTATION.to_owned(), split.digest());
+    }
     route
 }
 
@@ -153,8 +190,16 @@ pub fn service_backend(service: &str) -> HttpRouteRulesBackendRefs {
 }
 
 /// The Service an HTTPRoute sends the requests no edge rule takes to (the backend of its
-/// last rule).
+/// last rule), or for a split production route the Deployment production serves.
 pub fn backend_service(route: &HttpRoute) -> Option<&str> {
+    if let Some(production) = route
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(split::PRODUCTION_ANNOTATION))
+    {
+        return Some(production);
+    }
     route
         .spec
         .rules

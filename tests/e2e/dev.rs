@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use clouddeck::api::{Deployment, DeploymentPhase, Domain};
+use clouddeck::api::{Deployment, DeploymentPhase, Domain, SplitTest};
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::ListParams;
@@ -127,6 +127,28 @@ async fn make_dev_builds_the_samples_from_local_git_and_they_answer() {
             "{name} answered {body:?}"
         );
     }
+
+    // The sample split test runs on the two sample Deployments, 90/10.
+    let tests = Api::<SplitTest>::namespaced(client.clone(), &ns.name);
+    let running = eventually("the sample SplitTest running", TIMEOUT, || async {
+        let test = tests.get("checkout-redesign").await.ok()?;
+        let status = test.status?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == "Running").then_some(status)
+    })
+    .await;
+    let shares: Vec<(Option<String>, i32)> = running
+        .variants
+        .iter()
+        .map(|v| (v.deployment.clone(), v.weight))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            (Some("storefront-3f9c2ab".into()), 90),
+            (Some("storefront-pr-42".into()), 10)
+        ]
+    );
 
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     for name in ["example-com", "www-example-com"] {

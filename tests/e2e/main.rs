@@ -27,6 +27,8 @@ mod domains;
 
 mod edge;
 
+mod split;
+
 mod hostnames;
 
 mod cron_jobs;

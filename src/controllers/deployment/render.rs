@@ -209,7 +209,7 @@ pub fn preview_route(
     routing::project_route(
         meta,
         &hostname,
-        &name,
+        &routing::Serving::Service(&name),
         routing,
         edge,
         ServedHostname::Preview,

@@ -27,13 +27,17 @@ use kube::{Api, ResourceExt};
 use tracing::error;
 
 use super::{Context, ControllerRun, KindController};
+use crate::api::deployment::Deployment;
 use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
+use crate::api::split_test::SplitTest;
 use crate::config::DomainConfig;
 use crate::controllers::edge_handler::matching_in;
 use crate::controllers::retry::Backoffs;
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
+use crate::routing::edge::EdgePlan;
+use crate::routing::split::{self, SplitPlan};
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
@@ -51,7 +55,44 @@ pub struct DomainContext {
     /// `Err` and claims nothing.
     pub domains: Store<DeserializeGuard<Domain>>,
     pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
+    pub split_tests: Store<DeserializeGuard<SplitTest>>,
+    pub deployments: Store<DeserializeGuard<Deployment>>,
     pub recorder: Recorder,
+}
+
+impl DomainContext {
+    /// The split of production the Domain's route carries, decided as for the production
+    /// route (see [`crate::routing::split::decide`]).
+    pub fn split_of(&self, domain: &Domain, edge: &EdgePlan) -> Option<SplitPlan> {
+        let namespace = domain.namespace();
+        let project = &domain.spec.project_ref.name;
+        let tests: Vec<SplitTest> = self
+            .split_tests
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|t| t.namespace() == namespace && &t.spec.project_ref.name == project)
+            .cloned()
+            .collect();
+        if tests.is_empty() {
+            return None;
+        }
+        let deployments: Vec<Deployment> = self
+            .deployments
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|d| d.namespace() == namespace && &d.spec.project_ref.name == project)
+            .cloned()
+            .collect();
+        split::decide(
+            &tests.iter().collect::<Vec<_>>(),
+            &deployments,
+            edge,
+            k8s_openapi::jiff::Timestamp::now(),
+        )
+        .plan
+    }
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
@@ -84,7 +125,38 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             |_| {},
         );
         let of_project = domains.clone();
+        // A running SplitTest of the Project splits the routes of Domains that serve
+        // production; which variants are served depends on the Deployments.
+        let (split_tests, split_events) = run.cache(
+            Api::<DeserializeGuard<SplitTest>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let (deployments, deployment_events) = run.cache(
+            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
+        let of_split = domains.clone();
         let controller = controller
+            .watches_stream(
+                split_events.touched_objects(),
+                move |guard: DeserializeGuard<SplitTest>| {
+                    let Ok(test) = &guard.0 else {
+                        return Vec::new();
+                    };
+                    let project = test.spec.project_ref.name.clone();
+                    matching_in(&of_split, test.namespace(), |d: &Domain| {
+                        d.spec.project_ref.name == project
+                    })
+                },
+            )
+            // Kept current for the split; a Deployment going Ready moves the production
+            // route, which the Domains serving it follow.
+            .watches_stream(
+                deployment_events.touched_objects(),
+                |_: DeserializeGuard<Deployment>| Vec::<ObjectRef<DeserializeGuard<Domain>>>::new(),
+            )
             // A Project's EdgeHandlers go into the route of each Domain that serves it.
             .watches_stream(
                 edge_events.touched_objects(),
@@ -136,6 +208,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             resolver,
             domains,
             edge_handlers,
+            split_tests,
+            deployments,
         });
         run.drive(controller.run(
             run.tracked(reconcile::reconcile),

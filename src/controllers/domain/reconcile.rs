@@ -288,12 +288,18 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 &domain.spec.project_ref.name,
                 &ctx.ctx.config.routing,
             );
+            // A Domain that serves production is split with it.
+            let split = match (&domain.spec.branch, target) {
+                (None, render::RouteTarget::Service(_)) => ctx.split_of(domain, &edge),
+                _ => None,
+            };
             let route = render::route(
                 domain,
                 &hostname,
                 target,
                 &ctx.ctx.config.routing,
                 &edge,
+                split.as_ref(),
                 &owner,
             );
             routes

@@ -13,7 +13,7 @@ use crate::api::domain::{Domain, IssuerKind, IssuerReference};
 use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
-use crate::routing::{self, bounded_name, edge::EdgePlan};
+use crate::routing::{self, bounded_name, edge::EdgePlan, split::SplitPlan};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PROJECT_LABEL: &str = "clouddeck.io/project";
@@ -88,6 +88,7 @@ pub fn route(
     target: &RouteTarget,
     gateway: &RoutingConfig,
     edge: &EdgePlan,
+    split: Option<&SplitPlan>,
     owner: &OwnerReference,
 ) -> HttpRoute {
     let domain_name = domain.metadata.name.clone().unwrap_or_default();
@@ -99,7 +100,10 @@ pub fn route(
         RouteTarget::Service(service) => routing::project_route(
             meta,
             hostname,
-            service,
+            &match split {
+                Some(split) => routing::Serving::Split(split),
+                None => routing::Serving::Service(service),
+            },
             gateway,
             edge,
             ServedHostname::Domain,
@@ -325,6 +329,7 @@ mod tests {
             &RouteTarget::Service("web-2".into()),
             &gateway(),
             &EdgePlan::default(),
+            None,
             &owner(),
         );
         let json = serde_json::to_value(&route).unwrap();
@@ -385,6 +390,7 @@ mod tests {
             &target,
             &gateway(),
             &EdgePlan::default(),
+            None,
             &owner(),
         );
         let json = serde_json::to_value(&route).unwrap();

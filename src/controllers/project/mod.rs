@@ -26,6 +26,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
+use crate::api::split_test::SplitTest;
 use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
 
@@ -64,7 +65,23 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
             |_| {},
         );
+        let (split_tests, split_events) = run.cache(
+            Api::<DeserializeGuard<SplitTest>>::all(client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        );
         let controller = controller
+            // A running SplitTest splits its production route.
+            .watches_stream(
+                split_events.touched_objects(),
+                |guard: DeserializeGuard<SplitTest>| {
+                    let test = guard.0.as_ref().ok()?;
+                    Some(
+                        ObjectRef::<DeserializeGuard<Project>>::new(&test.spec.project_ref.name)
+                            .within(&test.namespace()?),
+                    )
+                },
+            )
             // Its EdgeHandlers go into its production and branch alias routes.
             .watches_stream(
                 edge_events.touched_objects(),
@@ -116,6 +133,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 routes,
                 claims,
                 edge_handlers,
+                split_tests,
                 applied: Applied::default(),
                 held: Mutex::default(),
             }),
@@ -136,6 +154,7 @@ pub struct ProjectContext {
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
     pub claims: Store<DeserializeGuard<HostnameClaim>>,
     pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
+    pub split_tests: Store<DeserializeGuard<SplitTest>>,
     pub applied: Applied,
     /// Per production hostname, the `resourceVersion` of its claim when the API last said
     /// this Project holds it (see [`ProjectContext::still_holds`]).
@@ -152,6 +171,19 @@ impl ProjectContext {
             .iter()
             .filter_map(|guard| guard.0.as_ref().ok())
             .filter(|d| d.namespace() == namespace && d.spec.project_ref.name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The SplitTests of `project` that this release can read, from the cache.
+    pub fn split_tests_of(&self, project: &Project) -> Vec<SplitTest> {
+        let namespace = project.namespace();
+        let name = project.name_any();
+        self.split_tests
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|t| t.namespace() == namespace && t.spec.project_ref.name == name)
             .cloned()
             .collect()
     }

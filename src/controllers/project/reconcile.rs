@@ -30,7 +30,7 @@ use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
-use crate::routing;
+use crate::routing::{self, Serving, split};
 
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<Project>>,
@@ -161,15 +161,30 @@ async fn reconcile_project(
         &name,
         &ctx.config.routing,
     );
+    let mut next_window = None;
     if let Some(serving) = serving {
-        let route = render::production_route(
-            project,
-            &key,
-            &serving.name_any(),
-            &ctx.config.routing,
+        let tests = project_ctx.split_tests_of(project);
+        let split = split::decide(
+            &tests.iter().collect::<Vec<_>>(),
+            &deployments,
             &edge,
-            &owner,
+            Timestamp::now(),
         );
+        next_window = split.next;
+        let service = serving.name_any();
+        let target = match &split.plan {
+            Some(plan) => Serving::Split(plan),
+            None => Serving::Service(&service),
+        };
+        let mut route =
+            render::production_route(project, &key, &target, &ctx.config.routing, &edge, &owner);
+        if split.plan.is_some() {
+            route
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(split::PRODUCTION_ANNOTATION.to_owned(), service.clone());
+        }
         applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
         next.production_deployment = Some(serving.name_any());
         next.production_url = Some(production_url.clone());
@@ -333,7 +348,15 @@ async fn reconcile_project(
             .await;
         }
     }
-    Ok(Action::requeue(ctx.config.resync_period))
+    // A split test's window opens or closes: render production again then.
+    let until_window = next_window
+        .and_then(|at| at.duration_since(Timestamp::now()).try_into().ok())
+        .map(|wait: std::time::Duration| wait + std::time::Duration::from_secs(1));
+    Ok(Action::requeue(
+        until_window.map_or(ctx.config.resync_period, |w| {
+            w.min(ctx.config.resync_period)
+        }),
+    ))
 }
 
 /// The key this Project holds (see [`crate::hostnames`]), taking it if it can: the one its

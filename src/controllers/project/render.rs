@@ -18,7 +18,7 @@ use crate::controllers::deployment::status::AVAILABLE_REASON;
 use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
 use crate::delivery::PlatformEvent;
 use crate::hostnames::scheme;
-use crate::routing::{self, edge::EdgePlan};
+use crate::routing::{self, Serving, edge::EdgePlan};
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {
     d.status.as_ref().and_then(|s| s.phase)
@@ -294,7 +294,7 @@ pub fn stale_aliases<'a>(
 pub fn production_route(
     project: &Project,
     key: &str,
-    service: &str,
+    serving: &Serving,
     routing: &RoutingConfig,
     edge: &EdgePlan,
     owner: &OwnerReference,
@@ -308,7 +308,7 @@ pub fn production_route(
     routing::project_route(
         meta,
         &scheme::production_hostname(key, &routing.base_domain),
-        service,
+        serving,
         routing,
         edge,
         ServedHostname::Production,
@@ -334,7 +334,7 @@ pub fn branch_route(
     routing::project_route(
         meta,
         &scheme::branch_hostname(key, branch, &routing.base_domain),
-        service,
+        &Serving::Service(service),
         routing,
         edge,
         ServedHostname::BranchAlias,
@@ -644,7 +644,14 @@ mod tests {
             ..Default::default()
         };
         let p = project(json!({}));
-        let route = production_route(&p, "web", "web-2", &routing, &EdgePlan::default(), &owner);
+        let route = production_route(
+            &p,
+            "web",
+            &Serving::Service("web-2"),
+            &routing,
+            &EdgePlan::default(),
+            &owner,
+        );
         assert_eq!(route.metadata.name.as_deref(), Some("web-production"));
         assert_eq!(
             route.spec.hostnames.as_ref().unwrap()[0],
@@ -677,7 +684,7 @@ mod tests {
         let route = production_route(
             &p,
             "web-1a2b3c4d",
-            "web-2",
+            &Serving::Service("web-2"),
             &routing,
             &EdgePlan::default(),
             &owner,

@@ -1,0 +1,281 @@
+//! One reconcile of a SplitTest: read (caches) → decide, as the Project controller does,
+//! which test splits production → status, Events and `splittest.updated` on a phase change
+//! → look again at the next start or stop time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info_span};
+
+use super::status::{self, Observed, Running};
+use super::{NAME, SplitContext};
+use crate::api::conditions::{READY, STALLED, find};
+use crate::api::deployment::Deployment;
+use crate::api::split_test::{SplitTest, SplitTestPhase, SplitTestStatus};
+use crate::controllers::deployment::{Error, Result};
+use crate::controllers::edge_handler::plan_of;
+use crate::controllers::events::{publish, reject_malformed, report_error};
+use crate::controllers::{FIELD_MANAGER, retry};
+use crate::delivery::PlatformEvent;
+use crate::routing::split::{self, SPLIT_TEST_ANNOTATION};
+
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<SplitTest>>,
+    split: Arc<SplitContext>,
+) -> Result<Action> {
+    let ctx = &split.ctx;
+    let test = match &guard.0 {
+        Ok(test) => test,
+        Err(invalid) => {
+            reject_malformed(ctx, &*guard, &invalid.error).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let namespace = test.namespace().unwrap_or_default();
+    let span =
+        info_span!("reconcile", controller = NAME, namespace = %namespace, name = %test.name_any());
+    let timer = ctx.metrics.reconcile.start(NAME);
+    let result = reconcile_test(test, &split).instrument(span).await;
+    timer.finish(&result);
+    match &result {
+        Ok(_) => split.backoffs.succeeded(&retry::key(test)),
+        Err(err) => report_error(ctx, test, err).await,
+    }
+    result
+}
+
+async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action> {
+    let ctx = &split.ctx;
+    let namespace = test.namespace().unwrap_or_default();
+    let name = test.name_any();
+    let project_name = &test.spec.project_ref.name;
+    let previous = test.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+
+    let project = split
+        .projects
+        .get(&ObjectRef::new(project_name).within(&namespace))
+        .and_then(|guard| guard.0.as_ref().ok().cloned());
+    let deployments: Vec<Deployment> = split
+        .deployments
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|d| &d.spec.project_ref.name == project_name)
+        .cloned()
+        .collect();
+    let siblings: Vec<SplitTest> = split
+        .tests
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|t| &t.spec.project_ref.name == project_name)
+        .cloned()
+        .collect();
+    let edge = plan_of(
+        &split.edge_handlers,
+        &namespace,
+        project_name,
+        &ctx.config.routing,
+    );
+    let decision = split::decide(
+        &siblings.iter().collect::<Vec<_>>(),
+        &deployments,
+        &edge,
+        now,
+    );
+    let resolved = split::resolve(&test.spec, &deployments);
+    let route = crate::routing::production_route_name(project_name);
+    let carried = split
+        .routes
+        .get(&ObjectRef::new(&route).within(&namespace))
+        .and_then(|r| {
+            r.metadata
+                .annotations
+                .as_ref()?
+                .get(SPLIT_TEST_ANNOTATION)
+                .cloned()
+        });
+
+    let (phase, next) = split::window(&test.spec, now);
+    let observed = match phase {
+        _ if project.is_none() => Observed::NoProject,
+        SplitTestPhase::Stopped if !test.spec.active => Observed::Stopped {
+            why: "spec.active is false: production serves as without the test",
+        },
+        SplitTestPhase::Stopped => Observed::Stopped {
+            why: "spec.stopTime has passed: production serves as without the test",
+        },
+        SplitTestPhase::Scheduled => Observed::Scheduled {
+            start: next.unwrap_or(now),
+        },
+        SplitTestPhase::Running => Observed::Running {
+            resolved: &resolved,
+            outcome: match (&decision.plan, &decision.held) {
+                (Some(plan), _) if plan.test == name => Running::Splitting {
+                    plan,
+                    applied: carried.as_deref() == Some(plan.digest().as_str()),
+                },
+                (Some(plan), _) => Running::Outranked { by: &plan.test },
+                (None, Some((held, refusal))) if held == &name => Running::Refused(refusal),
+                (None, Some((held, _))) => Running::Outranked { by: held },
+                (None, None) => Running::WaitingForVariants,
+            },
+        },
+    };
+    let next_status = status::next_status(&previous, test.metadata.generation, &observed);
+    report(ctx, test, &previous, &next_status, &resolved).await?;
+    write_status(ctx, test, &next_status).await?;
+
+    let until_window = next
+        .and_then(|at| at.duration_since(now).try_into().ok())
+        .map(|wait: Duration| wait + Duration::from_secs(1));
+    Ok(Action::requeue(
+        until_window.map_or(ctx.config.resync_period, |w| {
+            w.min(ctx.config.resync_period)
+        }),
+    ))
+}
+
+/// Events for what changed: Started and Stopped (Normal), a variant without a Ready
+/// Deployment and a refusal (Warning), once each; `splittest.updated` on a phase change.
+async fn report(
+    ctx: &crate::controllers::Context,
+    test: &SplitTest,
+    previous: &SplitTestStatus,
+    next: &SplitTestStatus,
+    resolved: &[split::Resolved],
+) -> Result<()> {
+    let ready = |s: &SplitTestStatus| {
+        find(&s.conditions, READY).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if ready(previous) != ready(next)
+        && let Some(condition) = find(&next.conditions, READY)
+        && matches!(
+            condition.reason.as_str(),
+            "Running" | "Stopped" | "Scheduled"
+        )
+    {
+        publish(
+            &ctx.recorder,
+            test,
+            EventType::Normal,
+            &condition.reason,
+            "Split",
+            &condition.message,
+        )
+        .await;
+    }
+    let stalled = |s: &SplitTestStatus| find(&s.conditions, STALLED).map(|c| c.message.clone());
+    if let Some(condition) = find(&next.conditions, STALLED)
+        && stalled(previous) != stalled(next)
+    {
+        publish(
+            &ctx.recorder,
+            test,
+            EventType::Warning,
+            &condition.reason,
+            "Split",
+            &condition.message,
+        )
+        .await;
+    }
+    let unserved = |s: &SplitTestStatus| -> Vec<String> {
+        s.variants
+            .iter()
+            .filter(|v| v.deployment.is_none())
+            .map(|v| v.name.clone())
+            .collect()
+    };
+    if next.phase == Some(SplitTestPhase::Running) && unserved(next) != unserved(previous) {
+        for variant in resolved.iter().filter(|v| v.deployment.is_none()) {
+            let message = format!(
+                "variant {:?} has no Ready Deployment ({}); its share goes to the other variants",
+                variant.name,
+                test.spec
+                    .variants
+                    .iter()
+                    .find(|v| v.name == variant.name)
+                    .map(|v| match (&v.deployment, &v.branch) {
+                        (Some(d), _) => format!("Deployment {d}"),
+                        (_, Some(b)) => format!("branch {b}"),
+                        _ => String::new(),
+                    })
+                    .unwrap_or_default()
+            );
+            publish(
+                &ctx.recorder,
+                test,
+                EventType::Warning,
+                "VariantUnavailable",
+                "Split",
+                &message,
+            )
+            .await;
+        }
+    }
+    if previous.phase != next.phase
+        && let Some(phase) = next.phase
+    {
+        let phase = format!("{phase:?}");
+        let event = PlatformEvent::new(
+            "splittest.updated",
+            format!(
+                "{}/splittest.updated/{phase}/{}",
+                test.uid().unwrap_or_default(),
+                test.metadata.generation.unwrap_or_default()
+            ),
+            &test.namespace().unwrap_or_default(),
+            format!(
+                "{}: split test {} is {}",
+                test.spec.project_ref.name,
+                test.name_any(),
+                phase.to_lowercase()
+            ),
+        )
+        .with_project(&test.spec.project_ref.name, Default::default())
+        .with("splitTest", test.name_any())
+        .with("phase", phase)
+        .with(
+            "variants",
+            serde_json::to_value(&next.variants).unwrap_or_default(),
+        );
+        ctx.publisher()
+            .publish(&event)
+            .await
+            .map_err(|err| Error::Publish(Box::new(err)))?;
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &crate::controllers::Context,
+    test: &SplitTest,
+    status: &SplitTestStatus,
+) -> Result<()> {
+    if test.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api =
+        Api::<SplitTest>::namespaced(ctx.client.clone(), &test.namespace().unwrap_or_default());
+    let patch =
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "SplitTest", "status": status });
+    api.patch_status(
+        &test.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::from)?;
+    Ok(())
+}
