@@ -184,6 +184,51 @@ pub fn all() -> Vec<KindController> {
     ]
 }
 
+/// The readable objects of `store` in `namespace` that `matches` accepts, for the
+/// `watches_stream` mappers that fan one change out to the objects it concerns.
+pub fn matching_in<K>(
+    store: &Store<DeserializeGuard<K>>,
+    namespace: Option<String>,
+    matches: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<K>>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
+{
+    store
+        .state()
+        .iter()
+        .filter(|guard| {
+            guard
+                .0
+                .as_ref()
+                .is_ok_and(|o| kube::ResourceExt::namespace(o) == namespace && matches(o))
+        })
+        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+        .collect()
+}
+
+/// The readable objects of `store` in `namespace` that `matches` accepts, cloned: what a
+/// reconcile reads of another kind, from the cache.
+pub fn readable_in<K>(
+    store: &Store<DeserializeGuard<K>>,
+    namespace: Option<&str>,
+    matches: impl Fn(&K) -> bool,
+) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|o| o.meta().namespace.as_deref() == namespace && matches(o))
+        .cloned()
+        .collect()
+}
+
+/// One item of a watch: an event, or the error the watch reports.
+pub type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
+
 /// Handed to [`KindController::run`] each time leadership starts it.
 pub struct ControllerRun {
     pub ctx: Arc<Context>,
@@ -262,6 +307,26 @@ impl ControllerRun {
         });
         self.report_cache_sync(store.clone());
         (store, reflector(writer, events))
+    }
+
+    /// [`ControllerRun::cache`] of every object of kind `K` in the cluster, each behind a
+    /// [`DeserializeGuard`]: an object this release cannot read is an `Err` in the cache, not
+    /// a stopped watch.
+    pub fn cache_all<K>(
+        &self,
+    ) -> (
+        Store<DeserializeGuard<K>>,
+        impl Stream<Item = WatchEvent<DeserializeGuard<K>>> + Send + 'static,
+    )
+    where
+        DeserializeGuard<K>: Clone + kube::Resource<DynamicType = ()>,
+        DeserializeGuard<K>: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        self.cache(
+            Api::all(self.ctx.client.clone()),
+            watcher::Config::default(),
+            |_| {},
+        )
     }
 
     /// A watch of `api` with its own backoff ([`WatchBackoff`]) whose errors are reported

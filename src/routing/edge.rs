@@ -527,56 +527,52 @@ fn nonempty<T>(items: Vec<T>) -> Option<Vec<T>> {
     (!items.is_empty()).then_some(items)
 }
 
+/// A request or response header modifier from [`HeaderChanges`]: the two Gateway API
+/// types have the same shape under different names.
+macro_rules! header_modifier {
+    ($changes:expr, $modifier:ident, $add:ident, $set:ident) => {
+        $modifier {
+            add: nonempty(
+                $changes
+                    .add
+                    .iter()
+                    .map(|h| $add {
+                        name: h.name.clone(),
+                        value: h.value.clone(),
+                    })
+                    .collect(),
+            ),
+            set: nonempty(
+                $changes
+                    .set
+                    .iter()
+                    .map(|h| $set {
+                        name: h.name.clone(),
+                        value: h.value.clone(),
+                    })
+                    .collect(),
+            ),
+            remove: nonempty($changes.remove.clone()),
+        }
+    };
+}
+
 fn request_headers(changes: &HeaderChanges) -> HttpRouteRulesFiltersRequestHeaderModifier {
-    HttpRouteRulesFiltersRequestHeaderModifier {
-        add: nonempty(
-            changes
-                .add
-                .iter()
-                .map(|h| HttpRouteRulesFiltersRequestHeaderModifierAdd {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-        ),
-        set: nonempty(
-            changes
-                .set
-                .iter()
-                .map(|h| HttpRouteRulesFiltersRequestHeaderModifierSet {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-        ),
-        remove: nonempty(changes.remove.clone()),
-    }
+    header_modifier!(
+        changes,
+        HttpRouteRulesFiltersRequestHeaderModifier,
+        HttpRouteRulesFiltersRequestHeaderModifierAdd,
+        HttpRouteRulesFiltersRequestHeaderModifierSet
+    )
 }
 
 fn response_headers(changes: &HeaderChanges) -> HttpRouteRulesFiltersResponseHeaderModifier {
-    HttpRouteRulesFiltersResponseHeaderModifier {
-        add: nonempty(
-            changes
-                .add
-                .iter()
-                .map(|h| HttpRouteRulesFiltersResponseHeaderModifierAdd {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-        ),
-        set: nonempty(
-            changes
-                .set
-                .iter()
-                .map(|h| HttpRouteRulesFiltersResponseHeaderModifierSet {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-        ),
-        remove: nonempty(changes.remove.clone()),
-    }
+    header_modifier!(
+        changes,
+        HttpRouteRulesFiltersResponseHeaderModifier,
+        HttpRouteRulesFiltersResponseHeaderModifierAdd,
+        HttpRouteRulesFiltersResponseHeaderModifierSet
+    )
 }
 
 #[cfg(test)]

@@ -106,27 +106,16 @@ fn rfc3339(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// User story: "I split production 90/10 between the current deployment and a candidate
-/// until a stop time: first-time visitors get a variant by weight and a cookie that keeps
-/// them on it, the override header or cookie forces one, and when the time is up
-/// production is plain again. A test whose candidate has no Ready Deployment, or that my
-/// EdgeHandler's rewrite would break, leaves production alone and says why."
-#[tokio::test]
-async fn a_split_test_splits_production_by_weight_and_cookie_until_its_stop_time() {
-    let client = support::client().await;
-    let ns = TestNamespace::new(&client, "e2e-split").await;
-    let _serial = support::one_operator_test_at_a_time().await;
-    let _operator = support::Operator::builder(&ns.name, "split")
-        .start_leading()
-        .await;
-    support::recording_webhook(&client, &ns.name, "split-events", &["splittest.updated"]).await;
+/// Project `storefront` with `storefront-1` (production) and `storefront-2` (preview),
+/// both Ready.
+async fn storefront_with_two_deployments(client: &Client, namespace: &str) {
     create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        &Api::<Project>::namespaced(client.clone(), namespace),
         json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
                 "metadata": { "name": "storefront" }, "spec": { "image": IMAGE } }),
     )
     .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
     for (name, target) in [("storefront-1", "production"), ("storefront-2", "preview")] {
         create(
             &deployments,
@@ -142,6 +131,23 @@ async fn a_split_test_splits_production_by_weight_and_cookie_until_its_stop_time
         })
         .await;
     }
+}
+
+/// User story: "I split production 90/10 between the current deployment and a candidate
+/// until a stop time: first-time visitors get a variant by weight and a cookie that keeps
+/// them on it, the override header or cookie forces one, and when the time is up
+/// production is plain again. A test whose candidate has no Ready Deployment, or that my
+/// EdgeHandler's rewrite would break, leaves production alone and says why."
+#[tokio::test]
+async fn a_split_test_splits_production_by_weight_and_cookie_until_its_stop_time() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-split").await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "split")
+        .start_leading()
+        .await;
+    support::recording_webhook(&client, &ns.name, "split-events", &["splittest.updated"]).await;
+    storefront_with_two_deployments(&client, &ns.name).await;
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
     wait_route(&routes, "plain production", |r| rule_names(r) == ["app"]).await;
 
@@ -349,23 +355,7 @@ async fn a_scheduled_split_test_waits_for_its_start_time() {
     let _operator = support::Operator::builder(&ns.name, "split")
         .start_leading()
         .await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
-                "metadata": { "name": "storefront" }, "spec": { "image": IMAGE } }),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    for (name, target) in [("storefront-1", "production"), ("storefront-2", "preview")] {
-        create(
-            &deployments,
-            json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-                    "metadata": { "name": name },
-                    "spec": { "projectRef": { "name": "storefront" }, "target": target,
-                              "source": { "image": IMAGE } } }),
-        )
-        .await;
-    }
+    storefront_with_two_deployments(&client, &ns.name).await;
     let tests = Api::<SplitTest>::namespaced(client.clone(), &ns.name);
     let start = Timestamp::now() + SignedDuration::from_secs(15);
     create(

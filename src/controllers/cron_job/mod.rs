@@ -68,11 +68,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default().labels(&format!("{MANAGED},{}", render::CRONJOB_LABEL)),
             keep_only_container_states,
         );
-        let (projects, project_events) = run.cache(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (projects, project_events) = run.cache_all::<Project>();
         let (deployments, deployment_events) = run.cache(
             Api::<DeserializeGuard<Deployment>>::all(client.clone()),
             watcher::Config::default(),

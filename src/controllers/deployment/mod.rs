@@ -34,7 +34,7 @@ use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::api::validation::InvalidField;
-use crate::controllers::edge_handler::matching_in;
+use crate::controllers::matching_in;
 use crate::controllers::retry::{self, Backoffs};
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -228,16 +228,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (services, service_events) = run.cached_children::<Service>(managed());
         let (routes, route_events) = run.cached_children::<HttpRoute>(managed());
         // Read by every reconcile (its Project), so cached rather than asked for.
-        let (projects, project_events) = run.cache(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (edge_handlers, edge_events) = run.cache(
-            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (projects, project_events) = run.cache_all::<Project>();
+        let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
         let of_project = store.clone();
         let controller = controller
             // A Project's EdgeHandlers go into each of its preview routes.

@@ -32,8 +32,8 @@ use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::split_test::SplitTest;
 use crate::config::DomainConfig;
-use crate::controllers::edge_handler::matching_in;
 use crate::controllers::retry::Backoffs;
+use crate::controllers::{matching_in, readable_in};
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
 use crate::routing::edge::EdgePlan;
@@ -66,25 +66,15 @@ impl DomainContext {
     pub fn split_of(&self, domain: &Domain, edge: &EdgePlan) -> Option<SplitPlan> {
         let namespace = domain.namespace();
         let project = &domain.spec.project_ref.name;
-        let tests: Vec<SplitTest> = self
-            .split_tests
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|t| t.namespace() == namespace && &t.spec.project_ref.name == project)
-            .cloned()
-            .collect();
+        let tests = readable_in(&self.split_tests, namespace.as_deref(), |t: &SplitTest| {
+            &t.spec.project_ref.name == project
+        });
         if tests.is_empty() {
             return None;
         }
-        let deployments: Vec<Deployment> = self
-            .deployments
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|d| d.namespace() == namespace && &d.spec.project_ref.name == project)
-            .cloned()
-            .collect();
+        let deployments = readable_in(&self.deployments, namespace.as_deref(), |d: &Deployment| {
+            &d.spec.project_ref.name == project
+        });
         split::decide(
             &tests.iter().collect::<Vec<_>>(),
             &deployments,
@@ -119,24 +109,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let followers = domains.clone();
         let claimants = domains.clone();
         let base = run.ctx.config.routing.base_domain.clone();
-        let (edge_handlers, edge_events) = run.cache(
-            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
         let of_project = domains.clone();
         // A running SplitTest of the Project splits the routes of Domains that serve
         // production; which variants are served depends on the Deployments.
-        let (split_tests, split_events) = run.cache(
-            Api::<DeserializeGuard<SplitTest>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (deployments, deployment_events) = run.cache(
-            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (split_tests, split_events) = run.cache_all::<SplitTest>();
+        let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let of_split = domains.clone();
         let controller = controller
             .watches_stream(

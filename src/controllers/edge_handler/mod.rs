@@ -19,14 +19,14 @@ use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
 use super::deployment::render::PROJECT_LABEL;
 use super::deployment::{Error, MANAGED};
-use super::{ControllerRun, KindController};
+use super::{ControllerRun, KindController, matching_in};
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::config::RoutingConfig;
@@ -55,29 +55,6 @@ pub fn plan_of(
         })
         .collect();
     EdgePlan::new(&mine, routing.deny_responder.as_ref())
-}
-
-/// The readable objects of `store` in `namespace` that `matches` accepts, for the
-/// `watches_stream` mappers that fan one change out to the objects it concerns.
-pub fn matching_in<K>(
-    store: &Store<DeserializeGuard<K>>,
-    namespace: Option<String>,
-    matches: impl Fn(&K) -> bool,
-) -> Vec<ObjectRef<DeserializeGuard<K>>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
-{
-    store
-        .state()
-        .iter()
-        .filter(|guard| {
-            guard
-                .0
-                .as_ref()
-                .is_ok_and(|o| o.namespace() == namespace && matches(o))
-        })
-        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-        .collect()
 }
 
 /// What an EdgeHandler reconcile reads besides the shared context: every EdgeHandler (the
@@ -110,11 +87,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let by_sibling = handlers.clone();
         let (routes, route_events) =
             run.cached_children::<HttpRoute>(watcher::Config::default().labels(MANAGED));
-        let (projects, project_events) = run.cache(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (projects, project_events) = run.cache_all::<Project>();
         // The grants live in the deny responder's namespace. Without a responder no grant
         // is made and none is watched (the operator may not even read that namespace).
         let (grants, grant_events) = match &run.ctx.config.routing.deny_responder {

@@ -68,16 +68,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let client = run.ctx.client.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let wildcards = run.ctx.config.domains.allow_wildcard_domains;
-        let (projects, project_events) = run.cache(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (domains, domain_events) = run.cache(
-            Api::<DeserializeGuard<Domain>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (projects, project_events) = run.cache_all::<Project>();
+        let (domains, domain_events) = run.cache_all::<Domain>();
         let controller = run
             .controller(
                 Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),

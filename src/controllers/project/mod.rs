@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
 use super::deployment::{Error, MANAGED};
-use super::{Context, ControllerRun, KindController};
+use super::{Context, ControllerRun, KindController, readable_in};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
@@ -48,28 +48,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let base = run.ctx.config.routing.base_domain.clone();
         // Cached, so that a look that finds nothing changed asks the API nothing: the
         // Deployments of each Project, the routes it applies, the claims it holds.
-        let (deployments, deployment_events) = run.cache(
-            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let (routes, route_events) =
             run.cached_children::<HttpRoute>(watcher::Config::default().labels(MANAGED));
-        let (claims, claim_events) = run.cache(
-            Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (edge_handlers, edge_events) = run.cache(
-            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (split_tests, split_events) = run.cache(
-            Api::<DeserializeGuard<SplitTest>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (claims, claim_events) = run.cache_all::<HostnameClaim>();
+        let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
+        let (split_tests, split_events) = run.cache_all::<SplitTest>();
         let controller = controller
             // A running SplitTest splits its production route.
             .watches_stream(
@@ -164,28 +148,18 @@ pub struct ProjectContext {
 impl ProjectContext {
     /// The Deployments of `project` that this release can read, from the cache.
     pub fn deployments_of(&self, project: &Project) -> Vec<Deployment> {
-        let namespace = project.namespace();
         let name = project.name_any();
-        self.deployments
-            .state()
-            .iter()
-            .filter_map(|guard| guard.0.as_ref().ok())
-            .filter(|d| d.namespace() == namespace && d.spec.project_ref.name == name)
-            .cloned()
-            .collect()
+        readable_in(&self.deployments, project.namespace().as_deref(), |d| {
+            d.spec.project_ref.name == name
+        })
     }
 
     /// The SplitTests of `project` that this release can read, from the cache.
     pub fn split_tests_of(&self, project: &Project) -> Vec<SplitTest> {
-        let namespace = project.namespace();
         let name = project.name_any();
-        self.split_tests
-            .state()
-            .iter()
-            .filter_map(|guard| guard.0.as_ref().ok())
-            .filter(|t| t.namespace() == namespace && t.spec.project_ref.name == name)
-            .cloned()
-            .collect()
+        readable_in(&self.split_tests, project.namespace().as_deref(), |t| {
+            t.spec.project_ref.name == name
+        })
     }
 
     /// The names of the cached routes in `namespace` whose labels satisfy `wanted`.

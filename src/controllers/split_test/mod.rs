@@ -22,12 +22,12 @@ use kube::{Api, ResourceExt};
 
 use super::deployment::render::PROJECT_LABEL;
 use super::deployment::{Error, MANAGED};
-use super::edge_handler::matching_in;
 use super::{ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::api::split_test::SplitTest;
+use crate::controllers::matching_in;
 use crate::controllers::retry::{self, Backoffs};
 
 pub const NAME: &str = "splittest";
@@ -53,21 +53,9 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
         );
         let tests = controller.store();
-        let (projects, project_events) = run.cache(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (deployments, deployment_events) = run.cache(
-            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
-        let (edge_handlers, edge_events) = run.cache(
-            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        );
+        let (projects, project_events) = run.cache_all::<Project>();
+        let (deployments, deployment_events) = run.cache_all::<Deployment>();
+        let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
         let (routes, route_events) =
             run.cached_children::<HttpRoute>(watcher::Config::default().labels(MANAGED));
         // Everything a test's outcome depends on belongs to its Project: each change

@@ -23,7 +23,7 @@ use crate::api::split_test::{SplitTest, SplitTestPhase, SplitTestStatus};
 use crate::controllers::deployment::{Error, Result};
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{FIELD_MANAGER, retry};
+use crate::controllers::{FIELD_MANAGER, readable_in, retry};
 use crate::delivery::PlatformEvent;
 use crate::routing::split::{self, SPLIT_TEST_ANNOTATION};
 
@@ -64,24 +64,13 @@ async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action
         .projects
         .get(&ObjectRef::new(project_name).within(&namespace))
         .and_then(|guard| guard.0.as_ref().ok().cloned());
-    let deployments: Vec<Deployment> = split
-        .deployments
-        .state()
-        .iter()
-        .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|d| &d.spec.project_ref.name == project_name)
-        .cloned()
-        .collect();
-    let siblings: Vec<SplitTest> = split
-        .tests
-        .state()
-        .iter()
-        .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|t| &t.spec.project_ref.name == project_name)
-        .cloned()
-        .collect();
+    let of_project = |p: &str| p == project_name.as_str();
+    let deployments: Vec<Deployment> = readable_in(&split.deployments, Some(&namespace), |d| {
+        of_project(&d.spec.project_ref.name)
+    });
+    let siblings: Vec<SplitTest> = readable_in(&split.tests, Some(&namespace), |t| {
+        of_project(&t.spec.project_ref.name)
+    });
     let edge = plan_of(
         &split.edge_handlers,
         &namespace,
