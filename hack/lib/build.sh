@@ -221,4 +221,5 @@ build_all() {
   build_gitserver
   build_rootlesskit
   build_buildkit
+  if real_node_enabled; then build_traefik; fi
 }

@@ -624,7 +624,7 @@ node_leftovers() {
   ip -4 route show | grep -F -e "$NODE_SUBNET_PREFIX." -e "$SERVICE_CIDR" -e "$KWOK_POD_CIDR" | sed 's/^/route /'
   awk -v prefix="$dir/" 'index($2, prefix) == 1 { print "mount " $2 }' /proc/self/mounts
   ls -d /sys/fs/cgroup/*/"$NODE_CGROUP" 2>/dev/null | sed 's/^/cgroup /'
-  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)|$(k8s_bin kube-proxy)|$(component_bin coredns)|$(component_bin git-server)|socat TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP" | sed 's/^/process /'
+  pgrep -af "$(tool_bin_dir "containerd-$CONTAINERD_VERSION")/|$(k8s_bin kubelet)|$(component_bin registry)|$(k8s_bin kube-proxy)|$(component_bin coredns)|$(component_bin git-server)|$(component_bin gateway)|socat TCP-LISTEN:$APISERVER_PORT,bind=$NODE_IP" | sed 's/^/process /'
   if command -v iptables-save >/dev/null; then
     iptables-save 2>/dev/null | grep -E -- "-A .*($NODE_SUBNET_PREFIX\.|$NODE_BRIDGE|KUBE-|clouddeck-node)" | sed 's/^/iptables /'
   fi

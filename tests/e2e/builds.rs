@@ -29,6 +29,11 @@ const MISSING_BUILDER: &str = "registry.clouddeck.local/buildkit:not-assembled";
 /// there, and the node pulls from there.
 const REGISTRY: &str = "10.213.0.1:5000";
 
+/// Where tests push `name` of `namespace` on the local git server.
+pub(crate) fn repository_url(namespace: &str, name: &str) -> String {
+    format!("{GIT_HOST}/{namespace}/{name}.git")
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
@@ -67,7 +72,7 @@ async fn a_build_clones_the_pushed_commit_and_a_missing_branch_fails_it() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-clone").await;
     crate::node::pin_to_real_node(&client, &ns.name).await;
-    let url = format!("{GIT_HOST}/{}/web.git", ns.name);
+    let url = repository_url(&ns.name, "web");
     let commit = Repo::new().push(
         &url,
         "main",
@@ -153,12 +158,12 @@ async fn a_build_clones_the_pushed_commit_and_a_missing_branch_fails_it() {
 }
 
 /// A git working copy in a temporary directory, with its own commits.
-struct Repo {
+pub(crate) struct Repo {
     dir: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new() -> Repo {
+    pub(crate) fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q", "-b", "main"]);
         Repo { dir }
@@ -166,7 +171,7 @@ impl Repo {
 
     /// Writes `files` on `branch` (created from the current commit if new), commits them
     /// and pushes the branch to `url`; returns the commit.
-    fn push(&self, url: &str, branch: &str, files: &[(&str, &str)]) -> String {
+    pub(crate) fn push(&self, url: &str, branch: &str, files: &[(&str, &str)]) -> String {
         let dir = self.dir.path();
         git(dir, &["checkout", "-q", "-B", branch]);
         for (name, content) in files {
@@ -181,7 +186,7 @@ impl Repo {
 
 /// An app that answers `/commit` with the commit it was built from (the build argument
 /// CloudDeck passes), from the local busybox image.
-const APP_DOCKERFILE: &str = r#"FROM registry.clouddeck.local/busybox:nonroot
+pub(crate) const APP_DOCKERFILE: &str = r#"FROM registry.clouddeck.local/busybox:nonroot
 ARG CLOUDDECK_GIT_COMMIT
 USER 0:0
 RUN mkdir /srv && echo "$CLOUDDECK_GIT_COMMIT" > /srv/commit && echo ok > /srv/healthz
@@ -189,7 +194,7 @@ USER 1000:1000
 CMD ["/bin/sh", "-c", "exec httpd -f -p \"$PORT\" -h /srv"]
 "#;
 
-async fn start_builder_operator(namespace: &str, lease: &str) -> support::Operator {
+pub(crate) async fn start_builder_operator(namespace: &str, lease: &str) -> support::Operator {
     support::Operator::builder(namespace, lease)
         .args(["--git-image", GIT_IMAGE, "--buildkit-image", BUILDKIT_IMAGE])
         .start_leading()
@@ -198,7 +203,7 @@ async fn start_builder_operator(namespace: &str, lease: &str) -> support::Operat
 
 /// A Project `name` building `url` with the dockerfile strategy, pushing to the local
 /// registry under the namespace's path.
-async fn git_project(
+pub(crate) async fn git_project(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -221,7 +226,7 @@ async fn git_project(
     .await;
 }
 
-async fn git_deployment(
+pub(crate) async fn git_deployment(
     client: &kube::Client,
     namespace: &str,
     project: &str,
@@ -245,7 +250,12 @@ async fn git_deployment(
     .await;
 }
 
-async fn production_is(client: &kube::Client, namespace: &str, project: &str, deployment: &str) {
+pub(crate) async fn production_is(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+    deployment: &str,
+) {
     let projects = Api::<Project>::namespaced(client.clone(), namespace);
     eventually(
         &format!("{deployment} in production"),
@@ -308,7 +318,7 @@ async fn a_git_push_is_built_run_promoted_and_rolled_back() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-build").await;
     crate::node::pin_to_real_node(&client, &ns.name).await;
-    let url = format!("{GIT_HOST}/{}/web.git", ns.name);
+    let url = repository_url(&ns.name, "web");
     let repo = Repo::new();
     let first = repo.push(
         &url,
@@ -394,7 +404,7 @@ async fn a_failing_build_shows_its_log_and_a_slow_one_is_stopped() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-badbuild").await;
     crate::node::pin_to_real_node(&client, &ns.name).await;
-    let url = format!("{GIT_HOST}/{}/web.git", ns.name);
+    let url = repository_url(&ns.name, "web");
     let repo = Repo::new();
     repo.push(
         &url,

@@ -30,7 +30,7 @@ fn start_operator(lease_namespace: &str) -> Operator {
 
 /// A user who may create, change and delete CloudDeck's kinds in `namespace` and nothing
 /// else: the tenant. Returns the user name for `--as`.
-fn tenant(namespace: &str) -> String {
+pub(crate) fn tenant(namespace: &str) -> String {
     let user = format!("e2e-tenant@{namespace}");
     support::kubectl_ok(&[
         "create",
@@ -53,7 +53,7 @@ fn tenant(namespace: &str) -> String {
     user
 }
 
-fn created_as(user: &str, namespace: &str, object: &Value) {
+pub(crate) fn created_as(user: &str, namespace: &str, object: &Value) {
     let out = support::kubectl_create(namespace, object, Some(user));
     assert!(
         out.status.success(),
@@ -63,7 +63,7 @@ fn created_as(user: &str, namespace: &str, object: &Value) {
     );
 }
 
-fn domain(name: &str, hostname: &str, project: &str, extra: Value) -> Value {
+pub(crate) fn domain(name: &str, hostname: &str, project: &str, extra: Value) -> Value {
     let mut spec = json!({ "hostname": hostname, "projectRef": { "name": project } });
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());

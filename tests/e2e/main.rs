@@ -44,3 +44,5 @@ mod skew;
 mod idle;
 
 mod scale;
+
+mod traffic;

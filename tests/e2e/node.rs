@@ -16,7 +16,7 @@ pub(crate) const REAL_NODE: &str = "clouddeck-node-0";
 /// Built on this machine from Debian's busybox-static by hack/lib/node.sh and pushed to
 /// the local registry, which containerd reaches under this name; nothing comes from
 /// outside the machine.
-const BUSYBOX: &str = "registry.clouddeck.local/busybox:local";
+pub(crate) const BUSYBOX: &str = "registry.clouddeck.local/busybox:local";
 /// The same, with `USER 1000` in its config: what the restricted Pod Security Standard
 /// asks of an image whose pods set `runAsNonRoot` and no user.
 const BUSYBOX_NONROOT: &str = "registry.clouddeck.local/busybox:nonroot";
@@ -360,6 +360,28 @@ exec httpd -f -p "$PORT" -h /tmp"#;
 /// A Project of `image` serving [`SERVE`] on $PORT, with production `<project>-1` Ready,
 /// in a namespace pinned to the real node.
 async fn real_project(client: &kube::Client, namespace: &str, project: &str, image: &str) {
+    let deployment = format!("{project}-1");
+    real_project_of(client, namespace, project, image, &deployment).await;
+}
+
+/// A busybox Project serving [`SERVE`], with production `deployment` Ready (its pods'
+/// names, which `/index.html` answers with, start with `deployment`).
+pub(crate) async fn real_project_named(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+    deployment: &str,
+) {
+    real_project_of(client, namespace, project, BUSYBOX, deployment).await;
+}
+
+async fn real_project_of(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+    image: &str,
+    deployment: &str,
+) {
     use clouddeck::api::{Deployment, Project};
     support::create(
         &Api::<Project>::namespaced(client.clone(), namespace),
@@ -380,7 +402,7 @@ async fn real_project(client: &kube::Client, namespace: &str, project: &str, ima
         &Api::<Deployment>::namespaced(client.clone(), namespace),
         json!({
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-            "metadata": { "name": format!("{project}-1") },
+            "metadata": { "name": deployment },
             "spec": { "projectRef": { "name": project }, "target": "production",
                       "source": { "image": image } }
         }),
@@ -388,11 +410,11 @@ async fn real_project(client: &kube::Client, namespace: &str, project: &str, ima
     .await;
     let projects = Api::<Project>::namespaced(client.clone(), namespace);
     eventually(
-        &format!("{project}-1 in production"),
+        &format!("{deployment} in production"),
         Duration::from_secs(90),
         || async {
             let status = projects.get(project).await.ok()?.status?;
-            (status.production_deployment.as_deref() == Some(&format!("{project}-1"))).then_some(())
+            (status.production_deployment.as_deref() == Some(deployment)).then_some(())
         },
     )
     .await;

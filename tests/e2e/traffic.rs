@@ -1,0 +1,599 @@
+//! Requests through a real Gateway API implementation: the Traefik that `hack/cluster up`
+//! runs on loopback (hack/lib/gateway.sh), serving the Gateway `clouddeck` in
+//! `clouddeck-system` that the operator's routes attach to, with pods on the real node as
+//! backends. A test judges CloudDeck by what a visitor of a hostname gets back: it
+//! connects to the gateway's port on 127.0.0.1 and names the hostname in the request, as
+//! a browser would after DNS; no DNS is involved.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clouddeck::api::{Deployment, Domain, EdgeHandler, Project, SplitTest};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::support::{self, TestNamespace, eventually};
+
+/// The gateway's plain-HTTP listener (hack/lib/gateway.sh: GATEWAY_HTTP_PORT).
+fn gateway_http_port() -> u16 {
+    std::env::var("CLOUDDECK_GATEWAY_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18080)
+}
+
+/// The response to `GET http://<hostname><path>` through the gateway (redirects are not
+/// followed), or `None` when the gateway could not be reached at all.
+pub(crate) async fn request(hostname: &str, path: &str) -> Option<reqwest::Response> {
+    request_with(hostname, path, &[]).await
+}
+
+/// [`request`] with these request headers.
+pub(crate) async fn request_with(
+    hostname: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<reqwest::Response> {
+    let port = gateway_http_port();
+    let client = reqwest::Client::builder()
+        .resolve(hostname, SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client");
+    let mut get = client.get(format!("http://{hostname}:{port}{path}"));
+    for (name, value) in headers {
+        get = get.header(*name, *value);
+    }
+    get.send().await.ok()
+}
+
+/// What a visitor of `http://<hostname><path>` gets: the status and the body.
+pub(crate) async fn visit(hostname: &str, path: &str) -> Option<(u16, String)> {
+    let response = request(hostname, path).await?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?.trim().to_owned()))
+}
+
+/// Waits until `http://<hostname><path>` answers 200 with a body `accept` takes (routes
+/// and endpoints reach the gateway within a second or two of being written); returns it.
+pub(crate) async fn answer_of(
+    hostname: &str,
+    path: &str,
+    what: &str,
+    accept: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = None;
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let got = visit(hostname, path).await;
+            if let Some((200, body)) = &got
+                && accept(body)
+            {
+                return body.clone();
+            }
+            last = got;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!("timed out after 60s waiting for http://{hostname}{path} to answer {what}; last answer: {last:?}")
+    })
+}
+
+fn hostname_of(url: &str) -> String {
+    url.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+async fn deployment_url(client: &kube::Client, namespace: &str, name: &str) -> String {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let url = eventually(
+        &format!("{name} to have a URL"),
+        Duration::from_secs(30),
+        || async { deployments.get(name).await.ok()?.status?.url },
+    )
+    .await;
+    hostname_of(&url)
+}
+
+/// User story: "Every URL CloudDeck gives me answers with the deployment it names: the
+/// preview URL of a branch's deployment, the branch's alias, and production. When I deploy
+/// a new commit of `main`, production answers with it; when I roll back, production
+/// answers with the old commit again."
+///
+/// Everything a visitor meets is real: Traefik's routing of CloudDeck's HTTPRoutes,
+/// images built by BuildKit from a git push, pods on the real node.
+#[tokio::test]
+async fn each_url_answers_with_its_deployment_through_the_gateway() {
+    use crate::builds::{Repo, git_deployment, git_project, production_is};
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-traffic").await;
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let url = crate::builds::repository_url(&ns.name, "web");
+    let repo = Repo::new();
+    let app = crate::builds::APP_DOCKERFILE;
+    let first = repo.push(&url, "main", &[("Dockerfile", app), ("version", "1")]);
+    let feature = repo.push(&url, "feature", &[("version", "feature")]);
+
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = crate::builds::start_builder_operator(&ns.name, "traffic").await;
+    git_project(&client, &ns.name, "web", &url, json!({})).await;
+    git_deployment(&client, &ns.name, "web", "web-1", "main", Some(&first)).await;
+    production_is(&client, &ns.name, "web", "web-1").await;
+    support::create(
+        &Api::<Deployment>::namespaced(client.clone(), &ns.name),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": "web-feature" },
+            "spec": { "projectRef": { "name": "web" }, "target": "preview",
+                      "source": { "git": { "branch": "feature", "commit": feature } } }
+        }),
+    )
+    .await;
+
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    let status = projects.get("web").await.unwrap().status.unwrap();
+    let production = hostname_of(status.production_url.as_deref().expect("a production URL"));
+    let is = |commit: &str| {
+        let commit = commit.to_owned();
+        move |body: &str| body == commit
+    };
+    answer_of(&production, "/commit", "the first commit", is(&first)).await;
+
+    let preview = deployment_url(&client, &ns.name, "web-feature").await;
+    answer_of(&preview, "/commit", "the feature commit", is(&feature)).await;
+    let alias = eventually(
+        "feature's branch alias",
+        Duration::from_secs(180),
+        || async {
+            let status = projects.get("web").await.ok()?.status?;
+            let latest = status
+                .latest_deployments
+                .into_iter()
+                .find(|b| b.branch == "feature")?;
+            (latest.deployment == "web-feature").then_some(())?;
+            Some(clouddeck::hostnames::scheme::branch_hostname(
+                status.hostname.as_deref()?.split('.').next()?,
+                "feature",
+                "clouddeck.localhost",
+            ))
+        },
+    )
+    .await;
+    answer_of(&alias, "/commit", "the feature commit", is(&feature)).await;
+    // The first deployment's own preview URL.
+    let first_preview = deployment_url(&client, &ns.name, "web-1").await;
+    answer_of(&first_preview, "/commit", "the first commit", is(&first)).await;
+
+    // A second commit of main: production answers with it once it is promoted.
+    let second = repo.push(&url, "main", &[("version", "2")]);
+    git_deployment(&client, &ns.name, "web", "web-2", "main", Some(&second)).await;
+    production_is(&client, &ns.name, "web", "web-2").await;
+    answer_of(&production, "/commit", "the second commit", is(&second)).await;
+    // The old production waits for a rollback scaled to zero (`spec.keepWarm` is 0): its
+    // own URL has nothing behind it meanwhile, and the gateway says so.
+    eventually(
+        "web-1's URL to answer 503 on standby",
+        Duration::from_secs(60),
+        || async { (visit(&first_preview, "/commit").await?.0 == 503).then_some(()) },
+    )
+    .await;
+
+    // Rollback: web-1 is scaled up again, then production answers with the first commit.
+    projects
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "rollbackTo": "web-1" } })),
+        )
+        .await
+        .expect("roll back");
+    answer_of(&production, "/commit", "the first commit again", is(&first)).await;
+    answer_of(&first_preview, "/commit", "the first commit", is(&first)).await;
+    // A hostname no route names: the gateway's 404, not some tenant's app.
+    let unknown = visit("nobody.clouddeck.localhost", "/commit").await;
+    assert_eq!(unknown.map(|(status, _)| status), Some(404));
+}
+
+/// User story (an attacker with `edit` in one namespace): "I name my Project after
+/// another team's and ask for their production hostname as my Domain. CloudDeck refuses
+/// it, and visitors of that hostname still get the other team's app, never mine; my
+/// Project is served under a hostname of its own."
+#[tokio::test]
+async fn a_refused_hostname_keeps_reaching_its_owner_through_the_gateway() {
+    let client = support::client().await;
+    let owner = TestNamespace::new(&client, "e2e-owner").await;
+    let thief = TestNamespace::new(&client, "e2e-thief").await;
+    for ns in [&owner, &thief] {
+        crate::node::pin_to_real_node(&client, &ns.name).await;
+    }
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&owner.name, "hijack")
+        .start_leading()
+        .await;
+    let project = format!("shop-{}", &owner.name[owner.name.len() - 6..]);
+    crate::node::real_project_named(&client, &owner.name, &project, "owner-1").await;
+    let owner_host = eventually("the owner's hostname", Duration::from_secs(30), || async {
+        Api::<Project>::namespaced(client.clone(), &owner.name)
+            .get(&project)
+            .await
+            .ok()?
+            .status?
+            .hostname
+    })
+    .await;
+    assert_eq!(owner_host, format!("{project}.clouddeck.localhost"));
+    let from_owner = |body: &str| body.starts_with("hello from owner-1-");
+    answer_of(&owner_host, "/index.html", "the owner's app", from_owner).await;
+
+    // The attacker, as a user with `edit` in their own namespace only: a Project of the
+    // same name, and a Domain for the owner's production hostname.
+    let attacker = crate::hostnames::tenant(&thief.name);
+    crate::node::real_project_named(&client, &thief.name, &project, "thief-1").await;
+    let takeover = crate::hostnames::domain("takeover", &owner_host, &project, json!({}));
+    crate::hostnames::created_as(&attacker, &thief.name, &takeover);
+    let domains = Api::<Domain>::namespaced(client.clone(), &thief.name);
+    let refused = eventually(
+        "the Domain to be refused",
+        Duration::from_secs(60),
+        || async {
+            let status = domains.get("takeover").await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Verified" && c.status == "False")
+        },
+    )
+    .await;
+    // A name under the base domain belongs to the namespace whose Project holds its first
+    // label: refused without a DNS lookup.
+    assert_eq!(refused.reason, "ReservedHostname", "{refused:?}");
+
+    let thief_host = Api::<Project>::namespaced(client.clone(), &thief.name)
+        .get(&project)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.hostname)
+        .expect("the thief's Project has a hostname");
+    assert_ne!(thief_host, owner_host);
+    let from_thief = |body: &str| body.starts_with("hello from thief-1-");
+    answer_of(&thief_host, "/index.html", "the thief's app", from_thief).await;
+    // Visitors of the owner's hostname get the owner's app, every time.
+    for _ in 0..20 {
+        let (status, body) = visit(&owner_host, "/index.html")
+            .await
+            .expect("the gateway answers");
+        assert_eq!(status, 200);
+        assert!(from_owner(&body), "the owner's hostname answered {body:?}");
+    }
+}
+
+/// `clouddeck responder` (the deny rules' backend) as a process on the node's address, and
+/// a Service `clouddeck-responder` (port 80) in `namespace` whose one endpoint it is: the
+/// gateway reaches it as it reaches a pod. (The chart runs it as a Deployment; the node
+/// test of the chart shows that running on the real node.)
+struct Responder {
+    child: std::process::Child,
+}
+
+impl Responder {
+    async fn start(client: &kube::Client, namespace: &str) -> Responder {
+        const NODE_IP: [u8; 4] = [10, 213, 0, 1];
+        let port = std::net::TcpListener::bind(SocketAddr::from((NODE_IP, 0)))
+            .and_then(|l| l.local_addr())
+            .expect("a free port on the node's address")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_clouddeck"))
+            .args(["responder", "--listen-addr", &format!("10.213.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start clouddeck responder");
+        support::create(
+            &Api::<Service>::namespaced(client.clone(), namespace),
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": "clouddeck-responder" },
+                "spec": { "ports": [{ "port": 80, "targetPort": port, "protocol": "TCP" }] }
+            }),
+        )
+        .await;
+        support::create(
+            &Api::<EndpointSlice>::namespaced(client.clone(), namespace),
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": { "name": "clouddeck-responder-host",
+                              "labels": { "kubernetes.io/service-name": "clouddeck-responder" } },
+                "addressType": "IPv4",
+                "endpoints": [{ "addresses": ["10.213.0.1"], "conditions": { "ready": true } }],
+                "ports": [{ "name": "", "port": port, "protocol": "TCP" }]
+            }),
+        )
+        .await;
+        Responder { child }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User story: "My EdgeHandler's rules are what visitors get: /admin answers 403, old blog
+/// URLs redirect to /articles with the rest of the path, /home shows my index page, and
+/// every other answer carries my security header. A denied answer does not carry it: the
+/// first matching rule is the only one applied."
+#[tokio::test]
+async fn edge_rules_are_what_visitors_get_through_the_gateway() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-edge-traffic").await;
+    let system = TestNamespace::new(&client, "e2e-edge-traffic-system").await;
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let _responder = Responder::start(&client, &system.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "edge-traffic")
+        .args([
+            "--deny-responder",
+            &format!("{}/clouddeck-responder:80", system.name),
+        ])
+        .start_leading()
+        .await;
+    let project = format!("store-{}", &ns.name[ns.name.len() - 6..]);
+    crate::node::real_project_named(&client, &ns.name, &project, "store-1").await;
+    let host = Api::<Project>::namespaced(client.clone(), &ns.name)
+        .get(&project)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.hostname)
+        .expect("a production hostname");
+    let from_app = |body: &str| body.starts_with("hello from store-1-");
+    answer_of(&host, "/index.html", "the app", from_app).await;
+
+    let handlers = Api::<EdgeHandler>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &handlers,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "EdgeHandler",
+            "metadata": { "name": "store-edge" },
+            "spec": { "projectRef": { "name": project }, "rules": [
+                { "name": "no-admin",
+                  "match": { "path": { "type": "PathPrefix", "value": "/admin" } },
+                  "deny": { "statusCode": 403 } },
+                { "name": "legacy-blog",
+                  "match": { "path": { "type": "PathPrefix", "value": "/blog" } },
+                  "redirect": { "path": { "replacePrefixMatch": "/articles" }, "statusCode": 301 } },
+                { "name": "home",
+                  "match": { "path": { "type": "Exact", "value": "/home" } },
+                  "rewrite": { "path": { "replaceFullPath": "/index.html" } } },
+                { "name": "security-headers",
+                  "headers": { "response": { "set": [{ "name": "X-Frame-Options", "value": "DENY" }] } } }
+            ] }
+        }),
+    )
+    .await;
+    eventually(
+        "the EdgeHandler to be Ready",
+        Duration::from_secs(60),
+        || async {
+            let status = handlers.get("store-edge").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+
+    let denied = eventually("/admin to be denied", Duration::from_secs(60), || async {
+        let response = request(&host, "/admin/users").await?;
+        (response.status().as_u16() == 403).then_some(response)
+    })
+    .await;
+    assert!(
+        denied.headers().get("x-frame-options").is_none(),
+        "only the first matching rule applies: {:?}",
+        denied.headers()
+    );
+    let body = denied.text().await.unwrap();
+    assert!(body.starts_with("403"), "the responder's answer: {body:?}");
+
+    let redirect = request(&host, "/blog/2024/hello?ref=feed").await.unwrap();
+    assert_eq!(redirect.status().as_u16(), 301);
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.ends_with("/articles/2024/hello?ref=feed") && location.contains(&host),
+        "Location: {location}"
+    );
+
+    let home = request(&host, "/home").await.unwrap();
+    assert_eq!(home.status().as_u16(), 200);
+    assert!(from_app(home.text().await.unwrap().trim()));
+
+    let page = request(&host, "/index.html").await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(from_app(page.text().await.unwrap().trim()));
+}
+
+/// Which variant answered `headers`: `a` or `b` by the deployment its pod belongs to, and
+/// the sticky cookie it set, if any.
+async fn variant_for(host: &str, headers: &[(&str, &str)]) -> (String, Option<String>) {
+    let response = request_with(host, "/index.html", headers)
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().unwrap().to_owned());
+    let body = response.text().await.unwrap();
+    let variant = match body.trim().strip_prefix("hello from store-") {
+        Some(rest) if rest.starts_with("a-") => "a",
+        Some(rest) if rest.starts_with("b-") => "b",
+        _ => panic!("an answer from neither variant: {body:?}"),
+    };
+    (variant.to_owned(), cookie)
+}
+
+/// User story: "I split production 70/30 between two deployments. First-time visitors
+/// land on each in about that share and get a cookie that names their variant; with that
+/// cookie they stay on it; the override header and the override cookie send anyone to the
+/// variant they name, the header winning."
+#[tokio::test]
+async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gateway() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-split-traffic").await;
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "split-traffic")
+        .start_leading()
+        .await;
+    let project = format!("ab-{}", &ns.name[ns.name.len() - 6..]);
+    crate::node::real_project_named(&client, &ns.name, &project, "store-a").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &deployments,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": "store-b" },
+            "spec": { "projectRef": { "name": project }, "target": "preview",
+                      "source": { "image": crate::node::BUSYBOX } }
+        }),
+    )
+    .await;
+    eventually("store-b to be Ready", Duration::from_secs(90), || async {
+        let status = deployments.get("store-b").await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let host = Api::<Project>::namespaced(client.clone(), &ns.name)
+        .get(&project)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.hostname)
+        .expect("a production hostname");
+
+    let tests = Api::<SplitTest>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &tests,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "SplitTest",
+            "metadata": { "name": "redesign" },
+            "spec": { "projectRef": { "name": project }, "active": true, "variants": [
+                { "name": "control", "deployment": "store-a", "weight": 70 },
+                { "name": "redesign", "deployment": "store-b", "weight": 30 }
+            ] }
+        }),
+    )
+    .await;
+    // Running, and the gateway has the split route: a forced variant answers.
+    eventually(
+        "the split to be served",
+        Duration::from_secs(60),
+        || async {
+            let (variant, _) = variant_for(&host, &[("X-Clouddeck-Variant", "redesign")]).await;
+            (variant == "b").then_some(())
+        },
+    )
+    .await;
+
+    // First-time visitors: split by weight, each told their variant in a cookie.
+    let visits = 400;
+    let mut to_b = 0;
+    for _ in 0..visits {
+        let (variant, cookie) = variant_for(&host, &[]).await;
+        let cookie = cookie.expect("a first-time visitor gets the sticky cookie");
+        let named = if variant == "a" {
+            "control"
+        } else {
+            "redesign"
+        };
+        assert!(
+            cookie.starts_with(&format!("clouddeck-split={named};")),
+            "{variant} answered with Set-Cookie: {cookie}"
+        );
+        to_b += usize::from(variant == "b");
+    }
+    // 30 % of 400 is 120, with a standard deviation of about 9.2 if the gateway picks at
+    // random: 4 deviations either way.
+    assert!(
+        (83..=157).contains(&to_b),
+        "{to_b} of {visits} first visits went to the 30 % variant"
+    );
+
+    // Returning visitors keep their variant.
+    for (cookie, want) in [
+        ("clouddeck-split=redesign", "b"),
+        ("clouddeck-split=control", "a"),
+    ] {
+        for _ in 0..20 {
+            let (variant, set) = variant_for(&host, &[("Cookie", cookie)]).await;
+            assert_eq!(variant, want, "a visitor with {cookie}");
+            assert!(
+                set.is_none(),
+                "a returning visitor gets no new cookie: {set:?}"
+            );
+        }
+    }
+    // Overrides: the cookie beats the sticky cookie, the header beats both.
+    let (variant, _) = variant_for(
+        &host,
+        &[(
+            "Cookie",
+            "theme=dark; clouddeck-variant=redesign; clouddeck-split=control",
+        )],
+    )
+    .await;
+    assert_eq!(
+        variant, "b",
+        "the override cookie wins over the sticky cookie"
+    );
+    let (variant, _) = variant_for(
+        &host,
+        &[
+            ("X-Clouddeck-Variant", "control"),
+            ("Cookie", "clouddeck-variant=redesign"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        variant, "a",
+        "the override header wins over the override cookie"
+    );
+
+    // Stopped: production is plain again, no cookie, store-a only.
+    tests
+        .patch(
+            "redesign",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "active": false } })),
+        )
+        .await
+        .expect("stop the test");
+    eventually(
+        "production to be plain again",
+        Duration::from_secs(60),
+        || async {
+            let (variant, cookie) =
+                variant_for(&host, &[("X-Clouddeck-Variant", "redesign")]).await;
+            (variant == "a" && cookie.is_none()).then_some(())
+        },
+    )
+    .await;
+}
