@@ -321,6 +321,40 @@ pub struct DomainConfig {
         default_value = "letsencrypt-prod"
     )]
     pub default_cluster_issuer: String,
+
+    /// Where a verified Domain's HTTPS listener goes: a ListenerSet in the Domain's
+    /// namespace attached to the Gateway (the Gateway must allow them, and its
+    /// implementation support them), or a listener added to the Gateway itself, for
+    /// gateways without ListenerSet support such as Traefik (see docs/domains.md).
+    #[arg(
+        long,
+        env = "CLOUDDECK_DOMAIN_LISTENERS",
+        value_enum,
+        default_value_t = DomainListeners::ListenerSet
+    )]
+    pub domain_listeners: DomainListeners,
+
+    /// Port of a Domain's HTTPS listener. A gateway serves a listener on the port its own
+    /// configuration opens for it (Traefik: the entry point with that port).
+    #[arg(
+        long,
+        env = "CLOUDDECK_HTTPS_LISTENER_PORT",
+        value_name = "PORT",
+        default_value_t = 443,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub https_listener_port: u16,
+}
+
+/// Where a verified Domain's HTTPS listener goes (`--domain-listeners`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DomainListeners {
+    /// A ListenerSet `<domain>-listener` in the Domain's namespace, owned by the Domain.
+    ListenerSet,
+    /// A listener on the operator's Gateway, written by server-side apply under a field
+    /// manager of the Domain's own and removed with the Domain (a finalizer), and a
+    /// ReferenceGrant in the Domain's namespace that lets the Gateway read its Secret.
+    Gateway,
 }
 
 /// Outbound webhook deliveries.
@@ -609,6 +643,11 @@ mod tests {
         assert_eq!(config.routing.gateway_name, "clouddeck");
         assert_eq!(config.routing.gateway_namespace, "clouddeck-system");
         assert_eq!(config.routing.base_domain, "clouddeck.localhost");
+        assert_eq!(
+            config.domains.domain_listeners,
+            DomainListeners::ListenerSet
+        );
+        assert_eq!(config.domains.https_listener_port, 443);
         assert_eq!(config.log.log_format, LogFormat::Pretty);
         assert_eq!(config.log.log_level, None);
         config.validate().unwrap();
@@ -628,6 +667,8 @@ mod tests {
             "--gateway-name=edge",
             "--gateway-namespace=net",
             "--base-domain=apps.example.com.",
+            "--domain-listeners=gateway",
+            "--https-listener-port=8443",
             "--log-format=json",
             "--log-level=info,clouddeck=debug",
         ])
@@ -643,6 +684,8 @@ mod tests {
         assert_eq!(config.routing.gateway_name, "edge");
         assert_eq!(config.routing.gateway_namespace, "net");
         assert_eq!(config.routing.base_domain, "apps.example.com");
+        assert_eq!(config.domains.domain_listeners, DomainListeners::Gateway);
+        assert_eq!(config.domains.https_listener_port, 8443);
         assert_eq!(config.log.log_format, LogFormat::Json);
         assert_eq!(
             config.log.log_level.as_deref(),

@@ -224,6 +224,46 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
             assert_eq!(rule["verbs"], json!(["get"]));
         }
     }
+    // Domain listeners on the Gateway itself: patch on that one Gateway, grants, and the
+    // Domain finalizer; none of it by default.
+    let rule_for = |role: &Value, resource: &str| -> Option<Value> {
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["resources"] == json!([resource]) && r["verbs"] != json!(["get", "list", "watch"])
+            })
+            .cloned()
+    };
+    assert_eq!(rule_for(role, "gateways"), None);
+    assert_eq!(rule_for(role, "domains"), None);
+    let gateway_mode = objects(&render(
+        "clouddeck",
+        "clouddeck-system",
+        &["domains.listeners=gateway,domains.httpsListenerPort=8443"],
+    ));
+    let gateway_role = find(&gateway_mode, "ClusterRole", "clouddeck-operator");
+    let gateways = rule_for(gateway_role, "gateways").expect("a rule for the Gateway");
+    assert_eq!(gateways["resourceNames"], json!(["clouddeck"]));
+    assert_eq!(gateways["verbs"], json!(["get", "patch"]));
+    let grants = rule_for(gateway_role, "referencegrants").expect("a rule for grants");
+    assert_eq!(grants["verbs"], json!(["create", "patch"]));
+    let finalizers = rule_for(gateway_role, "domains").expect("a rule for the finalizer");
+    assert_eq!(finalizers["verbs"], json!(["patch"]));
+    let env = &find(&gateway_mode, "Deployment", "clouddeck")["spec"]["template"]["spec"]["containers"]
+        [0]["env"];
+    for (name, value) in [
+        ("CLOUDDECK_DOMAIN_LISTENERS", "gateway"),
+        ("CLOUDDECK_HTTPS_LISTENER_PORT", "8443"),
+    ] {
+        assert!(
+            env.as_array()
+                .unwrap()
+                .contains(&json!({ "name": name, "value": value })),
+            "{name}={value} in {env}"
+        );
+    }
     let lease_role = find(&rendered, "Role", "clouddeck-leader-election");
     assert_eq!(lease_role["metadata"]["namespace"], "clouddeck-system");
     // The deny responder: the operator's image running `clouddeck responder`, restricted

@@ -29,13 +29,13 @@ const ISSUER: &str = "e2e-issuer";
 
 /// dnsmasq on a free loopback port, serving the TXT records the test sets; stopped when
 /// dropped.
-struct Dns {
+pub(crate) struct Dns {
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Dns {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(support::repo_root().join("hack/dnsmasq"))
             .arg("start")
@@ -52,7 +52,7 @@ impl Dns {
     }
 
     /// Replaces every TXT record dnsmasq serves (one record per value).
-    fn set_txt(&self, records: &BTreeMap<String, Vec<String>>) {
+    pub(crate) fn set_txt(&self, records: &BTreeMap<String, Vec<String>>) {
         let mut conf = String::new();
         for (name, values) in records {
             for value in values {
@@ -155,7 +155,7 @@ fn condition_message(domain: &Domain, type_: &str) -> String {
 }
 
 /// The TXT record the Domain's status asks for, once shown.
-async fn record(api: &Api<Domain>, name: &str) -> (String, String) {
+pub(crate) async fn record(api: &Api<Domain>, name: &str) -> (String, String) {
     eventually(
         &format!("Domain {name} to show its TXT record"),
         TIMEOUT,

@@ -597,3 +597,173 @@ async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gatew
     )
     .await;
 }
+
+/// The gateway's HTTPS entry point (hack/lib/gateway.sh: GATEWAY_HTTPS_PORT), the port of
+/// Domain listeners with `--https-listener-port`.
+fn gateway_https_port() -> u16 {
+    std::env::var("CLOUDDECK_GATEWAY_HTTPS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(18443)
+}
+
+/// `GET https://<hostname><path>` through the gateway, trusting only `ca` (PEM).
+async fn https_get(hostname: &str, path: &str, ca: &str) -> reqwest::Result<(u16, String)> {
+    let port = gateway_https_port();
+    let client = reqwest::Client::builder()
+        .resolve(hostname, SocketAddr::from(([127, 0, 0, 1], port)))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client
+        .get(format!("https://{hostname}:{port}{path}"))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?.trim().to_owned()))
+}
+
+/// A CA and a certificate for `hostname` it signed: (CA PEM, certificate PEM, key PEM).
+fn ca_and_certificate(hostname: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "clouddeck e2e CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![hostname.to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// The names of the listeners on the operator's Gateway.
+async fn gateway_listeners(client: &kube::Client) -> Vec<String> {
+    use gateway_api::apis::standard::gateways::Gateway;
+    Api::<Gateway>::namespaced(client.clone(), "clouddeck-system")
+        .get("clouddeck")
+        .await
+        .expect("the local cluster's Gateway")
+        .spec
+        .listeners
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
+}
+
+/// User story (a platform whose gateway has no ListenerSet, run with `--domain-listeners
+/// gateway`): "My Domain, verified by its TXT record, is served over HTTPS with my
+/// certificate: a browser that trusts my CA gets my production app. When I delete the
+/// Domain, its listener leaves the shared Gateway and nothing serves my hostname."
+#[tokio::test]
+async fn a_domain_is_served_over_https_by_a_listener_on_the_gateway() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-https").await;
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let dns = crate::domains::Dns::start();
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "https")
+        .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
+        .args(["--domain-listeners", "gateway"])
+        .args(["--https-listener-port", &gateway_https_port().to_string()])
+        .start_leading()
+        .await;
+    let suffix = &ns.name[ns.name.len() - 6..];
+    let project = format!("shop-{suffix}");
+    crate::node::real_project_named(&client, &ns.name, &project, "web-1").await;
+
+    let hostname = format!("www.shop-{suffix}.example.test");
+    let (ca, certificate, key) = ca_and_certificate(&hostname);
+    support::create(
+        &Api::<Secret>::namespaced(client.clone(), &ns.name),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "shop-cert" },
+            "type": "kubernetes.io/tls",
+            "stringData": { "tls.crt": certificate, "tls.key": key },
+        }),
+    )
+    .await;
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &domains,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+            "metadata": { "name": "shop" },
+            "spec": { "hostname": hostname, "projectRef": { "name": project },
+                      "tls": { "secretName": "shop-cert" } }
+        }),
+    )
+    .await;
+    let (record, value) = crate::domains::record(&domains, "shop").await;
+    dns.set_txt(&std::collections::BTreeMap::from([(record, vec![value])]));
+    let ready = eventually(
+        "the Domain to be Ready",
+        Duration::from_secs(90),
+        || async {
+            let d = domains.get("shop").await.ok()?;
+            d.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(d)
+        },
+    )
+    .await;
+    let listener = format!("domain-{}", ready.metadata.uid.as_deref().unwrap());
+    assert!(
+        gateway_listeners(&client).await.contains(&listener),
+        "the Gateway has the Domain's listener"
+    );
+
+    let served = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match https_get(&hostname, "/index.html", &ca).await {
+                Ok((200, body)) if body.starts_with("hello from web-1-") => return body,
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        served.is_ok(),
+        "https://{hostname} did not answer with production within 60s: {:?}",
+        https_get(&hostname, "/index.html", &ca).await
+    );
+    // Plain HTTP serves it too (the Gateway's HTTP listener).
+    answer_of(&hostname, "/index.html", "production", |b| {
+        b.starts_with("hello from web-1-")
+    })
+    .await;
+
+    // Deleted: the finalizer takes the listener off the Gateway, then the Domain goes.
+    domains
+        .delete("shop", &Default::default())
+        .await
+        .expect("delete the Domain");
+    eventually("the Domain to be gone", Duration::from_secs(60), || async {
+        domains.get_opt("shop").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        !gateway_listeners(&client).await.contains(&listener),
+        "the Domain's listener left the Gateway"
+    );
+    eventually(
+        "nothing to serve the hostname over HTTPS",
+        Duration::from_secs(60),
+        || async {
+            https_get(&hostname, "/index.html", &ca)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+}

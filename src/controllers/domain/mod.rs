@@ -8,6 +8,7 @@
 //! Projects' production and branch HTTPRoutes (to follow promotions and rollbacks).
 
 pub mod claims;
+pub mod listener;
 pub mod reconcile;
 pub mod render;
 pub mod status;

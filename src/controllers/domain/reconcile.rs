@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use gateway_api::apis::standard::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -20,6 +19,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::claims::{self, Claim, Standing};
+use super::listener;
 use super::render::{self, RouteTarget};
 use super::status::{self, ConditionValue, Ownership, Serving};
 use super::{DomainContext, NAME, object_ref};
@@ -27,6 +27,7 @@ use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
+use crate::config::DomainListeners;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::events::reject_malformed;
 use crate::controllers::retry;
@@ -83,8 +84,10 @@ pub fn error_policy(
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
     if domain.metadata.deletion_timestamp.is_some() {
-        // Route, listener and Certificate go with it (owner references); its
-        // HostnameClaim outlives it by the reservation (controllers::hostname_claim).
+        // Route, ListenerSet, grant and Certificate go with it (owner references), a
+        // listener on the Gateway is removed here; its HostnameClaim outlives it by the
+        // reservation (controllers::hostname_claim).
+        listener::finalize(ctx, domain).await?;
         return Ok(Action::await_change());
     }
     let client = ctx.ctx.client.clone();
@@ -270,9 +273,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         &namespace,
         &render::certificate_resource(),
     );
-    let listener_sets = Api::<ListenerSet>::namespaced(client.clone(), &namespace);
     let route_name = render::route_name(&name);
-    let listener_set_name = render::listener_set_name(&name);
     let certificate_name = render::certificate_name(&name);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
 
@@ -293,7 +294,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 (None, render::RouteTarget::Service(_)) => ctx.split_of(domain, &edge),
                 _ => None,
             };
-            let route = render::route(
+            let mut route = render::route(
                 domain,
                 &hostname,
                 target,
@@ -302,6 +303,9 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
                 split.as_ref(),
                 &owner,
             );
+            if settings.domain_listeners == DomainListeners::ListenerSet {
+                render::attach_to_listener_set(&mut route, domain);
+            }
             routes
                 .patch(&route_name, &apply, &Patch::Apply(&route))
                 .await?;
@@ -360,16 +364,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             .await;
         }
         let secret_name = secret_name.unwrap_or_else(|| certificate_name.clone());
-        let listeners = render::listener_set(
-            domain,
-            &hostname,
-            &secret_name,
-            &ctx.ctx.config.routing,
-            &owner,
-        );
-        listener_sets
-            .patch(&listener_set_name, &apply, &Patch::Apply(&listeners))
-            .await?;
+        listener::apply(ctx, domain, (&hostname, &secret_name), &owner).await?;
         next.certificate = Some(CertificateStatus {
             secret_name: Some(secret_name),
             not_after: state.not_after().map(Time),
@@ -379,7 +374,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         if previously_verified_at.is_some() {
             // Lost the hostname (a race another claim won): serve nothing for it.
             delete_if_present(&routes, &route_name).await?;
-            delete_if_present(&listener_sets, &listener_set_name).await?;
+            listener::remove(ctx, domain).await?;
             delete_if_present(&certificates, &certificate_name).await?;
         }
         (None, None)

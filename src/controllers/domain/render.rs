@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::listenersets::ListenerSet;
+use gateway_api::apis::standard::referencegrants::{
+    ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
@@ -80,8 +83,9 @@ pub enum RouteTarget {
     Redirect { hostname: String, status_code: i32 },
 }
 
-/// The HTTPRoute for `hostname`, attached to the operator's Gateway (its plain HTTP
-/// listeners) and to the Domain's own HTTPS listener (see [`listener_set`]).
+/// The HTTPRoute for `hostname`, attached to the operator's Gateway: its plain HTTP
+/// listeners and a Domain listener on it; [`attach_to_listener_set`] adds the Domain's
+/// ListenerSet listener.
 pub fn route(
     domain: &Domain,
     hostname: &str,
@@ -96,7 +100,7 @@ pub fn route(
     // A Domain that only redirects carries no edge rule, but it is rendered with the
     // current ones all the same.
     routing::mark_edge_digest(&mut meta, edge);
-    let mut route = match target {
+    match target {
         RouteTarget::Service(service) => routing::project_route(
             meta,
             hostname,
@@ -138,7 +142,14 @@ pub fn route(
             }))
             .expect("a redirect HTTPRoute is a valid HTTPRoute")
         }
-    };
+    }
+}
+
+/// Attaches `route` to the Domain's ListenerSet listener too (`--domain-listeners
+/// listener-set`). With a listener on the Gateway itself, the route's Gateway parentRef
+/// (no section) already attaches it to that listener.
+pub fn attach_to_listener_set(route: &mut HttpRoute, domain: &Domain) {
+    let domain_name = domain.metadata.name.clone().unwrap_or_default();
     route
         .spec
         .parent_refs
@@ -150,7 +161,87 @@ pub fn route(
             section_name: Some(HTTPS_LISTENER.into()),
             ..Default::default()
         });
-    route
+}
+
+/// Name of a Domain's listener on the Gateway (`--domain-listeners gateway`): from the
+/// Domain's uid, so that a Domain deleted and made again gets a listener of its own.
+pub fn gateway_listener_name(domain: &Domain) -> String {
+    format!(
+        "domain-{}",
+        domain.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The field manager that applies a Domain's listener to the Gateway: one per Domain, so
+/// that applying nothing under it removes that listener and no other.
+pub fn gateway_listener_manager(domain: &Domain) -> String {
+    format!(
+        "clouddeck-domain-{}",
+        domain.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// What the Domain's field manager applies to the operator's Gateway: the Domain's HTTPS
+/// listener for exactly `hostname` on `port`, terminating TLS with `secret` in the
+/// Domain's namespace (readable through [`listener_grant`]), taking routes of that
+/// namespace only; or, with `listener` `None`, nothing, which removes it. Only the
+/// fields the Domain owns: a typed Gateway would also claim `gatewayClassName`.
+pub fn gateway_listener(
+    domain: &Domain,
+    gateway: &RoutingConfig,
+    listener: Option<(&str, &str, u16)>,
+) -> serde_json::Value {
+    let namespace = domain.metadata.namespace.as_deref().unwrap_or_default();
+    let mut applied = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": { "name": gateway.gateway_name, "namespace": gateway.gateway_namespace },
+    });
+    if let Some((hostname, secret, port)) = listener {
+        applied["spec"] = json!({ "listeners": [{
+            "name": gateway_listener_name(domain),
+            "hostname": hostname,
+            "port": port,
+            "protocol": "HTTPS",
+            "tls": {
+                "mode": "Terminate",
+                "certificateRefs": [{
+                    "group": "", "kind": "Secret", "name": secret, "namespace": namespace,
+                }],
+            },
+            "allowedRoutes": { "namespaces": {
+                "from": "Selector",
+                "selector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
+            } },
+        }] });
+    }
+    applied
+}
+
+/// Lets the operator's Gateway read the Domain's TLS Secret (`secret`, in the Domain's
+/// namespace) for its listener on the Gateway: that Secret and no other.
+pub fn listener_grant(
+    domain: &Domain,
+    secret: &str,
+    gateway: &RoutingConfig,
+    owner: &OwnerReference,
+) -> ReferenceGrant {
+    let name = listener_set_name(&domain.metadata.name.clone().unwrap_or_default());
+    ReferenceGrant {
+        metadata: child_meta(domain, name, owner),
+        spec: ReferenceGrantSpec {
+            from: vec![ReferenceGrantFrom {
+                group: "gateway.networking.k8s.io".into(),
+                kind: "Gateway".into(),
+                namespace: gateway.gateway_namespace.clone(),
+            }],
+            to: vec![ReferenceGrantTo {
+                group: String::new(),
+                kind: "Secret".into(),
+                name: Some(secret.to_owned()),
+            }],
+        },
+    }
 }
 
 /// The Domain's HTTPS listener, attached to the operator's Gateway through a ListenerSet
@@ -159,8 +250,7 @@ pub fn route(
 /// allow ListenerSets from the Domains' namespaces (`spec.allowedListeners`).
 pub fn listener_set(
     domain: &Domain,
-    hostname: &str,
-    secret: &str,
+    (hostname, secret, port): (&str, &str, u16),
     gateway: &RoutingConfig,
     owner: &OwnerReference,
 ) -> ListenerSet {
@@ -179,7 +269,7 @@ pub fn listener_set(
             "listeners": [{
                 "name": HTTPS_LISTENER,
                 "hostname": hostname,
-                "port": 443,
+                "port": port,
                 "protocol": "HTTPS",
                 "tls": {
                     "mode": "Terminate",
@@ -323,7 +413,7 @@ mod tests {
 
     #[test]
     fn route_serves_the_service_for_the_hostname() {
-        let route = route(
+        let mut route = route(
             &domain(None),
             "shop.example.com",
             &RouteTarget::Service("web-2".into()),
@@ -341,6 +431,12 @@ mod tests {
         assert_eq!(json["spec"]["hostnames"], json!(["shop.example.com"]));
         assert_eq!(json["spec"]["parentRefs"][0]["name"], "edge");
         assert_eq!(json["spec"]["rules"][0]["backendRefs"][0]["name"], "web-2");
+        // With a listener on the Gateway, the Gateway parentRef (no section) is the only
+        // one: it attaches the route to that listener too.
+        assert_eq!(json["spec"]["parentRefs"].as_array().unwrap().len(), 1);
+        assert_eq!(json["spec"]["parentRefs"][0].get("sectionName"), None);
+        attach_to_listener_set(&mut route, &domain(None));
+        let json = serde_json::to_value(&route).unwrap();
         assert_eq!(
             json["spec"]["parentRefs"][1],
             json!({ "group": "gateway.networking.k8s.io", "kind": "ListenerSet",
@@ -352,8 +448,7 @@ mod tests {
     fn listener_set_terminates_tls_for_the_hostname_only_for_this_namespace() {
         let set = listener_set(
             &domain(None),
-            "shop.example.com",
-            "shop-tls",
+            ("shop.example.com", "shop-tls", 443),
             &gateway(),
             &owner(),
         );
@@ -371,6 +466,60 @@ mod tests {
         assert_eq!(listener["protocol"], "HTTPS");
         assert_eq!(listener["tls"]["certificateRefs"][0]["name"], "shop-tls");
         assert_eq!(listener["allowedRoutes"]["namespaces"]["from"], "Same");
+    }
+
+    #[test]
+    fn gateway_listener_is_the_domains_alone_and_takes_only_its_namespaces_routes() {
+        let applied = gateway_listener(
+            &domain(None),
+            &gateway(),
+            Some(("shop.example.com", "shop-tls", 8443)),
+        );
+        assert_eq!(
+            applied["metadata"],
+            json!({ "name": "edge", "namespace": "net" })
+        );
+        // Only the listener: gatewayClassName and the other listeners stay the platform's.
+        assert_eq!(applied["spec"].as_object().unwrap().len(), 1);
+        let listeners = applied["spec"]["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 1);
+        let listener = &listeners[0];
+        assert_eq!(listener["name"], "domain-uid-1");
+        assert_eq!(listener["hostname"], "shop.example.com");
+        assert_eq!(listener["port"], 8443);
+        assert_eq!(listener["protocol"], "HTTPS");
+        assert_eq!(
+            listener["tls"]["certificateRefs"][0],
+            json!({ "group": "", "kind": "Secret", "name": "shop-tls", "namespace": "team-a" })
+        );
+        assert_eq!(
+            listener["allowedRoutes"]["namespaces"],
+            json!({ "from": "Selector",
+                    "selector": { "matchLabels": { "kubernetes.io/metadata.name": "team-a" } } })
+        );
+        // Applying nothing under the Domain's own manager removes that listener alone.
+        let removal = gateway_listener(&domain(None), &gateway(), None);
+        assert_eq!(removal.get("spec"), None);
+        assert_eq!(
+            gateway_listener_manager(&domain(None)),
+            "clouddeck-domain-uid-1"
+        );
+    }
+
+    #[test]
+    fn listener_grant_lets_the_gateway_read_the_domains_secret_only() {
+        let grant = listener_grant(&domain(None), "shop-tls", &gateway(), &owner());
+        let json = serde_json::to_value(&grant).unwrap();
+        assert_eq!(json["metadata"]["namespace"], "team-a");
+        assert_eq!(json["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(
+            json["spec"]["from"],
+            json!([{ "group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "net" }])
+        );
+        assert_eq!(
+            json["spec"]["to"],
+            json!([{ "group": "", "kind": "Secret", "name": "shop-tls" }])
+        );
     }
 
     #[test]
