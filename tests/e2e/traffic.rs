@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::support::{self, TestNamespace, eventually};
 
@@ -766,4 +767,162 @@ async fn a_domain_is_served_over_https_by_a_listener_on_the_gateway() {
         },
     )
     .await;
+}
+
+/// Polls `http://<hostname>/index.html` every 20 ms until a pod of `deployment` answers;
+/// returns how long that took from `since`.
+async fn time_until_served_by(hostname: &str, deployment: &str, since: Instant) -> Duration {
+    let prefix = format!("hello from {deployment}-");
+    let deadline = since + Duration::from_secs(120);
+    loop {
+        if let Some((200, body)) = visit(hostname, "/index.html").await
+            && body.starts_with(&prefix)
+        {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{hostname} never answered from {deployment}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn summary(times: &mut [Duration]) -> String {
+    times.sort();
+    let ms = |d: Duration| d.as_millis();
+    format!(
+        "min {} ms, median {} ms, max {} ms",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    )
+}
+
+/// Issue "Real traffic", acceptance 2: from `kubectl patch … rollbackTo` to the first
+/// response of the old deployment through the gateway, polled every 20 ms, against the
+/// same switch made by hand on an HTTPRoute (the gateway's own reaction time: the floor),
+/// in the same run. With `keepWarm: 1` (the old deployment runs) and with `keepWarm: 0`
+/// (it is scaled up from zero first).
+///
+/// `CLOUDDECK_BENCH_ROLLBACKS=5 cargo test --release --test e2e traffic::benchmark -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+async fn benchmark_rollback_through_the_gateway() {
+    use gateway_api::apis::standard::httproutes::HttpRoute;
+    let rounds: usize = std::env::var("CLOUDDECK_BENCH_ROLLBACKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-rollback").await;
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "rollback")
+        .start_leading()
+        .await;
+    let suffix = &ns.name[ns.name.len() - 6..];
+    let project = format!("rb-{suffix}");
+    crate::node::real_project_named(&client, &ns.name, &project, "old").await;
+    let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
+    let keep_warm = |n: i32| Patch::Merge(json!({ "spec": { "keepWarm": n } }));
+    // `old` keeps running once `new` is promoted, for the floor and the first rollbacks.
+    projects
+        .patch(&project, &PatchParams::default(), &keep_warm(1))
+        .await
+        .unwrap();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &deployments,
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": "new" },
+            "spec": { "projectRef": { "name": project }, "target": "production",
+                      "source": { "image": crate::node::BUSYBOX } }
+        }),
+    )
+    .await;
+    let host = projects
+        .get(&project)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.hostname)
+        .expect("a production hostname");
+    time_until_served_by(&host, "new", Instant::now()).await;
+
+    // The floor: an HTTPRoute of the test's own, switched between the two Services.
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &ns.name);
+    let floor_host = format!("floor-{suffix}.clouddeck.localhost");
+    let floor_route = |service: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "floor" },
+            "spec": {
+                "hostnames": [floor_host],
+                "parentRefs": [{ "name": "clouddeck", "namespace": "clouddeck-system" }],
+                "rules": [{ "backendRefs": [{ "name": service, "port": 80 }] }]
+            }
+        })
+    };
+    let apply = PatchParams::apply("e2e-benchmark").force();
+    routes
+        .patch("floor", &apply, &Patch::Apply(floor_route("new")))
+        .await
+        .unwrap();
+    time_until_served_by(&floor_host, "new", Instant::now()).await;
+    let mut floor = Vec::new();
+    for round in 0..rounds * 2 {
+        let to = if round % 2 == 0 { "old" } else { "new" };
+        let start = Instant::now();
+        routes
+            .patch("floor", &apply, &Patch::Apply(floor_route(to)))
+            .await
+            .unwrap();
+        floor.push(time_until_served_by(&floor_host, to, start).await);
+    }
+
+    let mut results = Vec::new();
+    for warm in [1, 0] {
+        projects
+            .patch(&project, &PatchParams::default(), &keep_warm(warm))
+            .await
+            .unwrap();
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            // Settled on `new`, with `old` scaled as keepWarm says.
+            tokio::time::sleep(Duration::from_secs(if warm == 0 { 15 } else { 3 })).await;
+            let start = Instant::now();
+            projects
+                .patch(
+                    &project,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "rollbackTo": "old" } })),
+                )
+                .await
+                .unwrap();
+            times.push(time_until_served_by(&host, "old", start).await);
+            projects
+                .patch(
+                    &project,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "rollbackTo": null } })),
+                )
+                .await
+                .unwrap();
+            time_until_served_by(&host, "new", Instant::now()).await;
+        }
+        results.push((warm, times));
+    }
+    println!(
+        "gateway floor (an HTTPRoute's backend switched by hand), {} switches: {}",
+        floor.len(),
+        summary(&mut floor)
+    );
+    for (keep_warm, mut times) in results {
+        println!(
+            "rollback to the previous production (keepWarm: {keep_warm}), {rounds} rollbacks: {}",
+            summary(&mut times)
+        );
+    }
 }
