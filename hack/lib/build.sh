@@ -103,10 +103,13 @@ build_helm() {
 #   kstatus: sigs.k8s.io/cli-utils' kstatus library; the e2e tests judge CloudDeck's
 #            conditions by what Flux and cli-utils appliers compute.
 #   image:   go-containerregistry; assembles the real node's images from local files.
+#   certmanager: cert-manager's controllers (issuers, Certificates) on its public
+#            packages; its own controller command is a module the proxy does not serve.
 own_tool() { echo "$1-$2-$(sha256sum "$ROOT/hack/$1/main.go" | cut -c1-12)"; }
 kstatus_tool() { own_tool kstatus "$CLI_UTILS_VERSION"; }
 image_tool() { own_tool image "$GO_CONTAINERREGISTRY_VERSION"; }
 gitserver_tool() { own_tool gitserver stdlib; }
+certmanager_tool() { own_tool certmanager "$CERT_MANAGER_VERSION"; }
 
 # build_own_tool NAME MODULE VERSION: hack/NAME/main.go against MODULE@VERSION, or
 # against the standard library alone when MODULE is empty (VERSION then only names it).
@@ -126,6 +129,7 @@ build_own_tool() {
 build_kstatus() { build_own_tool kstatus sigs.k8s.io/cli-utils "$CLI_UTILS_VERSION"; }
 build_image_tool() { build_own_tool image github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"; }
 build_gitserver() { build_own_tool gitserver "" stdlib; }
+build_certmanager() { build_own_tool certmanager github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION"; }
 
 # The real node's container runtime. containerd's module has no replace lines, so plain
 # `go install` builds it; CGO_ENABLED=0 avoids the btrfs headers it would otherwise need.
@@ -219,6 +223,7 @@ build_all() {
   build_coredns
   build_image_tool
   build_gitserver
+  build_certmanager
   build_rootlesskit
   build_buildkit
   if real_node_enabled; then build_traefik; fi

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clouddeck::api::{Deployment, Domain, EdgeHandler, Project, SplitTest};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::time::Instant;
@@ -608,21 +609,53 @@ fn gateway_https_port() -> u16 {
         .unwrap_or(18443)
 }
 
-/// `GET https://<hostname><path>` through the gateway, trusting only `ca` (PEM).
-async fn https_get(hostname: &str, path: &str, ca: &str) -> reqwest::Result<(u16, String)> {
+/// `GET https://<hostname><path>` through the gateway, trusting only `ca` (PEM);
+/// redirects are not followed.
+async fn https_get(hostname: &str, path: &str, ca: &str) -> reqwest::Result<reqwest::Response> {
     let port = gateway_https_port();
     let client = reqwest::Client::builder()
         .resolve(hostname, SocketAddr::from(([127, 0, 0, 1], port)))
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))
         .build()?;
-    let response = client
+    client
         .get(format!("https://{hostname}:{port}{path}"))
         .send()
-        .await?;
-    let status = response.status().as_u16();
-    Ok((status, response.text().await?.trim().to_owned()))
+        .await
+}
+
+/// Waits until `https://<hostname><path>`, trusting only `ca`, answers `status` with a
+/// body `accept` takes; returns the response's headers.
+async fn https_answer(
+    hostname: &str,
+    path: &str,
+    ca: &str,
+    status: u16,
+    accept: impl Fn(&str) -> bool,
+) -> reqwest::header::HeaderMap {
+    let found = tokio::time::timeout(Duration::from_secs(90), async {
+        loop {
+            if let Ok(response) = https_get(hostname, path, ca).await
+                && response.status().as_u16() == status
+            {
+                let headers = response.headers().clone();
+                if accept(response.text().await.unwrap_or_default().trim()) {
+                    return headers;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(headers) => headers,
+        Err(_) => panic!(
+            "https://{hostname}{path} did not answer {status} within 90s; last: {:?}",
+            https_get(hostname, path, ca).await.map(|r| r.status())
+        ),
+    }
 }
 
 /// A CA and a certificate for `hostname` it signed: (CA PEM, certificate PEM, key PEM).
@@ -656,12 +689,42 @@ async fn gateway_listeners(client: &kube::Client) -> Vec<String> {
         .collect()
 }
 
+/// The CA of the local cluster's ClusterIssuer `clouddeck-local-ca` (hack/lib/certmanager.sh).
+fn local_issuer_ca() -> String {
+    let path = support::cluster_dir().join("cert-manager/ca.crt");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err} (hack/cluster up makes it)", path.display()))
+}
+
+/// Waits until Domain `name` is Ready; returns it.
+async fn ready_domain(domains: &Api<Domain>, name: &str) -> Domain {
+    eventually(
+        &format!("Domain {name} to be Ready"),
+        Duration::from_secs(120),
+        || async {
+            let d = domains.get(name).await.ok()?;
+            d.status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(d)
+        },
+    )
+    .await
+}
+
 /// User story (a platform whose gateway has no ListenerSet, run with `--domain-listeners
-/// gateway`): "My Domain, verified by its TXT record, is served over HTTPS with my
-/// certificate: a browser that trusts my CA gets my production app. When I delete the
-/// Domain, its listener leaves the shared Gateway and nothing serves my hostname."
+/// gateway`): "My apex Domain, verified by its TXT record, gets a certificate from the
+/// platform's issuer and is served over HTTPS: a browser that trusts that CA gets my
+/// production app. My `www` Domain, with a certificate of my own, redirects to the apex
+/// with 308, path and query kept. When I delete a Domain, its listener leaves the shared
+/// Gateway and nothing serves that hostname any more."
+///
+/// Real parts throughout: cert-manager's controllers issue the certificate from a CA
+/// ClusterIssuer, Traefik terminates TLS, the app runs on the real node.
 #[tokio::test]
-async fn a_domain_is_served_over_https_by_a_listener_on_the_gateway() {
+async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
     use k8s_openapi::api::core::v1::Secret;
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-https").await;
@@ -672,103 +735,111 @@ async fn a_domain_is_served_over_https_by_a_listener_on_the_gateway() {
         .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
         .args(["--domain-listeners", "gateway"])
         .args(["--https-listener-port", &gateway_https_port().to_string()])
+        .args(["--default-cluster-issuer", "clouddeck-local-ca"])
         .start_leading()
         .await;
     let suffix = &ns.name[ns.name.len() - 6..];
     let project = format!("shop-{suffix}");
     crate::node::real_project_named(&client, &ns.name, &project, "web-1").await;
 
-    let hostname = format!("www.shop-{suffix}.example.test");
-    let (ca, certificate, key) = ca_and_certificate(&hostname);
+    let apex = format!("shop-{suffix}.example.test");
+    let www = format!("www.{apex}");
+    let (own_ca, certificate, key) = ca_and_certificate(&www);
     support::create(
         &Api::<Secret>::namespaced(client.clone(), &ns.name),
         json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": { "name": "shop-cert" },
+            "metadata": { "name": "www-cert" },
             "type": "kubernetes.io/tls",
             "stringData": { "tls.crt": certificate, "tls.key": key },
         }),
     )
     .await;
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
-    support::create(
-        &domains,
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
-            "metadata": { "name": "shop" },
-            "spec": { "hostname": hostname, "projectRef": { "name": project },
-                      "tls": { "secretName": "shop-cert" } }
-        }),
-    )
-    .await;
-    let (record, value) = crate::domains::record(&domains, "shop").await;
-    dns.set_txt(&std::collections::BTreeMap::from([(record, vec![value])]));
-    let ready = eventually(
-        "the Domain to be Ready",
-        Duration::from_secs(90),
-        || async {
-            let d = domains.get("shop").await.ok()?;
-            d.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(d)
-        },
-    )
-    .await;
-    let listener = format!("domain-{}", ready.metadata.uid.as_deref().unwrap());
-    assert!(
-        gateway_listeners(&client).await.contains(&listener),
-        "the Gateway has the Domain's listener"
-    );
+    for (name, hostname, extra) in [
+        ("apex", &apex, json!({})),
+        (
+            "www",
+            &www,
+            json!({ "tls": { "secretName": "www-cert" },
+                    "redirectTo": { "domain": apex, "statusCode": 308 } }),
+        ),
+    ] {
+        let mut spec = json!({ "hostname": hostname, "projectRef": { "name": project } });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        support::create(
+            &domains,
+            json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+                    "metadata": { "name": name }, "spec": spec }),
+        )
+        .await;
+    }
+    let mut records = std::collections::BTreeMap::new();
+    for name in ["apex", "www"] {
+        let (record, value) = crate::domains::record(&domains, name).await;
+        records.insert(record, vec![value]);
+    }
+    dns.set_txt(&records);
+    let apex_domain = ready_domain(&domains, "apex").await;
+    let www_domain = ready_domain(&domains, "www").await;
+    let listener_of = |d: &Domain| format!("domain-{}", d.metadata.uid.as_deref().unwrap());
+    let listeners = gateway_listeners(&client).await;
+    for d in [&apex_domain, &www_domain] {
+        assert!(
+            listeners.contains(&listener_of(d)),
+            "the Gateway has {}'s listener: {listeners:?}",
+            d.name_any()
+        );
+    }
 
-    let served = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match https_get(&hostname, "/index.html", &ca).await {
-                Ok((200, body)) if body.starts_with("hello from web-1-") => return body,
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+    // The apex: cert-manager's certificate, verified against the issuer's CA alone.
+    let issuer_ca = local_issuer_ca();
+    https_answer(&apex, "/index.html", &issuer_ca, 200, |b| {
+        b.starts_with("hello from web-1-")
     })
     .await;
+    // www: the user's own certificate; a 308 to the apex, path and query kept.
+    let headers = https_answer(&www, "/deals/today?ref=mail", &own_ca, 308, |_| true).await;
+    let location = headers["location"].to_str().unwrap();
     assert!(
-        served.is_ok(),
-        "https://{hostname} did not answer with production within 60s: {:?}",
-        https_get(&hostname, "/index.html", &ca).await
+        location.starts_with(&format!("https://{apex}"))
+            && location.ends_with("/deals/today?ref=mail"),
+        "Location: {location}"
     );
-    // Plain HTTP serves it too (the Gateway's HTTP listener).
-    answer_of(&hostname, "/index.html", "production", |b| {
+    // Plain HTTP serves the apex too (the Gateway's HTTP listener).
+    answer_of(&apex, "/index.html", "production", |b| {
         b.starts_with("hello from web-1-")
     })
     .await;
 
     // Deleted: the finalizer takes the listener off the Gateway, then the Domain goes.
     domains
-        .delete("shop", &Default::default())
+        .delete("www", &Default::default())
         .await
         .expect("delete the Domain");
     eventually("the Domain to be gone", Duration::from_secs(60), || async {
-        domains.get_opt("shop").await.ok()?.is_none().then_some(())
+        domains.get_opt("www").await.ok()?.is_none().then_some(())
     })
     .await;
+    let listeners = gateway_listeners(&client).await;
     assert!(
-        !gateway_listeners(&client).await.contains(&listener),
-        "the Domain's listener left the Gateway"
+        !listeners.contains(&listener_of(&www_domain)),
+        "www's listener left the Gateway: {listeners:?}"
     );
+    assert!(listeners.contains(&listener_of(&apex_domain)));
     eventually(
-        "nothing to serve the hostname over HTTPS",
+        "nothing to serve www over HTTPS",
         Duration::from_secs(60),
-        || async {
-            https_get(&hostname, "/index.html", &ca)
-                .await
-                .is_err()
-                .then_some(())
-        },
+        || async { https_get(&www, "/", &own_ca).await.is_err().then_some(()) },
     )
     .await;
+    https_answer(&apex, "/index.html", &issuer_ca, 200, |b| {
+        b.starts_with("hello from web-1-")
+    })
+    .await;
 }
-
 /// Polls `http://<hostname>/index.html` every 20 ms until a pod of `deployment` answers;
 /// returns how long that took from `since`.
 async fn time_until_served_by(hostname: &str, deployment: &str, since: Instant) -> Duration {
