@@ -16,8 +16,7 @@ use gateway_api::apis::standard::listenersets::ListenerSet;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
 use kube::{Api, Client};
 use serde_json::json;
@@ -85,11 +84,17 @@ fn hack_dnsmasq(command: &str, dir: &Path) {
 
 /// `clouddeck run` asking `dns` for TXT records; killed when dropped.
 fn start_operator(lease_namespace: &str, dns: &Dns) -> Operator {
+    operator_with(lease_namespace, dns, &[])
+}
+
+/// [`start_operator`] with more flags.
+fn operator_with(lease_namespace: &str, dns: &Dns, extra: &[&str]) -> Operator {
     Operator::builder(lease_namespace, "domains")
         .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
         .args(["--default-cluster-issuer", ISSUER])
         .args(["--base-domain", "apps.e2e.test"])
         .args(["--hostname-reservation", RESERVATION])
+        .args(extra)
         .start()
 }
 
@@ -167,6 +172,69 @@ pub(crate) async fn record(api: &Api<Domain>, name: &str) -> (String, String) {
     .await
 }
 
+/// A ClusterIssuer `name` signing with the local cluster's CA (the Secret of
+/// `clouddeck-local-ca`, hack/lib/certmanager.sh): the real cert-manager issues what
+/// names it. Deleted when dropped; drop it before the operator lock is released.
+pub(crate) struct LocalIssuer {
+    name: String,
+}
+
+impl LocalIssuer {
+    pub(crate) fn create(name: &str) -> LocalIssuer {
+        let issuer = json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+            "metadata": { "name": name },
+            "spec": { "ca": { "secretName": "clouddeck-local-ca" } }
+        });
+        let out = support::run_with_stdin(
+            Command::new(support::kubectl_path())
+                .arg("--kubeconfig")
+                .arg(support::kubeconfig_path())
+                .args(["apply", "-f", "-"]),
+            issuer.to_string().as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        LocalIssuer {
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for LocalIssuer {
+    fn drop(&mut self) {
+        support::kubectl(&["delete", "clusterissuer", &self.name, "--ignore-not-found"]);
+    }
+}
+
+/// An Issuer `name` in `namespace` signing with the local cluster's CA (a copy of the
+/// ClusterIssuer's Secret in the namespace, as a namespaced CA Issuer needs).
+fn local_ca_issuer(namespace: &str, name: &str) {
+    let mut secret: serde_json::Value = serde_json::from_str(&support::kubectl_ok(&[
+        "get",
+        "secret",
+        "clouddeck-local-ca",
+        "-n",
+        "cert-manager",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    secret["metadata"] = json!({ "name": format!("{name}-ca") });
+    support::kubectl_create_ok(namespace, &secret);
+    support::kubectl_create_ok(
+        namespace,
+        &json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+            "metadata": { "name": name },
+            "spec": { "ca": { "secretName": format!("{name}-ca") } }
+        }),
+    );
+}
+
 fn certificates(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "cert-manager.io",
@@ -188,7 +256,12 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
     let ns = TestNamespace::new(&client, "e2e-domains").await;
     let dns = Dns::start();
     let _serial = support::one_operator_test_at_a_time().await;
-    let _operator = start_operator(&ns.name, &dns);
+    // Warned 100 days ahead: the 90-day certificate cert-manager issues below is expiring.
+    let _operator = operator_with(
+        &ns.name,
+        &dns,
+        &["--certificate-expiry-warning-days", "100"],
+    );
     let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
     production_route(&client, &ns.name, "storefront-v1").await;
     // A subscriber to domain and alert events, recording in the delivery log.
@@ -368,20 +441,9 @@ async fn a_domain_is_verified_by_its_txt_record_then_gets_a_certificate_and_rout
     })
     .await;
 
-    // cert-manager issues it (simulated: no cert-manager runs here), expiring in 5 days.
-    let not_after = k8s_openapi::jiff::Timestamp::now()
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_hours(5 * 24))
-        .unwrap();
-    let issued = json!({ "status": {
-        "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready",
-                         "message": "Certificate is up to date and has not expired",
-                         "lastTransitionTime": "2026-01-01T00:00:00Z" }],
-        "notAfter": not_after.to_string(),
-    }});
-    certs
-        .patch_status("shop-tls", &PatchParams::default(), &Patch::Merge(&issued))
-        .await
-        .expect("patch the Certificate's status");
+    // The Domain's issuer appears, and cert-manager (hack/lib/certmanager.sh) issues the
+    // certificate: 90 days, within this operator's 100-day expiry warning.
+    local_ca_issuer(&ns.name, "team-ca");
     wait_condition(
         &domains,
         "shop",
@@ -601,8 +663,8 @@ fn domains_table(namespace: &str) -> BTreeMap<String, BTreeMap<String, String>> 
 /// see `src/delivery/sender.rs`) before the egress policy can refuse it — a DNS query
 /// leaving the machine, and a real POST if it resolves. The sample Deployments would start
 /// builds. No build runs here, so a stand-in production route plays the Project's
-/// production, and the Certificates are issued by patching their status as cert-manager
-/// would.
+/// production; the Certificates are issued by the local cluster's cert-manager once the
+/// test creates the samples' ClusterIssuer (a CA issuer under Let's Encrypt's name).
 #[tokio::test]
 async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over() {
     let client = support::client().await;
@@ -703,19 +765,9 @@ async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over
     )
     .await;
 
-    // cert-manager issues them (simulated: no cert-manager runs here).
-    let issued = json!({ "status": {
-        "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready",
-                         "message": "Certificate is up to date and has not expired",
-                         "lastTransitionTime": "2026-01-01T00:00:00Z" }],
-        "notAfter": "2099-01-01T00:00:00Z",
-    }});
-    for cert_name in ["example-com-tls", "www-example-com-tls"] {
-        certs
-            .patch_status(cert_name, &PatchParams::default(), &Patch::Merge(&issued))
-            .await
-            .expect("patch the Certificate's status");
-    }
+    // The samples' issuer appears (here a CA, where a platform would have Let's Encrypt),
+    // and cert-manager issues both certificates.
+    let _issuer = LocalIssuer::create("letsencrypt-prod");
     wait_condition(&domains, "example-com", READY, "True", "Serving").await;
     wait_condition(&domains, "www-example-com", READY, "True", "Redirecting").await;
     for name in ["example-com", "www-example-com"] {

@@ -86,6 +86,12 @@ pub(crate) async fn answer_of(
     })
 }
 
+/// The random part of a test namespace's name (after its last `-`): makes Project names
+/// and hostnames no earlier run claimed.
+fn suffix(namespace: &str) -> &str {
+    namespace.rsplit('-').next().unwrap_or(namespace)
+}
+
 fn hostname_of(url: &str) -> String {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -219,7 +225,7 @@ async fn a_refused_hostname_keeps_reaching_its_owner_through_the_gateway() {
     let _operator = support::Operator::builder(&owner.name, "hijack")
         .start_leading()
         .await;
-    let project = format!("shop-{}", &owner.name[owner.name.len() - 6..]);
+    let project = format!("shop-{}", suffix(&owner.name));
     crate::node::real_project_named(&client, &owner.name, &project, "owner-1").await;
     let owner_host = eventually("the owner's hostname", Duration::from_secs(30), || async {
         Api::<Project>::namespaced(client.clone(), &owner.name)
@@ -349,7 +355,7 @@ async fn edge_rules_are_what_visitors_get_through_the_gateway() {
         ])
         .start_leading()
         .await;
-    let project = format!("store-{}", &ns.name[ns.name.len() - 6..]);
+    let project = format!("store-{}", suffix(&ns.name));
     crate::node::real_project_named(&client, &ns.name, &project, "store-1").await;
     let host = Api::<Project>::namespaced(client.clone(), &ns.name)
         .get(&project)
@@ -435,6 +441,17 @@ async fn variant_for(host: &str, headers: &[(&str, &str)]) -> (String, Option<St
         .await
         .expect("the gateway answers");
     assert_eq!(response.status().as_u16(), 200);
+    variant_of(response).await
+}
+
+/// [`variant_for`] until the gateway serves the host: `None` for any other answer.
+async fn try_variant_for(host: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let response = request_with(host, "/index.html", headers).await?;
+    (response.status().as_u16() == 200).then_some(())?;
+    Some(variant_of(response).await.0)
+}
+
+async fn variant_of(response: reqwest::Response) -> (String, Option<String>) {
     let cookie = response
         .headers()
         .get("set-cookie")
@@ -461,7 +478,7 @@ async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gatew
     let _operator = support::Operator::builder(&ns.name, "split-traffic")
         .start_leading()
         .await;
-    let project = format!("ab-{}", &ns.name[ns.name.len() - 6..]);
+    let project = format!("ab-{}", suffix(&ns.name));
     crate::node::real_project_named(&client, &ns.name, &project, "store-a").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     support::create(
@@ -509,7 +526,7 @@ async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gatew
         "the split to be served",
         Duration::from_secs(60),
         || async {
-            let (variant, _) = variant_for(&host, &[("X-Clouddeck-Variant", "redesign")]).await;
+            let variant = try_variant_for(&host, &[("X-Clouddeck-Variant", "redesign")]).await?;
             (variant == "b").then_some(())
         },
     )
@@ -738,7 +755,7 @@ async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
         .args(["--default-cluster-issuer", "clouddeck-local-ca"])
         .start_leading()
         .await;
-    let suffix = &ns.name[ns.name.len() - 6..];
+    let suffix = suffix(&ns.name);
     let project = format!("shop-{suffix}");
     crate::node::real_project_named(&client, &ns.name, &project, "web-1").await;
 
@@ -892,7 +909,7 @@ async fn benchmark_rollback_through_the_gateway() {
     let _operator = support::Operator::builder(&ns.name, "rollback")
         .start_leading()
         .await;
-    let suffix = &ns.name[ns.name.len() - 6..];
+    let suffix = suffix(&ns.name);
     let project = format!("rb-{suffix}");
     crate::node::real_project_named(&client, &ns.name, &project, "old").await;
     let projects = Api::<Project>::namespaced(client.clone(), &ns.name);
