@@ -92,6 +92,42 @@ fn suffix(namespace: &str) -> &str {
     namespace.rsplit('-').next().unwrap_or(namespace)
 }
 
+/// The hostname the Project `project` has been given for production.
+async fn production_hostname(client: &kube::Client, namespace: &str, project: &str) -> String {
+    Api::<Project>::namespaced(client.clone(), namespace)
+        .get(project)
+        .await
+        .expect("the Project")
+        .status
+        .and_then(|s| s.hostname)
+        .unwrap_or_else(|| panic!("{namespace}/{project} has no production hostname"))
+}
+
+fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    clouddeck::api::conditions::is_true(conditions, clouddeck::api::conditions::READY)
+}
+
+/// A Deployment `name` of the busybox image (what [`crate::node::real_project_named`]'s
+/// Projects run) with `target`.
+async fn busybox_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+    name: &str,
+    target: &str,
+) {
+    support::create(
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": name },
+            "spec": { "projectRef": { "name": project }, "target": target,
+                      "source": { "image": crate::node::BUSYBOX } }
+        }),
+    )
+    .await;
+}
+
 fn hostname_of(url: &str) -> String {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -263,13 +299,7 @@ async fn a_refused_hostname_keeps_reaching_its_owner_through_the_gateway() {
     // label: refused without a DNS lookup.
     assert_eq!(refused.reason, "ReservedHostname", "{refused:?}");
 
-    let thief_host = Api::<Project>::namespaced(client.clone(), &thief.name)
-        .get(&project)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.hostname)
-        .expect("the thief's Project has a hostname");
+    let thief_host = production_hostname(&client, &thief.name, &project).await;
     assert_ne!(thief_host, owner_host);
     let from_thief = |body: &str| body.starts_with("hello from thief-1-");
     answer_of(&thief_host, "/index.html", "the thief's app", from_thief).await;
@@ -357,13 +387,7 @@ async fn edge_rules_are_what_visitors_get_through_the_gateway() {
         .await;
     let project = format!("store-{}", suffix(&ns.name));
     crate::node::real_project_named(&client, &ns.name, &project, "store-1").await;
-    let host = Api::<Project>::namespaced(client.clone(), &ns.name)
-        .get(&project)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.hostname)
-        .expect("a production hostname");
+    let host = production_hostname(&client, &ns.name, &project).await;
     let from_app = |body: &str| body.starts_with("hello from store-1-");
     answer_of(&host, "/index.html", "the app", from_app).await;
 
@@ -394,11 +418,7 @@ async fn edge_rules_are_what_visitors_get_through_the_gateway() {
         Duration::from_secs(60),
         || async {
             let status = handlers.get("store-edge").await.ok()?.status?;
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(())
+            is_ready(&status.conditions).then_some(())
         },
     )
     .await;
@@ -480,33 +500,14 @@ async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gatew
         .await;
     let project = format!("ab-{}", suffix(&ns.name));
     crate::node::real_project_named(&client, &ns.name, &project, "store-a").await;
+    busybox_deployment(&client, &ns.name, &project, "store-b", "preview").await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    support::create(
-        &deployments,
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-            "metadata": { "name": "store-b" },
-            "spec": { "projectRef": { "name": project }, "target": "preview",
-                      "source": { "image": crate::node::BUSYBOX } }
-        }),
-    )
-    .await;
     eventually("store-b to be Ready", Duration::from_secs(90), || async {
         let status = deployments.get("store-b").await.ok()?.status?;
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-            .then_some(())
+        is_ready(&status.conditions).then_some(())
     })
     .await;
-    let host = Api::<Project>::namespaced(client.clone(), &ns.name)
-        .get(&project)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.hostname)
-        .expect("a production hostname");
+    let host = production_hostname(&client, &ns.name, &project).await;
 
     let tests = Api::<SplitTest>::namespaced(client.clone(), &ns.name);
     support::create(
@@ -720,12 +721,7 @@ async fn ready_domain(domains: &Api<Domain>, name: &str) -> Domain {
         Duration::from_secs(120),
         || async {
             let d = domains.get(name).await.ok()?;
-            d.status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-                .then_some(d)
+            is_ready(&d.status.as_ref()?.conditions).then_some(d)
         },
     )
     .await
@@ -919,24 +915,8 @@ async fn benchmark_rollback_through_the_gateway() {
         .patch(&project, &PatchParams::default(), &keep_warm(1))
         .await
         .unwrap();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    support::create(
-        &deployments,
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-            "metadata": { "name": "new" },
-            "spec": { "projectRef": { "name": project }, "target": "production",
-                      "source": { "image": crate::node::BUSYBOX } }
-        }),
-    )
-    .await;
-    let host = projects
-        .get(&project)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.hostname)
-        .expect("a production hostname");
+    busybox_deployment(&client, &ns.name, &project, "new", "production").await;
+    let host = production_hostname(&client, &ns.name, &project).await;
     time_until_served_by(&host, "new", Instant::now()).await;
 
     // The floor: an HTTPRoute of the test's own, switched between the two Services.
