@@ -128,6 +128,13 @@ async fn make_dev_builds_the_samples_from_local_git_and_they_answer() {
         );
     }
 
+    // The printed gateway line: production as a visitor gets it, through Traefik.
+    let host = crate::traffic::production_hostname(&client, &ns.name, "storefront").await;
+    crate::traffic::answer_of(&host, "/", "the storefront", |body| {
+        body.starts_with("storefront")
+    })
+    .await;
+
     // The sample split test runs on the two sample Deployments, 90/10.
     let tests = Api::<SplitTest>::namespaced(client.clone(), &ns.name);
     let running = eventually("the sample SplitTest running", TIMEOUT, || async {

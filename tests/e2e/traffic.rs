@@ -93,7 +93,11 @@ fn suffix(namespace: &str) -> &str {
 }
 
 /// The hostname the Project `project` has been given for production.
-async fn production_hostname(client: &kube::Client, namespace: &str, project: &str) -> String {
+pub(crate) async fn production_hostname(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+) -> String {
     Api::<Project>::namespaced(client.clone(), namespace)
         .get(project)
         .await
