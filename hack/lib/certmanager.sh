@@ -13,8 +13,7 @@ CERT_MANAGER_ISSUER=clouddeck-local-ca
 CERT_MANAGER_NAMESPACE=cert-manager
 
 certmanager_issuer_ready() {
-  [[ $(kubectl get clusterissuer "$CERT_MANAGER_ISSUER" \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+  condition_true Ready clusterissuer "$CERT_MANAGER_ISSUER"
 }
 
 # What cert-manager's controllers read and write: its own kinds, the Secrets of

@@ -78,8 +78,7 @@ EOF
 }
 
 gateway_ready() {
-  [[ $(kubectl get gateway -n "$GATEWAY_NAMESPACE" "$GATEWAY_NAME" \
-    -o jsonpath='{.status.conditions[?(@.type=="Programmed")].status}' 2>/dev/null) == True ]]
+  condition_true Programmed gateway -n "$GATEWAY_NAMESPACE" "$GATEWAY_NAME"
 }
 
 # Traefik's identity: it reads routes, Services, EndpointSlices and Secrets (listeners'

@@ -521,7 +521,7 @@ node_cgroups() {
 }
 
 node_ready_real() {
-  [[ $(kubectl get node "$REAL_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+  condition_true Ready node "$REAL_NODE_NAME"
 }
 
 node_up() {

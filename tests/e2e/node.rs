@@ -375,6 +375,28 @@ pub(crate) async fn real_project_named(
     real_project_of(client, namespace, project, BUSYBOX, deployment).await;
 }
 
+/// A Deployment `name` of `project` running `image`, with `target` (production or
+/// preview).
+pub(crate) async fn image_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    project: &str,
+    name: &str,
+    target: &str,
+    image: &str,
+) {
+    support::create(
+        &Api::<clouddeck::api::Deployment>::namespaced(client.clone(), namespace),
+        json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
+            "metadata": { "name": name },
+            "spec": { "projectRef": { "name": project }, "target": target,
+                      "source": { "image": image } }
+        }),
+    )
+    .await;
+}
+
 async fn real_project_of(
     client: &kube::Client,
     namespace: &str,
@@ -382,7 +404,7 @@ async fn real_project_of(
     image: &str,
     deployment: &str,
 ) {
-    use clouddeck::api::{Deployment, Project};
+    use clouddeck::api::Project;
     support::create(
         &Api::<Project>::namespaced(client.clone(), namespace),
         json!({
@@ -398,16 +420,7 @@ async fn real_project_of(
         }),
     )
     .await;
-    support::create(
-        &Api::<Deployment>::namespaced(client.clone(), namespace),
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-            "metadata": { "name": deployment },
-            "spec": { "projectRef": { "name": project }, "target": "production",
-                      "source": { "image": image } }
-        }),
-    )
-    .await;
+    image_deployment(client, namespace, project, deployment, "production", image).await;
     let projects = Api::<Project>::namespaced(client.clone(), namespace);
     eventually(
         &format!("{deployment} in production"),

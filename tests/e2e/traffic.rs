@@ -111,27 +111,6 @@ fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condit
     clouddeck::api::conditions::is_true(conditions, clouddeck::api::conditions::READY)
 }
 
-/// A Deployment `name` of the busybox image (what [`crate::node::real_project_named`]'s
-/// Projects run) with `target`.
-async fn busybox_deployment(
-    client: &kube::Client,
-    namespace: &str,
-    project: &str,
-    name: &str,
-    target: &str,
-) {
-    support::create(
-        &Api::<Deployment>::namespaced(client.clone(), namespace),
-        json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment",
-            "metadata": { "name": name },
-            "spec": { "projectRef": { "name": project }, "target": target,
-                      "source": { "image": crate::node::BUSYBOX } }
-        }),
-    )
-    .await;
-}
-
 fn hostname_of(url: &str) -> String {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -504,7 +483,15 @@ async fn a_split_test_splits_visitors_by_weight_and_keeps_them_through_the_gatew
         .await;
     let project = format!("ab-{}", suffix(&ns.name));
     crate::node::real_project_named(&client, &ns.name, &project, "store-a").await;
-    busybox_deployment(&client, &ns.name, &project, "store-b", "preview").await;
+    crate::node::image_deployment(
+        &client,
+        &ns.name,
+        &project,
+        "store-b",
+        "preview",
+        crate::node::BUSYBOX,
+    )
+    .await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
     eventually("store-b to be Ready", Duration::from_secs(90), || async {
         let status = deployments.get("store-b").await.ok()?.status?;
@@ -919,7 +906,15 @@ async fn benchmark_rollback_through_the_gateway() {
         .patch(&project, &PatchParams::default(), &keep_warm(1))
         .await
         .unwrap();
-    busybox_deployment(&client, &ns.name, &project, "new", "production").await;
+    crate::node::image_deployment(
+        &client,
+        &ns.name,
+        &project,
+        "new",
+        "production",
+        crate::node::BUSYBOX,
+    )
+    .await;
     let host = production_hostname(&client, &ns.name, &project).await;
     time_until_served_by(&host, "new", Instant::now()).await;
 
