@@ -344,6 +344,18 @@ pub struct DomainConfig {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub https_listener_port: u16,
+
+    /// How long a Domain's HTTPS listener may go without the gateway reporting on it (in
+    /// the Gateway's or the ListenerSet's status) before the Domain's `ListenerReady` says
+    /// so (e.g. 60s, 5m).
+    #[arg(
+        long,
+        env = "CLOUDDECK_LISTENER_REPORT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_seconds
+    )]
+    pub listener_report_timeout: Duration,
 }
 
 /// Where a verified Domain's HTTPS listener goes (`--domain-listeners`).

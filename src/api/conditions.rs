@@ -22,6 +22,8 @@ pub const STALLED: &str = "Stalled";
 pub const VERIFIED: &str = "Verified";
 /// Domain: the TLS certificate is issued and valid.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// Domain: the gateway has programmed the Domain's HTTPS listener.
+pub const LISTENER_READY: &str = "ListenerReady";
 /// Webhook: recent deliveries to the endpoint are failing.
 pub const DEGRADED: &str = "Degraded";
 

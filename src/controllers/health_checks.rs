@@ -113,7 +113,7 @@ fn domain_state(ownership: Ownership, serving: Option<Serving>) -> Value {
         &mut Conditions::at(&mut list, Some(GENERATION), now()),
         &verified,
         serving.as_ref(),
-        None,
+        (None, None),
     );
     object("Domain", list)
 }

@@ -225,7 +225,7 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
         }
     }
     // Domain listeners on the Gateway itself: patch on that one Gateway, grants, and the
-    // Domain finalizer; none of it by default.
+    // Domain finalizer.
     let rule_for = |role: &Value, resource: &str| -> Option<Value> {
         role["rules"]
             .as_array()
@@ -236,8 +236,14 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
             })
             .cloned()
     };
-    assert_eq!(rule_for(role, "gateways"), None);
-    assert_eq!(rule_for(role, "domains"), None);
+    // The Gateway and the finalizer in either mode: a switch back from gateway mode
+    // still moves listeners off the Gateway. The grants only in gateway mode.
+    let gateways = rule_for(role, "gateways").expect("a rule for the Gateway");
+    assert_eq!(gateways["resourceNames"], json!(["clouddeck"]));
+    assert_eq!(gateways["verbs"], json!(["get", "list", "watch", "patch"]));
+    assert_eq!(rule_for(role, "referencegrants"), None);
+    let finalizers = rule_for(role, "domains").expect("a rule for the finalizer");
+    assert_eq!(finalizers["verbs"], json!(["patch"]));
     let gateway_mode = objects(&render(
         "clouddeck",
         "clouddeck-system",
@@ -246,7 +252,7 @@ fn the_chart_lints_renders_and_matches_crds_and_config() {
     let gateway_role = find(&gateway_mode, "ClusterRole", "clouddeck-operator");
     let gateways = rule_for(gateway_role, "gateways").expect("a rule for the Gateway");
     assert_eq!(gateways["resourceNames"], json!(["clouddeck"]));
-    assert_eq!(gateways["verbs"], json!(["get", "patch"]));
+    assert_eq!(gateways["verbs"], json!(["get", "list", "watch", "patch"]));
     let grants = rule_for(gateway_role, "referencegrants").expect("a rule for grants");
     assert_eq!(grants["verbs"], json!(["create", "patch"]));
     let finalizers = rule_for(gateway_role, "domains").expect("a rule for the finalizer");

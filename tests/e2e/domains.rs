@@ -857,7 +857,7 @@ async fn the_sample_domains_verify_by_their_txt_records_and_cannot_be_taken_over
 }
 
 /// A `kubernetes.io/tls` Secret holding `tls_crt` (and a key that is never read).
-async fn tls_secret(client: &Client, namespace: &str, name: &str, tls_crt: &str) {
+pub(crate) async fn tls_secret(client: &Client, namespace: &str, name: &str, tls_crt: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": name },

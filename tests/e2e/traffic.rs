@@ -11,6 +11,7 @@ use std::time::Duration;
 use clouddeck::api::{Deployment, Domain, EdgeHandler, Project, SplitTest};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -789,6 +790,11 @@ async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
     let apex_domain = ready_domain(&domains, "apex").await;
     let www_domain = ready_domain(&domains, "www").await;
     let listener_of = |d: &Domain| format!("domain-{}", d.metadata.uid.as_deref().unwrap());
+    // Traefik's own word on each listener, on the Domain.
+    for name in ["apex", "www"] {
+        let programmed = listener_ready(&domains, name, "ListenerProgrammed").await;
+        assert_eq!(programmed.status, "True", "{programmed:?}");
+    }
     let listeners = gateway_listeners(&client).await;
     for d in [&apex_domain, &www_domain] {
         assert!(
@@ -844,6 +850,200 @@ async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
     })
     .await;
 }
+/// Creates Domain `name` for `hostname` in `namespace` (of Project `storefront`), served
+/// with a self-signed certificate of its own in Secret `<name>-tls`.
+async fn own_tls_domain(client: &kube::Client, namespace: &str, name: &str, hostname: &str) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![hostname.to_owned()]).unwrap();
+    let certificate = params.self_signed(&key).unwrap().pem();
+    crate::domains::tls_secret(client, namespace, &format!("{name}-tls"), &certificate).await;
+    support::create(
+        &Api::<Domain>::namespaced(client.clone(), namespace),
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+                "metadata": { "name": name },
+                "spec": { "hostname": hostname, "projectRef": { "name": "storefront" },
+                          "tls": { "secretName": format!("{name}-tls") } } }),
+    )
+    .await;
+}
+
+/// The `ListenerReady` condition of Domain `name` once it has `reason`.
+async fn listener_ready(domains: &Api<Domain>, name: &str, reason: &str) -> Condition {
+    eventually(
+        &format!("Domain {name}'s ListenerReady to be {reason}"),
+        Duration::from_secs(60),
+        || async {
+            let d = domains.get(name).await.ok()?;
+            d.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "ListenerReady" && c.reason == reason)
+        },
+    )
+    .await
+}
+
+/// User story (a platform team whose gateway does not implement ListenerSet, on the
+/// default `--domain-listeners listener-set`): "My Domains' HTTPS listeners are
+/// ListenerSets my gateway ignores. The Domain tells me so, names ListenerSet and the
+/// setting that fixes it, instead of looking fine while HTTPS is never served."
+///
+/// The gateway is the local cluster's Traefik, which has no ListenerSet support.
+#[tokio::test]
+async fn a_listener_set_the_gateway_ignores_is_named_on_the_domain() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-no-sets").await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "no-sets")
+        .args(["--base-domain", "apps.e2e.test"])
+        .args(["--listener-report-timeout", "5s"])
+        .start_leading()
+        .await;
+    let project_hostname = support::project_hostname(&client, &ns.name, "storefront").await;
+    own_tls_domain(
+        &client,
+        &ns.name,
+        "shop",
+        &format!("shop.{project_hostname}"),
+    )
+    .await;
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    let pending = listener_ready(&domains, "shop", "ListenerPending").await;
+    assert_eq!(pending.status, "Unknown");
+    let named = listener_ready(&domains, "shop", "ListenerNotReported").await;
+    assert_eq!(named.status, "False");
+    for words in [
+        "ListenerSet shop-listener",
+        "does not implement ListenerSet",
+        "--domain-listeners gateway",
+    ] {
+        assert!(named.message.contains(words), "{}", named.message);
+    }
+}
+
+/// User story (a hostile tenant on a platform run with `--domain-listeners gateway`): "I
+/// strip the finalizer off my Domain and delete it — while the operator is down for an
+/// upgrade, or while it runs — hoping its listener stays on the shared Gateway and keeps
+/// holding the hostname against whoever owns it next." It does not: the operator takes
+/// listeners whose Domain is gone off the Gateway, and only those.
+#[tokio::test]
+async fn a_domain_deleted_without_its_finalizer_leaves_no_listener_on_the_gateway() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-orphan").await;
+    let tenant = crate::hostnames::tenant(&ns.name);
+    let _serial = support::one_operator_test_at_a_time().await;
+    let operator = || {
+        support::Operator::builder(&ns.name, "orphan")
+            .args(["--base-domain", "apps.e2e.test"])
+            .args(["--domain-listeners", "gateway"])
+            .args(["--https-listener-port", &gateway_https_port().to_string()])
+            .start_leading()
+    };
+    let running = operator().await;
+    // Under the Project's own hostname: verified without a TXT record.
+    let project_hostname = support::project_hostname(&client, &ns.name, "storefront").await;
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    for name in ["kept", "stripped", "raced"] {
+        own_tls_domain(
+            &client,
+            &ns.name,
+            name,
+            &format!("{name}.{project_hostname}"),
+        )
+        .await;
+    }
+    let mut listener_of = std::collections::BTreeMap::new();
+    for name in ["kept", "stripped", "raced"] {
+        let d = eventually(
+            &format!("Domain {name} with its finalizer"),
+            Duration::from_secs(60),
+            || async {
+                let d = domains.get(name).await.ok()?;
+                (!d.finalizers().is_empty()).then_some(d)
+            },
+        )
+        .await;
+        listener_of.insert(name, format!("domain-{}", d.uid().unwrap()));
+    }
+    eventually(
+        "the three listeners on the Gateway",
+        Duration::from_secs(60),
+        || async {
+            let on = gateway_listeners(&client).await;
+            listener_of.values().all(|l| on.contains(l)).then_some(())
+        },
+    )
+    .await;
+    let strip_and_delete = |name: &str| {
+        support::kubectl_ok(&[
+            "--as",
+            &tenant,
+            "-n",
+            &ns.name,
+            "patch",
+            "domain",
+            name,
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/metadata/finalizers"}]"#,
+        ]);
+        support::kubectl_ok(&[
+            "--as",
+            &tenant,
+            "-n",
+            &ns.name,
+            "delete",
+            "domain",
+            name,
+            "--wait=false",
+        ]);
+    };
+
+    // While no operator runs: the Domain goes at once, its listener stays behind...
+    running.stop().await;
+    strip_and_delete("stripped");
+    eventually(
+        "Domain stripped to be gone",
+        Duration::from_secs(30),
+        || async {
+            domains
+                .get_opt("stripped")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        gateway_listeners(&client)
+            .await
+            .contains(&listener_of["stripped"])
+    );
+    // ...until the operator starts again.
+    let _running = operator().await;
+    let gone = |name: &'static str| {
+        let (client, listener) = (client.clone(), listener_of[name].clone());
+        async move {
+            eventually(
+                &format!("{name}'s listener to leave the Gateway"),
+                Duration::from_secs(60),
+                || async { (!gateway_listeners(&client).await.contains(&listener)).then_some(()) },
+            )
+            .await
+        }
+    };
+    gone("stripped").await;
+    // While it runs, stripped and deleted back to back.
+    strip_and_delete("raced");
+    gone("raced").await;
+    let on = gateway_listeners(&client).await;
+    assert!(
+        on.contains(&listener_of["kept"]),
+        "the other Domain's listener stays: {on:?}"
+    );
+}
+
 /// Polls `http://<hostname>/index.html` every 20 ms until a pod of `deployment` answers;
 /// returns how long that took from `since`.
 async fn time_until_served_by(hostname: &str, deployment: &str, since: Instant) -> Duration {

@@ -5,31 +5,43 @@
 //! the Domain's own (applying nothing under it removes exactly that listener), and a
 //! finalizer on the Domain removes it before the Domain goes.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
 
 use super::DomainContext;
 use super::render;
+use super::status::ListenerReport;
 use crate::api::domain::Domain;
-use crate::config::DomainListeners;
-use crate::controllers::{FIELD_MANAGER, delete_if_present};
+use crate::config::{DomainListeners, RoutingConfig};
+use crate::controllers::{FIELD_MANAGER, WatchEvent, delete_if_present};
 
 /// Holds a Domain whose listener is on the Gateway until that listener is removed.
 pub const FINALIZER: &str = "clouddeck.io/gateway-listener";
 
 /// Applies the Domain's listener for `hostname`, terminating TLS with `secret`, and
-/// removes the other kind if the Domain had it (the setting changed).
+/// removes the other kind if the Domain had it (the setting changed). Returns what the
+/// gateway has said of the listener so far, read off the applied object's status.
 pub async fn apply(
     ctx: &DomainContext,
     domain: &Domain,
     (hostname, secret): (&str, &str),
     owner: &OwnerReference,
-) -> kube::Result<()> {
+) -> kube::Result<ListenerReport> {
     let settings = &ctx.settings;
     let routing = &ctx.ctx.config.routing;
     let listener = (hostname, secret, settings.https_listener_port);
@@ -41,10 +53,11 @@ pub async fn apply(
     match settings.domain_listeners {
         DomainListeners::ListenerSet => {
             let set = render::listener_set(domain, listener, routing, owner);
-            listener_sets
+            let applied = listener_sets
                 .patch(&set_name, &apply, &Patch::Apply(&set))
                 .await?;
             remove_from_gateway(ctx, domain).await?;
+            Ok(listener_set_report(&set_name, applied))
         }
         DomainListeners::Gateway => {
             add_finalizer(ctx, domain).await?;
@@ -54,7 +67,7 @@ pub async fn apply(
                 .await?;
             // Not forced: a conflict means someone else wrote this Domain's listener.
             let own = PatchParams::apply(&render::gateway_listener_manager(domain));
-            gateways(ctx)
+            let applied = gateways(ctx)
                 .patch(
                     &routing.gateway_name,
                     &own,
@@ -62,9 +75,48 @@ pub async fn apply(
                 )
                 .await?;
             delete_if_present(&listener_sets, &set_name).await?;
+            Ok(gateway_report(
+                &render::gateway_listener_name(domain),
+                routing,
+                applied,
+            ))
         }
     }
-    Ok(())
+}
+
+/// What the gateway said of ListenerSet `name` (its one listener) in `applied`'s status.
+fn listener_set_report(name: &str, applied: ListenerSet) -> ListenerReport {
+    let status = applied.status.unwrap_or_default();
+    ListenerReport {
+        place: format!("ListenerSet {name}"),
+        in_listener_set: true,
+        set: status.conditions.unwrap_or_default(),
+        listener: status
+            .listeners
+            .unwrap_or_default()
+            .into_iter()
+            .find(|l| l.name == render::HTTPS_LISTENER)
+            .map(|l| l.conditions),
+    }
+}
+
+/// What the gateway said of the Gateway's listener `name` in `applied`'s status.
+fn gateway_report(name: &str, routing: &RoutingConfig, applied: Gateway) -> ListenerReport {
+    ListenerReport {
+        place: format!(
+            "listener {name} of Gateway {}/{}",
+            routing.gateway_namespace, routing.gateway_name
+        ),
+        in_listener_set: false,
+        set: Vec::new(),
+        listener: applied
+            .status
+            .and_then(|s| s.listeners)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|l| l.name == name)
+            .map(|l| l.conditions),
+    }
 }
 
 /// Removes the Domain's listener, of either kind (the hostname was lost).
@@ -95,10 +147,107 @@ pub async fn finalize(ctx: &DomainContext, domain: &Domain) -> kube::Result<()> 
 }
 
 fn gateways(ctx: &DomainContext) -> Api<Gateway> {
-    Api::namespaced(
-        ctx.ctx.client.clone(),
-        &ctx.ctx.config.routing.gateway_namespace,
-    )
+    gateways_of(&ctx.ctx.client, &ctx.ctx.config.routing)
+}
+
+fn gateways_of(client: &Client, routing: &RoutingConfig) -> Api<Gateway> {
+    Api::namespaced(client.clone(), &routing.gateway_namespace)
+}
+
+/// How often the Gateway is looked over for orphaned listeners when nothing woke the sweep.
+const SWEEP_PERIOD: Duration = Duration::from_secs(600);
+
+/// How long a sweep woken by a Domain's change waits first: the Domain cache is another
+/// watch than the one that saw the change, and may not have it yet.
+const CACHE_LAG: Duration = Duration::from_secs(1);
+
+/// The operator's Gateway, as its metadata, for [`sweep_orphans`]: the one object of the
+/// watch (a field selector on its name; RBAC grants it by name).
+pub fn gateway_watch(routing: &RoutingConfig) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={}", routing.gateway_name))
+}
+
+/// Takes off the Gateway the listeners of Domains that are gone: deleted without their
+/// finalizer (anyone who may patch a Domain may remove it) or while no operator ran.
+/// Left there, such a listener would hold the hostname on the shared Gateway against the
+/// next Domain that owns it. Looks on every change of the Gateway, after any Domain's
+/// change (`wake`) and every [`SWEEP_PERIOD`], from caches; the apiserver is asked only
+/// when a listener's Domain is not in the cache, before that listener is removed.
+pub async fn sweep_orphans(
+    client: Client,
+    routing: RoutingConfig,
+    gateway: impl Stream<Item = WatchEvent<PartialObjectMeta<Gateway>>>,
+    domains: Store<DeserializeGuard<Domain>>,
+    wake: Arc<Notify>,
+    stopped: impl Future<Output = ()>,
+) {
+    let mut gateway = std::pin::pin!(gateway);
+    let mut stopped = std::pin::pin!(stopped);
+    let mut period = tokio::time::interval(SWEEP_PERIOD);
+    let mut managed: Option<Vec<ManagedFieldsEntry>> = None;
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            event = gateway.next() => match event {
+                None => return,
+                Some(Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g))) => {
+                    managed = Some(g.metadata.managed_fields.unwrap_or_default());
+                }
+                Some(Ok(watcher::Event::Delete(_))) => managed = None,
+                // Watch errors are reported by the stream; the start of a relist.
+                Some(_) => continue,
+            },
+            () = wake.notified() => tokio::time::sleep(CACHE_LAG).await,
+            _ = period.tick() => {}
+        }
+        let Some(managed) = &managed else { continue };
+        if let Err(err) = sweep(&client, &routing, managed, &domains).await {
+            warn!(error = %crate::one_line(&err), "cannot sweep orphaned Domain listeners off the Gateway; trying again at the next change");
+        }
+    }
+}
+
+/// One look of [`sweep_orphans`] at the Gateway's managed fields.
+async fn sweep(
+    client: &Client,
+    routing: &RoutingConfig,
+    managed: &[ManagedFieldsEntry],
+    domains: &Store<DeserializeGuard<Domain>>,
+) -> kube::Result<()> {
+    let owners = render::listener_owners(managed);
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let cached: HashSet<String> = domains.state().iter().filter_map(|d| d.uid()).collect();
+    let missing: Vec<String> = owners
+        .into_iter()
+        .filter(|uid| !cached.contains(uid))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // The cache may lag or still be listing: only the apiserver's word removes a listener.
+    let listed = Api::<Domain>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await?;
+    let live: HashSet<String> = listed.items.into_iter().filter_map(|d| d.uid()).collect();
+    let gateways = gateways_of(client, routing);
+    for uid in missing.iter().filter(|uid| !live.contains(*uid)) {
+        let manager = render::listener_manager_of(uid);
+        gateways
+            .patch(
+                &routing.gateway_name,
+                &PatchParams::apply(&manager),
+                &Patch::Apply(render::no_gateway_listener(routing)),
+            )
+            .await?;
+        info!(
+            listener = render::listener_name_of(uid),
+            gateway = format!("{}/{}", routing.gateway_namespace, routing.gateway_name),
+            "removed the listener of a Domain that is gone from the Gateway"
+        );
+    }
+    Ok(())
 }
 
 /// Removes the listener the Domain's field manager applied to the Gateway, if it has one

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use kube::api::DynamicObject;
@@ -25,6 +26,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::Notify;
 use tracing::error;
 
 use super::{Context, ControllerRun, KindController};
@@ -110,6 +112,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let followers = domains.clone();
         let claimants = domains.clone();
         let base = run.ctx.config.routing.base_domain.clone();
+        let wake = Arc::new(Notify::new());
+        let wake_sweep = wake.clone();
         let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
         let of_project = domains.clone();
         // A running SplitTest of the Project splits the routes of Domains that serve
@@ -165,9 +169,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             )
             .watches_stream(
                 run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
-                move |guard| match &guard.0 {
-                    Ok(changed) => reconcile::related_domains(&related.state(), changed),
-                    Err(_) => Vec::new(),
+                move |guard| {
+                    // Deleted too: a listener on the Gateway may have lost its Domain.
+                    wake_sweep.notify_one();
+                    match &guard.0 {
+                        Ok(changed) => reconcile::related_domains(&related.state(), changed),
+                        Err(_) => Vec::new(),
+                    }
                 },
             )
             // A claim taken or freed changes who may be verified for its hostnames.
@@ -179,6 +187,22 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 reconcile::domains_following(&followers.state(), &route)
             });
 
+        // In either listener mode: one that was `gateway` may have left listeners.
+        let routing = run.ctx.config.routing.clone();
+        tokio::spawn(listener::sweep_orphans(
+            client.clone(),
+            routing.clone(),
+            run.watch(
+                Api::<PartialObjectMeta<Gateway>>::namespaced(
+                    client.clone(),
+                    &routing.gateway_namespace,
+                ),
+                listener::gateway_watch(&routing),
+            ),
+            domains.clone(),
+            wake,
+            run.stopped(),
+        ));
         let ctx = Arc::new(DomainContext {
             backoffs: Backoffs::default(),
             recorder: run.ctx.recorder.clone(),

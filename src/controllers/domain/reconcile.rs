@@ -23,7 +23,7 @@ use super::listener;
 use super::render::{self, RouteTarget};
 use super::status::{self, ConditionValue, Ownership, Serving};
 use super::{DomainContext, NAME, object_ref};
-use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, VERIFIED};
+use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, Status, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
@@ -34,6 +34,9 @@ use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
+
+/// How soon a Domain whose listener the gateway has not reported on yet is looked at again.
+const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
 use crate::routing;
 use crate::{Error, Result};
@@ -277,7 +280,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     let certificate_name = render::certificate_name(&name);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
 
-    let (serving, certificate) = if verified.is_true() {
+    let (serving, (certificate, listener)) = if verified.is_true() {
         // Route: production, a branch, or a redirect.
         let (serving, target) = serving(domain, &routes, &client).await?;
         // Without a target, keep what serves now: a redirect whose target Domain went
@@ -364,12 +367,21 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             .await;
         }
         let secret_name = secret_name.unwrap_or_else(|| certificate_name.clone());
-        listener::apply(ctx, domain, (&hostname, &secret_name), &owner).await?;
+        let report = listener::apply(ctx, domain, (&hostname, &secret_name), &owner).await?;
+        let pending_since = status::listener_pending_since(&previous.conditions);
+        let listener = status::listener_condition(
+            &report,
+            (pending_since, settings.listener_report_timeout),
+            Timestamp::now(),
+        );
         next.certificate = Some(CertificateStatus {
             secret_name: Some(secret_name),
             not_after: state.not_after().map(Time),
         });
-        (Some(serving), Some(status::certificate_condition(&state)))
+        (
+            Some(serving),
+            (Some(status::certificate_condition(&state)), Some(listener)),
+        )
     } else {
         if previously_verified_at.is_some() {
             // Lost the hostname (a race another claim won): serve nothing for it.
@@ -377,14 +389,14 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
             listener::remove(ctx, domain).await?;
             delete_if_present(&certificates, &certificate_name).await?;
         }
-        (None, None)
+        (None, (None, None))
     };
 
     status::set_conditions(
         &mut Conditions::new(&mut next.conditions, domain.metadata.generation),
         &verified,
         serving.as_ref(),
-        certificate.as_ref(),
+        (certificate.as_ref(), listener.as_ref()),
     );
     announce(
         ctx,
@@ -411,6 +423,14 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         // look is a safety net.
         Ownership::Taken { .. } => Action::requeue(Duration::from_secs(60)),
         Ownership::Reserved { .. } => Action::await_change(),
+        // The gateway reports on a listener by writing status, which only a ListenerSet's
+        // watch brings here: look again until it has, or the grace period is over.
+        _ if listener
+            .as_ref()
+            .is_some_and(|l| l.status == Status::Unknown) =>
+        {
+            Action::requeue(LISTENER_RECHECK)
+        }
         _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
             Action::requeue(Duration::from_secs(300).min(settings.verification_recheck))
         }

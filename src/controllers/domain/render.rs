@@ -8,7 +8,9 @@ use gateway_api::apis::standard::listenersets::ListenerSet;
 use gateway_api::apis::standard::referencegrants::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference,
+};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
@@ -166,19 +168,56 @@ pub fn attach_to_listener_set(route: &mut HttpRoute, domain: &Domain) {
 /// Name of a Domain's listener on the Gateway (`--domain-listeners gateway`): from the
 /// Domain's uid, so that a Domain deleted and made again gets a listener of its own.
 pub fn gateway_listener_name(domain: &Domain) -> String {
-    format!(
-        "domain-{}",
-        domain.metadata.uid.as_deref().unwrap_or_default()
-    )
+    listener_name_of(domain.metadata.uid.as_deref().unwrap_or_default())
 }
+
+/// [`gateway_listener_name`] of the Domain with uid `uid`.
+pub fn listener_name_of(uid: &str) -> String {
+    format!("domain-{uid}")
+}
+
+/// Field managers of Domains' listeners on the Gateway: this prefix and the Domain's uid.
+const LISTENER_MANAGER_PREFIX: &str = "clouddeck-domain-";
 
 /// The field manager that applies a Domain's listener to the Gateway: one per Domain, so
 /// that applying nothing under it removes that listener and no other.
 pub fn gateway_listener_manager(domain: &Domain) -> String {
-    format!(
-        "clouddeck-domain-{}",
-        domain.metadata.uid.as_deref().unwrap_or_default()
-    )
+    listener_manager_of(domain.metadata.uid.as_deref().unwrap_or_default())
+}
+
+/// [`gateway_listener_manager`] of the Domain with uid `uid`.
+pub fn listener_manager_of(uid: &str) -> String {
+    format!("{LISTENER_MANAGER_PREFIX}{uid}")
+}
+
+/// The uids of the Domains whose field managers have applied something to the Gateway
+/// whose managed fields are `managed` (each once, in order).
+pub fn listener_owners(managed: &[ManagedFieldsEntry]) -> Vec<String> {
+    let mut uids: Vec<String> = managed
+        .iter()
+        .filter(|entry| entry.operation.as_deref() == Some("Apply"))
+        .filter_map(|entry| {
+            entry
+                .manager
+                .as_deref()?
+                .strip_prefix(LISTENER_MANAGER_PREFIX)
+        })
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_owned)
+        .collect();
+    uids.sort();
+    uids.dedup();
+    uids
+}
+
+/// What applying nothing to the operator's Gateway looks like: under a Domain's field
+/// manager, it removes that Domain's listener.
+pub fn no_gateway_listener(gateway: &RoutingConfig) -> serde_json::Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": { "name": gateway.gateway_name, "namespace": gateway.gateway_namespace },
+    })
 }
 
 /// What the Domain's field manager applies to the operator's Gateway: the Domain's HTTPS
@@ -192,11 +231,7 @@ pub fn gateway_listener(
     listener: Option<(&str, &str, u16)>,
 ) -> serde_json::Value {
     let namespace = domain.metadata.namespace.as_deref().unwrap_or_default();
-    let mut applied = json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "Gateway",
-        "metadata": { "name": gateway.gateway_name, "namespace": gateway.gateway_namespace },
-    });
+    let mut applied = no_gateway_listener(gateway);
     if let Some((hostname, secret, port)) = listener {
         applied["spec"] = json!({ "listeners": [{
             "name": gateway_listener_name(domain),
@@ -466,6 +501,34 @@ mod tests {
         assert_eq!(listener["protocol"], "HTTPS");
         assert_eq!(listener["tls"]["certificateRefs"][0]["name"], "shop-tls");
         assert_eq!(listener["allowedRoutes"]["namespaces"]["from"], "Same");
+    }
+
+    #[test]
+    fn the_listener_owners_of_a_gateway_are_the_domains_that_applied_to_it() {
+        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            ..Default::default()
+        };
+        let managed = [
+            entry("hack-cluster", "Apply"),
+            entry("clouddeck-domain-uid-2", "Apply"),
+            entry("clouddeck-domain-uid-1", "Apply"),
+            // The gateway's own status writes, and a hand edit under a look-alike name.
+            entry("traefik", "Update"),
+            entry("clouddeck-domain-uid-3", "Update"),
+            entry("clouddeck-domain-", "Apply"),
+            entry("clouddeck", "Apply"),
+        ];
+        assert_eq!(listener_owners(&managed), ["uid-1", "uid-2"]);
+        assert_eq!(
+            listener_manager_of("uid-1"),
+            gateway_listener_manager(&{
+                let mut d = domain(None);
+                d.metadata.uid = Some("uid-1".into());
+                d
+            })
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use x509_parser::pem::Pem;
 
-use crate::api::conditions::{CERTIFICATE_READY, Conditions, Status, VERIFIED};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::api::conditions::{CERTIFICATE_READY, Conditions, LISTENER_READY, Status, VERIFIED};
 use crate::dns::{Verification, VerificationRecord};
 
 /// One condition's value.
@@ -294,6 +296,123 @@ pub fn certificate_state(certificate: Option<&DynamicObject>) -> CertificateStat
     }
 }
 
+/// What the gateway has said of a Domain's HTTPS listener, read off the object the
+/// listener was applied to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListenerReport {
+    /// Where the listener is, for messages: `ListenerSet shop-listener` or
+    /// `listener domain-<uid> of Gateway clouddeck-system/clouddeck`.
+    pub place: String,
+    /// Whether it is in a ListenerSet (a gateway may not implement them at all).
+    pub in_listener_set: bool,
+    /// The ListenerSet's own conditions (`Accepted`, `Programmed`).
+    pub set: Vec<Condition>,
+    /// The conditions of the listener's entry in `status.listeners`; `None` when the
+    /// gateway has not listed it.
+    pub listener: Option<Vec<Condition>>,
+}
+
+/// The `ListenerReady` condition: the gateway's own verdict on the listener (accepted,
+/// references resolved, not conflicted, programmed), named with its reason and message.
+/// While it has said nothing, `Unknown` for `timeout` after `pending_since` (when the
+/// condition became pending), then `False`: a gateway that never reports on a ListenerSet
+/// most likely does not implement ListenerSet.
+pub fn listener_condition(
+    report: &ListenerReport,
+    (pending_since, timeout): (Option<Timestamp>, Duration),
+    now: Timestamp,
+) -> ConditionValue {
+    let place = &report.place;
+    let find = |conditions: &[Condition], type_: &str| {
+        conditions.iter().find(|c| c.type_ == type_).cloned()
+    };
+    let said = |c: &Condition| {
+        if c.message.is_empty() {
+            c.reason.clone()
+        } else {
+            format!("{}: {}", c.reason, c.message)
+        }
+    };
+    if let Some(c) = find(&report.set, "Accepted").filter(|c| c.status == "False") {
+        return ConditionValue::new(
+            Status::False,
+            "ListenerSetNotAccepted",
+            format!("the gateway did not accept {place}: {}", said(&c)),
+        );
+    }
+    if let Some(conditions) = &report.listener {
+        let refused = [
+            (
+                "Conflicted",
+                "True",
+                "ListenerConflicted",
+                "conflicts with another listener",
+            ),
+            (
+                "Accepted",
+                "False",
+                "ListenerNotAccepted",
+                "was not accepted",
+            ),
+            (
+                "ResolvedRefs",
+                "False",
+                "ListenerRefsNotResolved",
+                "cannot use its certificate",
+            ),
+            (
+                "Programmed",
+                "False",
+                "ListenerNotProgrammed",
+                "is not programmed",
+            ),
+        ];
+        for (type_, status, reason, what) in refused {
+            if let Some(c) = find(conditions, type_).filter(|c| c.status == status) {
+                return ConditionValue::new(
+                    Status::False,
+                    reason,
+                    format!("{place} {what} by the gateway: {}", said(&c)),
+                );
+            }
+        }
+        if find(conditions, "Programmed").is_some_and(|c| c.status == "True") {
+            return ConditionValue::new(
+                Status::True,
+                "ListenerProgrammed",
+                format!("the gateway serves {place}"),
+            );
+        }
+    }
+    let waited = pending_since.map_or(Duration::ZERO, |since| {
+        Duration::try_from(now.duration_since(since)).unwrap_or_default()
+    });
+    if waited < timeout {
+        return ConditionValue::new(
+            Status::Unknown,
+            "ListenerPending",
+            format!("waiting for the gateway to report on {place}"),
+        );
+    }
+    let grace = timeout.as_secs();
+    let message = if report.in_listener_set {
+        format!(
+            "no gateway has reported on {place} in {grace}s: the gateway most likely does not implement ListenerSet; run the operator with --domain-listeners gateway (docs/domains.md)"
+        )
+    } else {
+        format!("the gateway has not reported on {place} in {grace}s")
+    };
+    ConditionValue::new(Status::False, "ListenerNotReported", message)
+}
+
+/// When the `ListenerReady` condition in `conditions` became pending, if it is.
+pub fn listener_pending_since(conditions: &[Condition]) -> Option<Timestamp> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == LISTENER_READY && c.reason == "ListenerPending")
+        .map(|c| c.last_transition_time.0)
+}
+
 /// The `CertificateReady` condition.
 pub fn certificate_condition(state: &CertificateState) -> ConditionValue {
     match state {
@@ -368,7 +487,7 @@ pub fn set_conditions(
     conditions: &mut Conditions<'_>,
     verified: &ConditionValue,
     serving: Option<&Serving>,
-    certificate: Option<&ConditionValue>,
+    (certificate, listener): (Option<&ConditionValue>, Option<&ConditionValue>),
 ) {
     conditions.set(
         VERIFIED,
@@ -376,6 +495,11 @@ pub fn set_conditions(
         verified.reason,
         &verified.message,
     );
+    // Beside Ready, not in it: plain HTTP is served whatever the HTTPS listener's fate.
+    match listener {
+        Some(l) => conditions.set(LISTENER_READY, l.status, l.reason, &l.message),
+        None => conditions.remove(LISTENER_READY),
+    }
     if !verified.is_true() {
         conditions.remove(CERTIFICATE_READY);
         if matches!(verified.reason, "HostnameClaimed" | "ReservedHostname") {
@@ -704,7 +828,7 @@ mod tests {
             &mut Conditions::at(&mut list, Some(1), time()),
             &verified(Ownership::Verified),
             Some(&Serving::Deployment("web-2".into())),
-            Some(&invalid),
+            (Some(&invalid), None),
         );
         assert!(conditions::is_true(&list, STALLED));
         assert!(!conditions::is_true(&list, CERTIFICATE_READY));
@@ -735,7 +859,7 @@ mod tests {
             &mut Conditions::at(&mut list, Some(1), time()),
             &unverified,
             None,
-            None,
+            (None, None),
         );
         assert!(conditions::is_true(&list, RECONCILING));
         assert_eq!(
@@ -752,7 +876,7 @@ mod tests {
             &mut Conditions::at(&mut list, Some(1), time()),
             &ok,
             Some(&serving),
-            Some(&pending),
+            (Some(&pending), None),
         );
         assert!(conditions::is_true(&list, VERIFIED));
         assert_eq!(
@@ -765,7 +889,7 @@ mod tests {
             &mut Conditions::at(&mut list, Some(1), time()),
             &ok,
             Some(&serving),
-            Some(&issued),
+            (Some(&issued), None),
         );
         assert!(conditions::is_true(&list, READY));
         assert!(conditions::is_true(&list, CERTIFICATE_READY));
@@ -783,13 +907,171 @@ mod tests {
             &mut Conditions::at(&mut list, Some(1), time()),
             &taken,
             None,
-            None,
+            (None, None),
         );
         assert!(conditions::is_true(&list, STALLED));
         assert_eq!(
             conditions::find(&list, VERIFIED).unwrap().reason,
             "HostnameClaimed"
         );
+    }
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    fn gateway_condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: time(),
+            observed_generation: Some(1),
+        }
+    }
+
+    fn report(
+        in_listener_set: bool,
+        set: Vec<Condition>,
+        listener: Option<Vec<Condition>>,
+    ) -> ListenerReport {
+        ListenerReport {
+            place: "ListenerSet shop-listener".into(),
+            in_listener_set,
+            set,
+            listener,
+        }
+    }
+
+    #[test]
+    fn the_listener_condition_is_the_gateways_verdict_in_its_own_words() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        let programmed = gateway_condition("Programmed", "True", "Programmed", "");
+        let served = listener_condition(
+            &report(true, vec![], Some(vec![programmed.clone()])),
+            (None, GRACE),
+            now,
+        );
+        assert_eq!(
+            (served.status, served.reason),
+            (Status::True, "ListenerProgrammed")
+        );
+
+        // Refusals win over Programmed, each with the gateway's reason and message.
+        for (refusal, reason) in [
+            (
+                gateway_condition(
+                    "Conflicted",
+                    "True",
+                    "HostnameConflict",
+                    "shop.example.com on 8443",
+                ),
+                "ListenerConflicted",
+            ),
+            (
+                gateway_condition("Accepted", "False", "UnsupportedProtocol", ""),
+                "ListenerNotAccepted",
+            ),
+            (
+                gateway_condition(
+                    "ResolvedRefs",
+                    "False",
+                    "InvalidCertificateRef",
+                    "secret shop-tls not found",
+                ),
+                "ListenerRefsNotResolved",
+            ),
+            (
+                gateway_condition("Programmed", "False", "Invalid", ""),
+                "ListenerNotProgrammed",
+            ),
+        ] {
+            let mut said = vec![refusal.clone()];
+            if refusal.type_ != "Programmed" {
+                said.push(programmed.clone());
+            }
+            let verdict =
+                listener_condition(&report(false, vec![], Some(said)), (None, GRACE), now);
+            assert_eq!((verdict.status, verdict.reason), (Status::False, reason));
+            assert!(
+                verdict.message.contains(&refusal.reason),
+                "{}",
+                verdict.message
+            );
+            assert!(
+                verdict.message.contains(&refusal.message),
+                "{}",
+                verdict.message
+            );
+        }
+        let refused_set = listener_condition(
+            &report(
+                true,
+                vec![gateway_condition(
+                    "Accepted",
+                    "False",
+                    "NotAllowed",
+                    "parent refuses ListenerSets",
+                )],
+                None,
+            ),
+            (None, GRACE),
+            now,
+        );
+        assert_eq!(refused_set.reason, "ListenerSetNotAccepted");
+        assert!(
+            refused_set
+                .message
+                .contains("NotAllowed: parent refuses ListenerSets")
+        );
+    }
+
+    #[test]
+    fn a_listener_the_gateway_never_reports_on_is_pending_then_named() {
+        let since = Timestamp::from_second(10_000).unwrap();
+        let at = |secs: i64| Timestamp::from_second(10_000 + secs).unwrap();
+        let silent = report(true, vec![], None);
+        let first = listener_condition(&silent, (None, GRACE), at(0));
+        assert_eq!(
+            (first.status, first.reason),
+            (Status::Unknown, "ListenerPending")
+        );
+        let later = listener_condition(&silent, (Some(since), GRACE), at(59));
+        assert_eq!(later.status, Status::Unknown);
+        let given_up = listener_condition(&silent, (Some(since), GRACE), at(60));
+        assert_eq!(
+            (given_up.status, given_up.reason),
+            (Status::False, "ListenerNotReported")
+        );
+        assert!(
+            given_up.message.contains("does not implement ListenerSet"),
+            "{}",
+            given_up.message
+        );
+        assert!(given_up.message.contains("--domain-listeners gateway"));
+        // A listener on the Gateway itself: no ListenerSet to blame.
+        let on_gateway = ListenerReport {
+            place: "listener domain-uid-1 of Gateway net/edge".into(),
+            ..report(false, vec![], Some(vec![]))
+        };
+        let on_gateway = listener_condition(&on_gateway, (Some(since), GRACE), at(60));
+        assert_eq!(on_gateway.reason, "ListenerNotReported");
+        assert!(
+            !on_gateway.message.contains("ListenerSet"),
+            "{}",
+            on_gateway.message
+        );
+
+        let mut list = Vec::new();
+        let ok = verified(Ownership::Verified);
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &ok,
+            Some(&Serving::Deployment("web-2".into())),
+            (None, Some(&first)),
+        );
+        assert_eq!(listener_pending_since(&list), Some(time().0));
+        // Plain HTTP is served: Ready does not wait on the HTTPS listener.
+        assert!(conditions::is_true(&list, READY));
     }
 
     #[test]
