@@ -103,13 +103,16 @@ build_helm() {
 #   kstatus: sigs.k8s.io/cli-utils' kstatus library; the e2e tests judge CloudDeck's
 #            conditions by what Flux and cli-utils appliers compute.
 #   image:   go-containerregistry; assembles the real node's images from local files.
-#   certmanager: cert-manager's controllers (issuers, Certificates) on its public
+#   certmanager: cert-manager's controllers (issuers, Certificates, ACME) on its public
 #            packages; its own controller command is a module the proxy does not serve.
+#   acmesolver: cert-manager's HTTP-01 solver (its image cannot be pulled; its command
+#            is another unserved module), put in an image by hack/lib/certmanager.sh.
 own_tool() { echo "$1-$2-$(sha256sum "$ROOT/hack/$1/main.go" | cut -c1-12)"; }
 kstatus_tool() { own_tool kstatus "$CLI_UTILS_VERSION"; }
 image_tool() { own_tool image "$GO_CONTAINERREGISTRY_VERSION"; }
 gitserver_tool() { own_tool gitserver stdlib; }
 certmanager_tool() { own_tool certmanager "$CERT_MANAGER_VERSION"; }
+acmesolver_tool() { own_tool acmesolver "$CERT_MANAGER_VERSION"; }
 
 # build_own_tool NAME MODULE VERSION: hack/NAME/main.go against MODULE@VERSION, or
 # against the standard library alone when MODULE is empty (VERSION then only names it).
@@ -130,6 +133,8 @@ build_kstatus() { build_own_tool kstatus sigs.k8s.io/cli-utils "$CLI_UTILS_VERSI
 build_image_tool() { build_own_tool image github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"; }
 build_gitserver() { build_own_tool gitserver "" stdlib; }
 build_certmanager() { build_own_tool certmanager github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION"; }
+build_acmesolver() { build_own_tool acmesolver github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION"; }
+
 
 # The real node's container runtime. containerd's module has no replace lines, so plain
 # `go install` builds it; CGO_ENABLED=0 avoids the btrfs headers it would otherwise need.
@@ -156,35 +161,37 @@ build_runc() {
     -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" "github.com/opencontainers/runc@$RUNC_VERSION"
 }
 
-# The local registry: distribution's module has no replace lines either.
-build_registry() {
-  local out
-  out=$(tool_bin_dir "distribution-$DISTRIBUTION_VERSION")
-  [[ -x $out/registry ]] && return
-  log_build "registry (distribution $DISTRIBUTION_VERSION)"
+# go_install_static TOOL BIN PACKAGE@VERSION: a command of a served module without replace
+# lines, static, into TOOL's bin directory as BIN.
+go_install_static() {
+  local tool=$1 bin=$2 package=$3 out
+  out=$(tool_bin_dir "$tool")
+  [[ -x $out/$bin ]] && return
+  log_build "$bin (${package#*@} of ${package%@*})"
   mkdir -p "$out"
-  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$package"
+}
+
+# The local registry (distribution).
+build_registry() {
+  go_install_static "distribution-$DISTRIBUTION_VERSION" registry \
     "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
 }
 
-# CoreDNS: its main package is the module's root; no replace lines.
+# CoreDNS: its main package is the module's root.
 build_coredns() {
-  local out
-  out=$(tool_bin_dir "coredns-$COREDNS_VERSION")
-  [[ -x $out/coredns ]] && return
-  log_build "coredns $COREDNS_VERSION"
-  mkdir -p "$out"
-  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  go_install_static "coredns-$COREDNS_VERSION" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
-# rootlesskit: no replace lines, static.
+# Pebble, the ACME server the e2e tests run.
+build_pebble() {
+  go_install_static "pebble-$PEBBLE_VERSION" pebble \
+    "github.com/letsencrypt/pebble/v2/cmd/pebble@$PEBBLE_VERSION"
+}
+
+# rootlesskit.
 build_rootlesskit() {
-  local out
-  out=$(tool_bin_dir "rootlesskit-$ROOTLESSKIT_VERSION")
-  [[ -x $out/rootlesskit ]] && return
-  log_build "rootlesskit $ROOTLESSKIT_VERSION"
-  mkdir -p "$out"
-  GOBIN=$out CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+  go_install_static "rootlesskit-$ROOTLESSKIT_VERSION" rootlesskit \
     "github.com/rootless-containers/rootlesskit/v2/cmd/rootlesskit@$ROOTLESSKIT_VERSION"
 }
 
@@ -233,6 +240,8 @@ build_all() {
   build_image_tool
   build_gitserver
   build_certmanager
+  build_acmesolver
+  build_pebble
   build_rootlesskit
   build_buildkit
   if [[ -n $traefik_pid ]] && ! wait "$traefik_pid"; then

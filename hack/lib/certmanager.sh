@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# cert-manager on the local cluster: its controllers for issuers and Certificates
+# cert-manager on the local cluster: its controllers for issuers, Certificates and ACME
 # (hack/certmanager, on cert-manager's public packages at CERT_MANAGER_VERSION), run on
 # this machine with a client certificate of its own, and a CA ClusterIssuer whose CA the
-# tests trust. Sourced by hack/cluster.
+# tests trust. ACME issuers solve HTTP-01 through the Gateway: cert-manager makes an
+# HTTPRoute to a solver pod (image $ACMESOLVER_IMAGE, hack/acmesolver) on the real node.
+# Sourced by hack/cluster.
 #
 # The CA is made at every `up` (openssl, 30 days) and kept in the state directory:
 #   $STATE/cert-manager/ca.crt   the CA certificate (tests trust it; nothing else does)
@@ -17,7 +19,8 @@ certmanager_issuer_ready() {
 }
 
 # What cert-manager's controllers read and write: its own kinds, the Secrets of
-# certificates and issuers, Events.
+# certificates and issuers, Events; for HTTP-01 challenges, the solver's pod, Service and
+# HTTPRoute (and Ingresses, which its solver looks for to clean up).
 certmanager_rbac() {
   kubectl apply --server-side -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
@@ -29,7 +32,14 @@ rules:
     certificaterequests/status, certificaterequests/finalizers, issuers, issuers/status,
     clusterissuers, clusterissuers/status]
   verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [acme.cert-manager.io]
+  resources: [orders, orders/status, orders/finalizers, challenges, challenges/status,
+    challenges/finalizers]
+  verbs: [get, list, watch, create, update, patch, delete]
 - {apiGroups: [""], resources: [secrets], verbs: [get, list, watch, create, update, patch, delete]}
+- {apiGroups: [""], resources: [pods, services], verbs: [get, list, watch, create, update, patch, delete]}
+- {apiGroups: [gateway.networking.k8s.io], resources: [httproutes], verbs: [get, list, watch, create, update, patch, delete]}
+- {apiGroups: [networking.k8s.io], resources: [ingresses], verbs: [get, list, watch]}
 - {apiGroups: [""], resources: [events], verbs: [create, patch]}
 - {apiGroups: [events.k8s.io], resources: [events], verbs: [create, patch]}
 ---
@@ -62,6 +72,14 @@ metadata: {name: $CERT_MANAGER_ISSUER}
 spec:
   ca: {secretName: $CERT_MANAGER_ISSUER}
 EOF
-  start cert-manager -kubeconfig "$dir/kubeconfig" -cluster-resource-namespace "$CERT_MANAGER_NAMESPACE"
+  # Before it asks the ACME server to validate, cert-manager fetches the challenge itself
+  # from http://<hostname>/.well-known/acme-challenge/<token>. In a cluster the hostname's
+  # DNS points at the gateway; here cert-manager runs on this machine and test hostnames
+  # have no DNS, so that request goes to the gateway's HTTP port as to a proxy (which
+  # routes it by hostname as for any visitor). Loopback (the apiserver, the ACME server)
+  # is never proxied.
+  HTTP_PROXY=http://127.0.0.1:$GATEWAY_HTTP_PORT NO_PROXY=127.0.0.1,localhost \
+    start cert-manager -kubeconfig "$dir/kubeconfig" -cluster-resource-namespace "$CERT_MANAGER_NAMESPACE" \
+    -acme-http01-solver-image "$ACMESOLVER_IMAGE"
   wait_for "ClusterIssuer $CERT_MANAGER_ISSUER to be Ready (cert-manager)" 60 certmanager_issuer_ready
 }

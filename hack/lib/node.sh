@@ -45,6 +45,8 @@ PAUSE_IMAGE=$LOCAL_REGISTRY/pause:3.10.2
 BUSYBOX_IMAGE=$LOCAL_REGISTRY/busybox:local
 # What CronJob `http` runs run (the operator's --http-call-image): Debian's curl.
 CURL_IMAGE=$LOCAL_REGISTRY/curl:local
+# cert-manager's HTTP-01 solver pods (hack/acmesolver; hack/lib/certmanager.sh names it).
+ACMESOLVER_IMAGE=$LOCAL_REGISTRY/acmesolver:$CERT_MANAGER_VERSION
 # The clone step of build Jobs (the operator's --git-image): Debian's git, with busybox.
 GIT_IMAGE=$LOCAL_REGISTRY/git:local
 # The dockerfile builder of build Jobs (the operator's --buildkit-image): rootless BuildKit.
@@ -166,6 +168,10 @@ node_push_images() {
   mapfile -t -O "${#args[@]}" args < <(linked_files /usr/bin/curl)
   "$tool" --tag "$CURL_IMAGE" --push "$REGISTRY_ADDRESS/${CURL_IMAGE#*/}" "${args[@]}" \
     --entrypoint '["curl"]' --env PATH=/usr/bin:/bin >/dev/null
+  # The static solver cert-manager runs for HTTP-01 challenges, non-root as upstream's.
+  "$tool" --tag "$ACMESOLVER_IMAGE" --push "$REGISTRY_ADDRESS/${ACMESOLVER_IMAGE#*/}" \
+    --file "$(tool_bin_dir "$(acmesolver_tool)")/acmesolver=/acmesolver" \
+    --entrypoint '["/acmesolver"]' --user 65532:65532 >/dev/null
 }
 
 # Rootless BuildKit laid out as its upstream rootless image is (user 1000 "user", its
