@@ -52,11 +52,20 @@ impl Dns {
 
     /// Replaces every TXT record dnsmasq serves (one record per value).
     pub(crate) fn set_txt(&self, records: &BTreeMap<String, Vec<String>>) {
+        self.set(records, &[]);
+    }
+
+    /// Replaces every record dnsmasq serves: TXT records (one per value) and addresses
+    /// (`hostname`, IPv4 address).
+    pub(crate) fn set(&self, txt: &BTreeMap<String, Vec<String>>, addresses: &[(&str, &str)]) {
         let mut conf = String::new();
-        for (name, values) in records {
+        for (name, values) in txt {
             for value in values {
                 conf.push_str(&format!("txt-record={name},\"{value}\"\n"));
             }
+        }
+        for (name, address) in addresses {
+            conf.push_str(&format!("address=/{name}/{address}\n"));
         }
         std::fs::write(self.dir.path().join("records.conf"), conf).unwrap();
         hack_dnsmasq("reload", self.dir.path());

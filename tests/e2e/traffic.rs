@@ -829,10 +829,7 @@ async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
         .delete("www", &Default::default())
         .await
         .expect("delete the Domain");
-    eventually("the Domain to be gone", Duration::from_secs(60), || async {
-        domains.get_opt("www").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    support::gone(&domains, "www").await;
     let listeners = gateway_listeners(&client).await;
     assert!(
         !listeners.contains(&listener_of(&www_domain)),
@@ -850,6 +847,178 @@ async fn domains_are_served_over_https_by_listeners_on_the_gateway() {
     })
     .await;
 }
+/// Pebble, Let's Encrypt's test ACME server (built by `hack/cluster up`), on free loopback
+/// ports, resolving names through `dns` and validating HTTP-01 challenges on the gateway's
+/// HTTP port (where Let's Encrypt would use port 80); killed when dropped.
+struct Pebble {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// The ACME directory URL.
+    directory: String,
+    management: u16,
+    /// The certificate of Pebble's own HTTPS API (self-signed, for 127.0.0.1).
+    api_certificate: String,
+}
+
+impl Pebble {
+    async fn start(dns_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let api = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("api.crt"), api.pem()).unwrap();
+        std::fs::write(dir.path().join("api.key"), key.serialize_pem()).unwrap();
+        let (port, management) = (support::free_port(), support::free_port());
+        let config = json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.path().join("api.crt"),
+            "privateKey": dir.path().join("api.key"),
+            "httpPort": gateway_http_port(),
+            "tlsPort": gateway_https_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        } });
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let child = std::process::Command::new(support::cluster_dir().join("bin/pebble"))
+            .arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            // Validate at once, and no nonce refused at random (both Let's Encrypt-like
+            // by default, for clients' tests).
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(std::fs::File::create(dir.path().join("pebble.log")).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start pebble (hack/cluster up builds it into .cluster/bin)");
+        eventually("pebble to listen", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        Pebble {
+            child,
+            directory: format!("https://127.0.0.1:{port}/dir"),
+            management,
+            api_certificate: api.pem(),
+            _dir: dir,
+        }
+    }
+
+    /// The root Pebble signs certificates under (made anew at each start).
+    async fn root(&self) -> String {
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.api_certificate.as_bytes()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+        let response = client.get(&url).send().await.expect("Pebble's root");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.text().await.unwrap()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User story (a platform whose Domains get certificates from Let's Encrypt, as the
+/// samples' `letsencrypt-prod`): "My Domain, verified by its TXT record, gets its
+/// certificate from an ACME server that checks I control the hostname by fetching the
+/// HTTP-01 challenge through the platform's Gateway, and is then served over HTTPS."
+///
+/// Real parts: Pebble (Let's Encrypt's test server) as the ACME server, resolving the
+/// hostname through dnsmasq and validating through Traefik; cert-manager's ACME issuer,
+/// orders and challenges with its `gatewayHTTPRoute` solver, whose solver pod runs on the
+/// real node; the Domain's listener on the Gateway.
+#[tokio::test]
+async fn a_domain_gets_an_acme_certificate_by_http01_through_the_gateway() {
+    use base64::Engine;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-acme").await;
+    // The challenge's solver pod, like the app, on the real node.
+    crate::node::pin_to_real_node(&client, &ns.name).await;
+    let dns = crate::domains::Dns::start();
+    let pebble = Pebble::start(dns.port).await;
+    let _serial = support::one_operator_test_at_a_time().await;
+    let _operator = support::Operator::builder(&ns.name, "acme")
+        .args(["--dns-server", &format!("127.0.0.1:{}", dns.port)])
+        .args(["--domain-listeners", "gateway"])
+        .args(["--https-listener-port", &gateway_https_port().to_string()])
+        .start_leading()
+        .await;
+    let suffix = suffix(&ns.name);
+    let project = format!("acme-{suffix}");
+    crate::node::real_project_named(&client, &ns.name, &project, "web-1").await;
+    let hostname = format!("acme-{suffix}.example.test");
+
+    let issuers = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "cert-manager.io",
+            "v1",
+            "Issuer",
+        )),
+    );
+    support::create(
+        &issuers,
+        json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+            "metadata": { "name": "pebble" },
+            "spec": { "acme": {
+                "server": pebble.directory,
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&pebble.api_certificate),
+                "privateKeySecretRef": { "name": "pebble-account" },
+                "solvers": [{ "http01": { "gatewayHTTPRoute": { "parentRefs": [{
+                    "group": "gateway.networking.k8s.io", "kind": "Gateway",
+                    "name": "clouddeck", "namespace": "clouddeck-system",
+                }] } } }],
+            } },
+        }),
+    )
+    .await;
+    let domains = Api::<Domain>::namespaced(client.clone(), &ns.name);
+    support::create(
+        &domains,
+        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Domain",
+                "metadata": { "name": "shop" },
+                "spec": { "hostname": hostname, "projectRef": { "name": project },
+                          "tls": { "issuerRef": { "name": "pebble", "kind": "Issuer" } } } }),
+    )
+    .await;
+    let (record, value) = crate::domains::record(&domains, "shop").await;
+    // The TXT record for CloudDeck, the address for Pebble: the hostname is the gateway.
+    dns.set(
+        &[(record, vec![value])].into_iter().collect(),
+        &[(&hostname, "127.0.0.1")],
+    );
+    let domain = ready_domain(&domains, "shop").await;
+    let certificate = domain.status.and_then(|s| s.certificate).unwrap();
+    assert!(certificate.not_after.is_some(), "{certificate:?}");
+
+    // Served with Pebble's certificate: verified against Pebble's root alone.
+    let root = pebble.root().await;
+    https_answer(&hostname, "/index.html", &root, 200, |b| {
+        b.starts_with("hello from web-1-")
+    })
+    .await;
+}
+
 /// Creates Domain `name` for `hostname` in `namespace` (of Project `storefront`), served
 /// with a self-signed certificate of its own in Secret `<name>-tls`.
 async fn own_tls_domain(client: &kube::Client, namespace: &str, name: &str, hostname: &str) {
@@ -1002,19 +1171,7 @@ async fn a_domain_deleted_without_its_finalizer_leaves_no_listener_on_the_gatewa
     // While no operator runs: the Domain goes at once, its listener stays behind...
     running.stop().await;
     strip_and_delete("stripped");
-    eventually(
-        "Domain stripped to be gone",
-        Duration::from_secs(30),
-        || async {
-            domains
-                .get_opt("stripped")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    support::gone(&domains, "stripped").await;
     assert!(
         gateway_listeners(&client)
             .await
