@@ -36,10 +36,10 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
 	"github.com/cert-manager/cert-manager/pkg/controller/clusterissuers"
 	"github.com/cert-manager/cert-manager/pkg/controller/issuers"
-	"k8s.io/apimachinery/pkg/api/resource"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/acme"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/ca"
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/selfsigned"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // The controllers run: what a CA, self-signed or ACME issuer needs to turn a Certificate
