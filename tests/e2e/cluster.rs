@@ -140,10 +140,14 @@ fn assert_ok(output: &std::process::Output, what: &str) -> String {
     stderr
 }
 
+/// The pid `hack/cluster` recorded for `component` (its pid file: the pid, then the
+/// binary it started).
 fn recorded_pid(state_dir: &Path, component: &str) -> u32 {
     std::fs::read_to_string(state_dir.join("pids").join(format!("{component}.pid")))
         .unwrap()
-        .trim()
+        .split_whitespace()
+        .next()
+        .expect("a pid")
         .parse()
         .unwrap()
 }
