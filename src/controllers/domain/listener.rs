@@ -71,7 +71,7 @@ pub async fn apply(
                 .patch(
                     &routing.gateway_name,
                     &own,
-                    &Patch::Apply(render::gateway_listener(domain, routing, Some(listener))),
+                    &Patch::Apply(render::gateway_listener(domain, routing, listener)),
                 )
                 .await?;
             delete_if_present(&listener_sets, &set_name).await?;
@@ -233,14 +233,7 @@ async fn sweep(
     let live: HashSet<String> = listed.items.into_iter().filter_map(|d| d.uid()).collect();
     let gateways = gateways_of(client, routing);
     for uid in missing.iter().filter(|uid| !live.contains(*uid)) {
-        let manager = render::listener_manager_of(uid);
-        gateways
-            .patch(
-                &routing.gateway_name,
-                &PatchParams::apply(&manager),
-                &Patch::Apply(render::no_gateway_listener(routing)),
-            )
-            .await?;
+        take_off(&gateways, routing, &render::listener_manager_of(uid)).await?;
         info!(
             listener = render::listener_name_of(uid),
             gateway = format!("{}/{}", routing.gateway_namespace, routing.gateway_name),
@@ -262,12 +255,22 @@ async fn remove_from_gateway(ctx: &DomainContext, domain: &Domain) -> kube::Resu
     if gateways.get_opt(&routing.gateway_name).await?.is_none() {
         return Ok(());
     }
-    let own = PatchParams::apply(&render::gateway_listener_manager(domain));
+    let manager = render::gateway_listener_manager(domain);
+    take_off(&gateways, routing, &manager).await
+}
+
+/// Takes what field manager `manager` applied (one Domain's listener) off the Gateway, by
+/// applying nothing under it.
+async fn take_off(
+    gateways: &Api<Gateway>,
+    routing: &RoutingConfig,
+    manager: &str,
+) -> kube::Result<()> {
     gateways
         .patch(
             &routing.gateway_name,
-            &own,
-            &Patch::Apply(render::gateway_listener(domain, routing, None)),
+            &PatchParams::apply(manager),
+            &Patch::Apply(render::no_gateway_listener(routing)),
         )
         .await?;
     Ok(())

@@ -34,12 +34,12 @@ use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
-
-/// How soon a Domain whose listener the gateway has not reported on yet is looked at again.
-const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
 use crate::routing;
 use crate::{Error, Result};
+
+/// How soon a Domain whose listener the gateway has not reported on yet is looked at again.
+const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 
 // How often a settled Domain is looked at again (certificate expiry, missed events).
 

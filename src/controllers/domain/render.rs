@@ -223,33 +223,31 @@ pub fn no_gateway_listener(gateway: &RoutingConfig) -> serde_json::Value {
 /// What the Domain's field manager applies to the operator's Gateway: the Domain's HTTPS
 /// listener for exactly `hostname` on `port`, terminating TLS with `secret` in the
 /// Domain's namespace (readable through [`listener_grant`]), taking routes of that
-/// namespace only; or, with `listener` `None`, nothing, which removes it. Only the
-/// fields the Domain owns: a typed Gateway would also claim `gatewayClassName`.
+/// namespace only ([`no_gateway_listener`] removes it). Only the fields the Domain owns:
+/// a typed Gateway would also claim `gatewayClassName`.
 pub fn gateway_listener(
     domain: &Domain,
     gateway: &RoutingConfig,
-    listener: Option<(&str, &str, u16)>,
+    (hostname, secret, port): (&str, &str, u16),
 ) -> serde_json::Value {
     let namespace = domain.metadata.namespace.as_deref().unwrap_or_default();
     let mut applied = no_gateway_listener(gateway);
-    if let Some((hostname, secret, port)) = listener {
-        applied["spec"] = json!({ "listeners": [{
-            "name": gateway_listener_name(domain),
-            "hostname": hostname,
-            "port": port,
-            "protocol": "HTTPS",
-            "tls": {
-                "mode": "Terminate",
-                "certificateRefs": [{
-                    "group": "", "kind": "Secret", "name": secret, "namespace": namespace,
-                }],
-            },
-            "allowedRoutes": { "namespaces": {
-                "from": "Selector",
-                "selector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
-            } },
-        }] });
-    }
+    applied["spec"] = json!({ "listeners": [{
+        "name": gateway_listener_name(domain),
+        "hostname": hostname,
+        "port": port,
+        "protocol": "HTTPS",
+        "tls": {
+            "mode": "Terminate",
+            "certificateRefs": [{
+                "group": "", "kind": "Secret", "name": secret, "namespace": namespace,
+            }],
+        },
+        "allowedRoutes": { "namespaces": {
+            "from": "Selector",
+            "selector": { "matchLabels": { "kubernetes.io/metadata.name": namespace } },
+        } },
+    }] });
     applied
 }
 
@@ -536,7 +534,7 @@ mod tests {
         let applied = gateway_listener(
             &domain(None),
             &gateway(),
-            Some(("shop.example.com", "shop-tls", 8443)),
+            ("shop.example.com", "shop-tls", 8443),
         );
         assert_eq!(
             applied["metadata"],
@@ -561,7 +559,7 @@ mod tests {
                     "selector": { "matchLabels": { "kubernetes.io/metadata.name": "team-a" } } })
         );
         // Applying nothing under the Domain's own manager removes that listener alone.
-        let removal = gateway_listener(&domain(None), &gateway(), None);
+        let removal = no_gateway_listener(&gateway());
         assert_eq!(removal.get("spec"), None);
         assert_eq!(
             gateway_listener_manager(&domain(None)),
