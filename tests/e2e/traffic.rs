@@ -1088,6 +1088,21 @@ async fn a_listener_set_the_gateway_ignores_is_named_on_the_domain() {
     ] {
         assert!(named.message.contains(words), "{}", named.message);
     }
+    // And it stays said: looking again does not start the wait over (a condition that
+    // flapped back to ListenerPending would hide the answer from anyone who polls).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let later = domains
+        .get("shop")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions;
+    let later = later.iter().find(|c| c.type_ == "ListenerReady").unwrap();
+    assert_eq!(
+        (later.reason.as_str(), &later.last_transition_time),
+        ("ListenerNotReported", &named.last_transition_time)
+    );
 }
 
 /// User story (a hostile tenant on a platform run with `--domain-listeners gateway`): "I

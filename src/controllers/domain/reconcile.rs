@@ -368,10 +368,10 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         }
         let secret_name = secret_name.unwrap_or_else(|| certificate_name.clone());
         let report = listener::apply(ctx, domain, (&hostname, &secret_name), &owner).await?;
-        let pending_since = status::listener_pending_since(&previous.conditions);
+        let wait = status::listener_wait(&previous.conditions, domain.metadata.generation);
         let listener = status::listener_condition(
             &report,
-            (pending_since, settings.listener_report_timeout),
+            (wait, settings.listener_report_timeout),
             Timestamp::now(),
         );
         next.certificate = Some(CertificateStatus {

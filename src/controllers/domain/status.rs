@@ -314,12 +314,12 @@ pub struct ListenerReport {
 
 /// The `ListenerReady` condition: the gateway's own verdict on the listener (accepted,
 /// references resolved, not conflicted, programmed), named with its reason and message.
-/// While it has said nothing, `Unknown` for `timeout` after `pending_since` (when the
-/// condition became pending), then `False`: a gateway that never reports on a ListenerSet
-/// most likely does not implement ListenerSet.
+/// While it has said nothing, `Unknown` for `timeout` from the start of the `wait`, then
+/// `False` until it reports: a gateway that never reports on a ListenerSet most likely does
+/// not implement ListenerSet.
 pub fn listener_condition(
     report: &ListenerReport,
-    (pending_since, timeout): (Option<Timestamp>, Duration),
+    (wait, timeout): (ListenerWait, Duration),
     now: Timestamp,
 ) -> ConditionValue {
     let place = &report.place;
@@ -384,9 +384,13 @@ pub fn listener_condition(
             );
         }
     }
-    let waited = pending_since.map_or(Duration::ZERO, |since| {
-        Duration::try_from(now.duration_since(since)).unwrap_or_default()
-    });
+    let waited = match wait {
+        ListenerWait::Starting => Duration::ZERO,
+        ListenerWait::Since(since) => {
+            Duration::try_from(now.duration_since(since)).unwrap_or_default()
+        }
+        ListenerWait::Over => timeout,
+    };
     if waited < timeout {
         return ConditionValue::new(
             Status::Unknown,
@@ -405,12 +409,28 @@ pub fn listener_condition(
     ConditionValue::new(Status::False, "ListenerNotReported", message)
 }
 
-/// When the `ListenerReady` condition in `conditions` became pending, if it is.
-pub fn listener_pending_since(conditions: &[Condition]) -> Option<Timestamp> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == LISTENER_READY && c.reason == "ListenerPending")
-        .map(|c| c.last_transition_time.0)
+/// How long the gateway has kept silent about a Domain's listener, by the `ListenerReady`
+/// condition the Domain has now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ListenerWait {
+    /// Nothing waited yet: the wait starts now.
+    Starting,
+    /// Pending since then.
+    Since(Timestamp),
+    /// Given up on at this generation: it stays `ListenerNotReported` until the gateway
+    /// reports or the spec changes, instead of starting over at every look.
+    Over,
+}
+
+/// The wait of a Domain at `generation` whose conditions are `conditions`.
+pub fn listener_wait(conditions: &[Condition], generation: Option<i64>) -> ListenerWait {
+    match conditions.iter().find(|c| c.type_ == LISTENER_READY) {
+        Some(c) if c.reason == "ListenerPending" => ListenerWait::Since(c.last_transition_time.0),
+        Some(c) if c.reason == "ListenerNotReported" && c.observed_generation == generation => {
+            ListenerWait::Over
+        }
+        _ => ListenerWait::Starting,
+    }
 }
 
 /// The `CertificateReady` condition.
@@ -948,7 +968,7 @@ mod tests {
         let programmed = gateway_condition("Programmed", "True", "Programmed", "");
         let served = listener_condition(
             &report(true, vec![], Some(vec![programmed.clone()])),
-            (None, GRACE),
+            (ListenerWait::Starting, GRACE),
             now,
         );
         assert_eq!(
@@ -989,8 +1009,11 @@ mod tests {
             if refusal.type_ != "Programmed" {
                 said.push(programmed.clone());
             }
-            let verdict =
-                listener_condition(&report(false, vec![], Some(said)), (None, GRACE), now);
+            let verdict = listener_condition(
+                &report(false, vec![], Some(said)),
+                (ListenerWait::Starting, GRACE),
+                now,
+            );
             assert_eq!((verdict.status, verdict.reason), (Status::False, reason));
             assert!(
                 verdict.message.contains(&refusal.reason),
@@ -1014,7 +1037,7 @@ mod tests {
                 )],
                 None,
             ),
-            (None, GRACE),
+            (ListenerWait::Starting, GRACE),
             now,
         );
         assert_eq!(refused_set.reason, "ListenerSetNotAccepted");
@@ -1030,14 +1053,14 @@ mod tests {
         let since = Timestamp::from_second(10_000).unwrap();
         let at = |secs: i64| Timestamp::from_second(10_000 + secs).unwrap();
         let silent = report(true, vec![], None);
-        let first = listener_condition(&silent, (None, GRACE), at(0));
+        let first = listener_condition(&silent, (ListenerWait::Starting, GRACE), at(0));
         assert_eq!(
             (first.status, first.reason),
             (Status::Unknown, "ListenerPending")
         );
-        let later = listener_condition(&silent, (Some(since), GRACE), at(59));
+        let later = listener_condition(&silent, (ListenerWait::Since(since), GRACE), at(59));
         assert_eq!(later.status, Status::Unknown);
-        let given_up = listener_condition(&silent, (Some(since), GRACE), at(60));
+        let given_up = listener_condition(&silent, (ListenerWait::Since(since), GRACE), at(60));
         assert_eq!(
             (given_up.status, given_up.reason),
             (Status::False, "ListenerNotReported")
@@ -1053,7 +1076,8 @@ mod tests {
             place: "listener domain-uid-1 of Gateway net/edge".into(),
             ..report(false, vec![], Some(vec![]))
         };
-        let on_gateway = listener_condition(&on_gateway, (Some(since), GRACE), at(60));
+        let on_gateway =
+            listener_condition(&on_gateway, (ListenerWait::Since(since), GRACE), at(60));
         assert_eq!(on_gateway.reason, "ListenerNotReported");
         assert!(
             !on_gateway.message.contains("ListenerSet"),
@@ -1069,7 +1093,27 @@ mod tests {
             Some(&Serving::Deployment("web-2".into())),
             (None, Some(&first)),
         );
-        assert_eq!(listener_pending_since(&list), Some(time().0));
+        assert_eq!(listener_wait(&list, Some(1)), ListenerWait::Since(time().0));
+
+        // Given up on, it stays given up: the next look does not start the wait over.
+        set_conditions(
+            &mut Conditions::at(&mut list, Some(1), time()),
+            &ok,
+            Some(&Serving::Deployment("web-2".into())),
+            (None, Some(&given_up)),
+        );
+        let wait = listener_wait(&list, Some(1));
+        assert_eq!(wait, ListenerWait::Over);
+        let again = listener_condition(&silent, (wait, GRACE), at(61));
+        assert_eq!(again.reason, "ListenerNotReported");
+        // Until the gateway reports, or a new spec is waited for afresh.
+        let programmed = gateway_condition("Programmed", "True", "Programmed", "");
+        let reported = report(true, vec![], Some(vec![programmed]));
+        assert_eq!(
+            listener_condition(&reported, (wait, GRACE), at(61)).reason,
+            "ListenerProgrammed"
+        );
+        assert_eq!(listener_wait(&list, Some(2)), ListenerWait::Starting);
         // Plain HTTP is served: Ready does not wait on the HTTPS listener.
         assert!(conditions::is_true(&list, READY));
     }
