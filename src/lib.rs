@@ -9,6 +9,7 @@ pub mod controllers;
 pub mod delivery;
 pub mod dns;
 pub mod hostnames;
+pub mod labels;
 pub mod leader;
 pub mod operator;
 pub mod responder;

@@ -287,7 +287,7 @@ pub struct ReconcileLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub controller: &'static str,
-    /// [`crate::Error::reason`]: a bounded set of CamelCase names.
+    /// [`ErrorReason::reason`]: a bounded set of CamelCase names.
     pub reason: &'static str,
 }
 
@@ -395,12 +395,6 @@ pub trait ErrorReason {
     fn reason(&self) -> &'static str;
 }
 
-impl ErrorReason for crate::Error {
-    fn reason(&self) -> &'static str {
-        crate::Error::reason(self)
-    }
-}
-
 impl ReconcileTimer {
     /// Records the reconcile's outcome; an error also counts in
     /// `clouddeck_reconcile_failures_total` under its [`ErrorReason::reason`].
@@ -447,7 +441,7 @@ pub fn encode(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use crate::controllers::error::ReconcileError;
 
     fn line_value(text: &str, prefix: &str) -> Option<f64> {
         text.lines()
@@ -476,11 +470,11 @@ mod tests {
         metrics
             .reconcile
             .start("project")
-            .finish(&Ok::<_, Error>(()));
+            .finish(&Ok::<_, ReconcileError>(()));
         metrics
             .reconcile
             .start("project")
-            .finish(&Err::<(), _>(Error::CrdMissing { name: "x".into() }));
+            .finish(&Err::<(), _>(ReconcileError::MissingReference("x".into())));
         drop(metrics.reconcile.start("project"));
         metrics.leader.set(1);
 
@@ -499,7 +493,7 @@ mod tests {
         assert_eq!(
             line_value(
                 &text,
-                "clouddeck_reconcile_failures_total{controller=\"project\",reason=\"CrdMissing\"}"
+                "clouddeck_reconcile_failures_total{controller=\"project\",reason=\"MissingReference\"}"
             ),
             Some(1.0),
             "{text}"

@@ -13,8 +13,7 @@
 //!         let controller = run
 //!             .controller(api, watcher::Config::default())
 //!             .owns_stream(run.watch(routes, watcher::Config::default()).touched_objects());
-//!         run.drive(controller.run(run.tracked(reconcile), error_policy, run.ctx.clone()))
-//!             .await;
+//!         run.drive(controller.run(run.tracked(reconcile), retry::policy, ctx)).await;
 //!     }
 //!     .boxed()
 //! }
@@ -24,12 +23,17 @@
 //! ([`watch_backoff::WatchBackoff`]), shutdown and cache-sync report; [`ControllerRun::drive`]
 //! reports its watch errors (log line and `/readyz`); [`ControllerRun::tracked`] lets
 //! `/healthz` see a reconcile that never ends.
+//!
+//! Every reconcile fails with [`error::ReconcileError`], and every controller hands the one
+//! error policy [`retry::policy`] its context, which names the controller and holds its
+//! per-object backoffs ([`retry::Retrying`]).
 
 pub mod applied;
 pub mod cron_job;
 pub mod deployment;
 pub mod domain;
 pub mod edge_handler;
+pub mod error;
 pub mod events;
 #[cfg(test)]
 mod health_checks;

@@ -10,14 +10,14 @@
 //!   than the longest wait is forgotten, so deleted objects do not pile up.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use crate::telemetry::ErrorReason;
+use super::error::ReconcileError;
 
 /// The first wait after a failure.
 const FIRST: Duration = Duration::from_secs(1);
@@ -26,16 +26,13 @@ const LONGEST: Duration = Duration::from_secs(300);
 /// How long after its last failure an object's count is kept.
 const FORGET_AFTER: Duration = Duration::from_secs(2 * 300);
 
-/// What the error policy needs to know of an error.
-pub trait RetryPolicy: ErrorReason + std::error::Error + 'static {
-    /// Whether waiting for a change is the only way forward.
-    fn awaits_change(&self) -> bool {
-        false
-    }
-    /// When to try again, for an error that says so.
-    fn retry_after(&self) -> Option<Duration> {
-        None
-    }
+/// A controller's context, as the error policy needs it: the controller's name (for logs)
+/// and its backoffs.
+pub trait Retrying {
+    /// The controller's name.
+    const CONTROLLER: &'static str;
+    /// Its per-object backoffs.
+    fn backoffs(&self) -> &Backoffs;
 }
 
 /// Consecutive failures per object of one controller.
@@ -79,11 +76,10 @@ pub fn key<K: Resource>(obj: &K) -> String {
 
 /// The error policy every controller hands to `Controller::run`: see the module docs.
 /// One log line per failure, with the controller, the object and the error's reason.
-pub fn error_policy<K: Resource, E: RetryPolicy>(
-    controller: &'static str,
-    obj: &K,
-    error: &E,
-    backoffs: &Backoffs,
+pub fn policy<K: Resource, C: Retrying>(
+    obj: Arc<K>,
+    error: &ReconcileError,
+    ctx: Arc<C>,
 ) -> Action {
     if error.awaits_change() {
         return Action::await_change();
@@ -91,16 +87,11 @@ pub fn error_policy<K: Resource, E: RetryPolicy>(
     if let Some(after) = error.retry_after() {
         return Action::requeue(after);
     }
-    let object = key(obj);
-    let delay = backoffs.failed(&object, Instant::now());
+    let object = key(&*obj);
+    let delay = ctx.backoffs().failed(&object, Instant::now());
+    let controller = C::CONTROLLER;
     warn!(controller, %object, reason = error.reason(), error = %crate::one_line(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
-}
-
-impl RetryPolicy for crate::Error {
-    fn retry_after(&self) -> Option<Duration> {
-        crate::Error::retry_after(self)
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,3 @@ pub use sender::Sender;
 /// Labels every WebhookDelivery carries, for `kubectl get whd -l ...`.
 pub const WEBHOOK_LABEL: &str = "clouddeck.io/webhook";
 pub const EVENT_LABEL: &str = "clouddeck.io/event";
-pub const PROJECT_LABEL: &str = "clouddeck.io/project";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "clouddeck";

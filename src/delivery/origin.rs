@@ -19,8 +19,8 @@ use kube::{Api, Client, ResourceExt};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::api::webhook_delivery::WebhookDelivery;
+use crate::labels::{MANAGED_BY, MANAGER};
 
 /// The annotation that carries the seal: `v1,<base64 HMAC-SHA256>`.
 pub const ORIGIN_ANNOTATION: &str = "clouddeck.io/origin";
@@ -72,7 +72,7 @@ impl OriginKey {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(KEY_SECRET.to_owned()),
-                    labels: Some([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())].into()),
+                    labels: Some([(MANAGED_BY.to_owned(), MANAGER.to_owned())].into()),
                     ..ObjectMeta::default()
                 },
                 data: Some([(KEY_FIELD.to_owned(), ByteString(bytes.to_vec()))].into()),

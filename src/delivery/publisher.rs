@@ -31,11 +31,12 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::payload::{self, EventProject, PlatformEvent};
-use super::{EVENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, PROJECT_LABEL, WEBHOOK_LABEL};
+use super::{EVENT_LABEL, WEBHOOK_LABEL};
 use crate::Result;
 use crate::api::common::ProjectReference;
 use crate::api::webhook::{ProjectSelector, Webhook, event_matches};
 use crate::api::webhook_delivery::{WebhookDelivery, WebhookDeliverySpec, WebhookReference};
+use crate::labels::{MANAGED_BY, MANAGER, PROJECT_LABEL};
 
 /// The condition reason with which a Webhook is stopped after its endpoint answered
 /// `410 Gone`, until its spec changes.
@@ -118,7 +119,7 @@ fn requirement_matches(req: &LabelSelectorRequirement, labels: &BTreeMap<String,
 pub fn delivery_for(webhook: &Webhook, event: &PlatformEvent) -> WebhookDelivery {
     let name = payload::delivery_name(event, &webhook.name_any());
     let mut labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (MANAGED_BY.to_string(), MANAGER.to_string()),
         (EVENT_LABEL.to_string(), event.event_type.clone()),
     ]);
     // Label values are at most 63 characters; longer Webhook names are found through the

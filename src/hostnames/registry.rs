@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::{ClaimHolder, HolderKind, HostnameClaim, HostnameClaimSpec};
 use crate::api::project::Project;
-use crate::delivery::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::labels::{MANAGED_BY, MANAGER};
 
 use super::scheme::claim_name;
 
@@ -206,7 +206,7 @@ fn new_claim(hostname: &str, me: &Claimant) -> HostnameClaim {
             name: Some(claim_name(hostname)),
             labels: Some(
                 [
-                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                    (MANAGED_BY.to_owned(), MANAGER.to_owned()),
                     ("clouddeck.io/namespace".to_owned(), me.namespace.clone()),
                 ]
                 .into(),

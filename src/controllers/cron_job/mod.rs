@@ -18,19 +18,19 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
 use super::deployment::render::running_image;
-use super::deployment::{Error, MANAGED};
+use super::error::ReconcileError;
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::cron_job::CronJob;
 use crate::api::deployment::{Deployment, DeploymentStatus};
 use crate::api::project::Project;
 use crate::controllers::retry::{self, Backoffs};
+use crate::labels::MANAGED;
 
 pub const NAME: &str = "cronjob";
 
@@ -105,7 +105,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             applied: Applied::default(),
             reported_blocked: Mutex::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
@@ -129,7 +129,11 @@ pub struct CronJobContext {
 
 impl CronJobContext {
     /// The Project `name` of `namespace`: cached, or from the API (not cached yet).
-    pub async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>, Error> {
+    pub async fn project(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Project>, ReconcileError> {
         Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
     }
 
@@ -139,7 +143,7 @@ impl CronJobContext {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Option<String>>, Error> {
+    ) -> Result<Option<Option<String>>, ReconcileError> {
         let deployment =
             cached_or_read(&self.deployments, &self.ctx.client, namespace, name).await?;
         Ok(deployment.map(|d| running_image(&d)))
@@ -253,10 +257,9 @@ fn cron_jobs_of(
         .collect()
 }
 
-fn error_policy(
-    obj: Arc<DeserializeGuard<CronJob>>,
-    error: &Error,
-    ctx: Arc<CronJobContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
+impl retry::Retrying for CronJobContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

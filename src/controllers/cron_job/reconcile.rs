@@ -21,7 +21,7 @@ use super::{CronJobContext, NAME};
 use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
 use crate::api::validation::{self, InvalidField};
-use crate::controllers::deployment::{Error, Result};
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
@@ -182,7 +182,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
             publisher
                 .publish(&event)
                 .await
-                .map_err(|err| Error::Publish(Box::new(err)))?;
+                .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
         }
     }
     write_status(ctx, cron_job, &next).await?;
@@ -293,7 +293,7 @@ async fn stall(
         )
         .await;
     }
-    Err(Error::InvalidSpec(invalid))
+    Err(ReconcileError::InvalidSpec(invalid))
 }
 
 async fn write_status(ctx: &Context, cron_job: &CronJob, status: &CronJobStatus) -> Result<()> {

@@ -12,8 +12,9 @@ use serde_json::json;
 use super::status::JobFailure;
 use crate::api::cron_job::{ConcurrencyPolicy, CronJob, HttpCall, HttpMethod};
 use crate::api::project::Project;
-use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL, runtime_env};
+use crate::controllers::deployment::render::runtime_env;
 use crate::delivery::PlatformEvent;
+use crate::labels::{MANAGED_BY, PROJECT_LABEL};
 use crate::routing::{self, SERVICE_PORT};
 
 /// Label on the batch CronJob, its Jobs and their pods: the CloudDeck CronJob they run

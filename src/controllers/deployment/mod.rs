@@ -12,9 +12,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crate::delivery::fanout;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -23,102 +21,24 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::applied::Applied;
+use super::error::Result;
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
-use crate::api::validation::InvalidField;
 use crate::controllers::matching_in;
 use crate::controllers::retry::{self, Backoffs};
+use crate::labels::MANAGED;
 
 /// Controller name: metric label, log field, Event reporter suffix.
 pub const NAME: &str = "deployment";
 
 pub const CONTROLLER: KindController = KindController { name: NAME, run };
-
-/// Annotation the Project controller sets on a Deployment a newer one supersedes.
-pub const SUPERSEDED_BY: &str = "clouddeck.io/superseded-by";
-/// Annotation the Project controller sets (`"true"`) on a retained production Deployment
-/// beyond `spec.keepWarm`: its workload is scaled to zero until it serves again.
-pub const STANDBY: &str = "clouddeck.io/standby";
-/// Annotation a user sets (`"true"`) to cancel a Deployment that is not Ready yet.
-pub const CANCEL: &str = "clouddeck.io/cancel";
-
-/// What a reconcile of a Project or Deployment can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[source] Box<kube::Error>),
-
-    /// A spec field the controller cannot use; the object is Stalled until it changes.
-    #[error("{0}")]
-    InvalidSpec(#[source] InvalidField),
-
-    /// A reference that does not resolve (yet); Stalled until the referent appears.
-    #[error("{0}")]
-    MissingReference(String),
-
-    /// Writing the WebhookDeliveries of a lifecycle event failed; retried.
-    #[error("cannot publish webhook event")]
-    Publish(#[source] Box<crate::Error>),
-}
-
-impl Error {
-    /// Bounded reason for metrics and Events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubeError",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::MissingReference(_) => "MissingReference",
-            Error::Publish(err) if err.retry_after().is_some() => fanout::THROTTLED,
-            Error::Publish(_) => "PublishFailed",
-        }
-    }
-
-    /// When to try again, for an error that says when (a publish over the namespace's
-    /// fan-out rate).
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Publish(err) => err.retry_after(),
-            _ => None,
-        }
-    }
-
-    /// Whether waiting for a change of the object (or what it points to) is the only way
-    /// forward, rather than retrying.
-    pub fn awaits_change(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::MissingReference(_))
-    }
-}
-
-impl retry::RetryPolicy for Error {
-    fn awaits_change(&self) -> bool {
-        Error::awaits_change(self)
-    }
-    fn retry_after(&self) -> Option<Duration> {
-        Error::retry_after(self)
-    }
-}
-
-impl crate::telemetry::ErrorReason for Error {
-    fn reason(&self) -> &'static str {
-        Error::reason(self)
-    }
-}
-
-impl From<kube::Error> for Error {
-    fn from(err: kube::Error) -> Self {
-        Error::Kube(Box::new(err))
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a Deployment reconcile reads besides the shared [`Context`]: the metadata of the
 /// children it applies, and what it last applied to them, so that a reconcile that would
@@ -278,32 +198,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             edge_handlers,
             keys: Mutex::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
 }
 
-/// Only children CloudDeck manages are watched.
-pub const MANAGED: &str = "app.kubernetes.io/managed-by=clouddeck";
-
-fn error_policy(
-    obj: Arc<DeserializeGuard<Deployment>>,
-    error: &Error,
-    ctx: Arc<DeploymentContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invalid_specs_wait_for_a_change() {
-        assert!(Error::InvalidSpec(InvalidField::new("spec.x", "bad")).awaits_change());
-        assert!(
-            !Error::Kube(Box::new(kube::Error::LinesCodecMaxLineLengthExceeded)).awaits_change()
-        );
+impl retry::Retrying for DeploymentContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
     }
 }

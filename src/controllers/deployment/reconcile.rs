@@ -19,9 +19,9 @@ use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
 use super::DeploymentContext;
-use super::render::{self, COMPONENT_LABEL, DEPLOYMENT_LABEL};
+use super::NAME;
+use super::render;
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
-use super::{CANCEL, Error, NAME, Result, STANDBY, SUPERSEDED_BY};
 use crate::api::conditions::{self, Conditions, is_stalled_with};
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
@@ -31,11 +31,13 @@ use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
 use crate::controllers::edge_handler::plan_of;
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::project::status as project_status;
 use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant};
+use crate::labels::{CANCEL, COMPONENT_LABEL, DEPLOYMENT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
 
@@ -107,7 +109,7 @@ async fn reconcile_deployment(
             "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
         );
         stall(client, recorder, deployment, "ProjectNotFound", &message).await?;
-        return Err(Error::MissingReference(message));
+        return Err(ReconcileError::MissingReference(message));
     };
     adopt_by_project(client, deployment, &project).await?;
 
@@ -145,7 +147,7 @@ async fn reconcile_deployment(
                 &message,
             )
             .await?;
-            return Err(Error::MissingReference(message));
+            return Err(ReconcileError::MissingReference(message));
         }
         // The Project controller has not taken its key yet; its status change wakes us.
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -164,7 +166,7 @@ async fn reconcile_deployment(
                 &invalid.to_string(),
             )
             .await?;
-            return Err(Error::InvalidSpec(invalid));
+            return Err(ReconcileError::InvalidSpec(invalid));
         }
     };
 
@@ -219,8 +221,8 @@ async fn reconcile_deployment(
                 run_build(client, &namespace, &input)
                     .await
                     .map_err(|e| match e {
-                        BuildError::Invalid(invalid) => Error::InvalidSpec(invalid),
-                        BuildError::Kube(err) => Error::from(err),
+                        BuildError::Invalid(invalid) => ReconcileError::InvalidSpec(invalid),
+                        BuildError::Kube(err) => ReconcileError::from(err),
                     })?;
             if let Some(pod) = pod {
                 status.build_pod = Some(pod);
@@ -338,7 +340,7 @@ async fn reconcile_deployment(
         publisher
             .publish(&event)
             .await
-            .map_err(|err| Error::Publish(Box::new(err)))?;
+            .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
     }
     write_status(client, deployment, &status).await?;
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());

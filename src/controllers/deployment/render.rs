@@ -16,12 +16,8 @@ use crate::api::edge_handler::ServedHostname;
 use crate::api::project::{Project, RuntimeSpec};
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
+use crate::labels::{COMPONENT_LABEL, DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, SERVICE_PORT, edge::EdgePlan};
-
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const PROJECT_LABEL: &str = "clouddeck.io/project";
-pub const DEPLOYMENT_LABEL: &str = "clouddeck.io/deployment";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 
 /// How long a rollout may make no progress before it counts as stalled.
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 300;
@@ -30,7 +26,7 @@ pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 300;
 /// the application's pods.
 pub fn labels(project: &str, deployment: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
         (PROJECT_LABEL.to_owned(), project.to_owned()),
         (DEPLOYMENT_LABEL.to_owned(), deployment.to_owned()),
         (COMPONENT_LABEL.to_owned(), component.to_owned()),

@@ -35,10 +35,11 @@ use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::split_test::SplitTest;
 use crate::config::DomainConfig;
-use crate::controllers::retry::Backoffs;
+use crate::controllers::retry::{self, Backoffs};
 use crate::controllers::{matching_in, readable_in};
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
+use crate::labels::MANAGED;
 use crate::routing::edge::EdgePlan;
 use crate::routing::split::{self, SplitPlan};
 
@@ -61,6 +62,13 @@ pub struct DomainContext {
     pub split_tests: Store<DeserializeGuard<SplitTest>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
     pub recorder: Recorder,
+}
+
+impl retry::Retrying for DomainContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }
 
 impl DomainContext {
@@ -99,7 +107,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             }
         };
         let client = run.ctx.client.clone();
-        let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=clouddeck");
+        let managed = watcher::Config::default().labels(MANAGED);
         let certificates = render::certificate_resource();
 
         // The guards keep one malformed Domain from stopping the controller.
@@ -214,12 +222,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             split_tests,
             deployments,
         });
-        run.drive(controller.run(
-            run.tracked(reconcile::reconcile),
-            reconcile::error_policy,
-            ctx,
-        ))
-        .await;
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
+            .await;
     }
     .boxed()
 }

@@ -29,14 +29,15 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::config::DomainListeners;
 use crate::controllers::edge_handler::plan_of;
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::reject_malformed;
 use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
+use crate::labels::PROJECT_LABEL;
 use crate::routing;
-use crate::{Error, Result};
 
 /// How soon a Domain whose listener the gateway has not reported on yet is looked at again.
 const LISTENER_RECHECK: Duration = Duration::from_secs(5);
@@ -74,15 +75,6 @@ pub async fn reconcile(
         }
     }
     result
-}
-
-/// Transient errors back off per Domain: 5s, 10s, 20s ... capped at 5 minutes.
-pub fn error_policy(
-    guard: Arc<DeserializeGuard<Domain>>,
-    err: &Error,
-    ctx: Arc<DomainContext>,
-) -> Action {
-    retry::error_policy(NAME, &*guard, err, &ctx.backoffs)
 }
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
@@ -756,7 +748,8 @@ async fn publish_webhook_events(
     for event in events {
         publisher
             .publish(&event.with_project(project, labels.clone()))
-            .await?;
+            .await
+            .map_err(ReconcileError::publish)?;
     }
     Ok(())
 }
@@ -825,7 +818,7 @@ pub fn domains_following(
     if labels.contains_key(render::DOMAIN_LABEL) {
         return Vec::new(); // a Domain's own route: `owns` handles it
     }
-    let Some(project) = labels.get(render::PROJECT_LABEL) else {
+    let Some(project) = labels.get(PROJECT_LABEL) else {
         return Vec::new();
     };
     valid(all)

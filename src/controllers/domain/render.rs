@@ -18,10 +18,9 @@ use crate::api::domain::{Domain, IssuerKind, IssuerReference};
 use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
 use crate::delivery::PlatformEvent;
+use crate::labels::{MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, bounded_name, edge::EdgePlan, split::SplitPlan};
 
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const PROJECT_LABEL: &str = "clouddeck.io/project";
 pub const DOMAIN_LABEL: &str = "clouddeck.io/domain";
 
 /// cert-manager's Certificate, which the operator does not compile types for.
@@ -54,7 +53,7 @@ pub fn certificate_name(domain: &str) -> String {
 /// Labels of every child of a Domain.
 pub fn labels(domain: &Domain) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
         (
             PROJECT_LABEL.to_owned(),
             domain.spec.project_ref.name.clone(),

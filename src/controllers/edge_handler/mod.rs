@@ -18,19 +18,17 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
-use super::deployment::render::PROJECT_LABEL;
-use super::deployment::{Error, MANAGED};
 use super::{ControllerRun, KindController, matching_in};
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::config::RoutingConfig;
 use crate::controllers::retry::{self, Backoffs};
+use crate::labels::{MANAGED, PROJECT_LABEL};
 use crate::routing::edge::EdgePlan;
 
 pub const NAME: &str = "edgehandler";
@@ -150,16 +148,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             grants,
             applied: Applied::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
 }
 
-fn error_policy(
-    obj: Arc<DeserializeGuard<EdgeHandler>>,
-    error: &Error,
-    ctx: Arc<EdgeContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
+impl retry::Retrying for EdgeContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

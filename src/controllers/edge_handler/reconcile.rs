@@ -23,10 +23,10 @@ use super::{EdgeContext, FROM_NAMESPACE_LABEL, NAME, plan_of};
 use crate::api::conditions::{STALLED, find};
 use crate::api::edge_handler::{EdgeHandler, EdgeHandlerStatus};
 use crate::config::ServicePort;
-use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL};
-use crate::controllers::deployment::{Error, Result};
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{FIELD_MANAGER, applied, retry};
+use crate::labels::{MANAGED_BY, PROJECT_LABEL};
 use crate::routing::edge::EDGE_RULES_ANNOTATION;
 
 pub async fn reconcile(
@@ -168,6 +168,6 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(Error::from)?;
+    .map_err(ReconcileError::from)?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::deployment::{Error, Result};
+use super::error::Result;
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::HolderKind;
@@ -93,7 +93,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             projects,
             domains,
         });
-        run.drive(controller.run(run.tracked(reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
@@ -182,10 +182,9 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-fn error_policy(
-    obj: Arc<DeserializeGuard<HostnameClaim>>,
-    error: &Error,
-    ctx: Arc<ClaimContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
+impl retry::Retrying for ClaimContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

@@ -15,13 +15,11 @@ use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
-use super::deployment::{Error, MANAGED};
 use super::{Context, ControllerRun, KindController, readable_in};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
@@ -29,6 +27,7 @@ use crate::api::project::Project;
 use crate::api::split_test::SplitTest;
 use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
+use crate::labels::MANAGED;
 
 pub const NAME: &str = "project";
 
@@ -108,7 +107,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             );
         run.drive(controller.run(
             run.tracked(reconcile::reconcile),
-            error_policy,
+            retry::policy,
             Arc::new(ProjectContext {
                 backoffs: Backoffs::default(),
                 ctx: run.ctx.clone(),
@@ -289,10 +288,9 @@ fn namesakes_of(
         .collect()
 }
 
-fn error_policy(
-    obj: Arc<DeserializeGuard<Project>>,
-    error: &Error,
-    ctx: Arc<ProjectContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
+impl retry::Retrying for ProjectContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

@@ -23,13 +23,13 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
 use crate::controllers::applied;
-use crate::controllers::deployment::render::PROJECT_LABEL;
-use crate::controllers::deployment::{Error, Result, STANDBY, SUPERSEDED_BY};
 use crate::controllers::edge_handler::plan_of;
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
+use crate::labels::{PROJECT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing::{self, Serving, split};
 
 pub async fn reconcile(
@@ -302,7 +302,7 @@ async fn reconcile_project(
         ctx.publisher()
             .publish(&event)
             .await
-            .map_err(|err| Error::Publish(Box::new(err)))?;
+            .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
     }
     write_status(ctx, project, &next).await?;
 
@@ -477,7 +477,7 @@ async fn stall(
     write_status(ctx, project, &next).await?;
     if already {
         // Told once; every change of a Deployment would repeat it.
-        return Err(Error::InvalidSpec(invalid));
+        return Err(ReconcileError::InvalidSpec(invalid));
     }
     publish(
         recorder,
@@ -488,7 +488,7 @@ async fn stall(
         &invalid.to_string(),
     )
     .await;
-    Err(Error::InvalidSpec(invalid))
+    Err(ReconcileError::InvalidSpec(invalid))
 }
 
 async fn write_status(ctx: &Context, project: &Project, status: &ProjectStatus) -> Result<()> {

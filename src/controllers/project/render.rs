@@ -13,11 +13,10 @@ use crate::api::edge_handler::ServedHostname;
 use crate::api::project::{BranchDeployment, Project};
 use crate::api::validation::InvalidField;
 use crate::config::RoutingConfig;
-use crate::controllers::deployment::render::{MANAGED_BY, PROJECT_LABEL};
 use crate::controllers::deployment::status::AVAILABLE_REASON;
-use crate::controllers::deployment::{STANDBY, SUPERSEDED_BY};
 use crate::delivery::PlatformEvent;
 use crate::hostnames::scheme;
+use crate::labels::{MANAGED_BY, PROJECT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing::{self, Serving, edge::EdgePlan};
 
 fn phase(d: &Deployment) -> Option<DeploymentPhase> {

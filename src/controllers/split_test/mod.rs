@@ -15,13 +15,10 @@ use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
-use super::deployment::render::PROJECT_LABEL;
-use super::deployment::{Error, MANAGED};
 use super::{ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
@@ -29,6 +26,7 @@ use crate::api::project::Project;
 use crate::api::split_test::SplitTest;
 use crate::controllers::matching_in;
 use crate::controllers::retry::{self, Backoffs};
+use crate::labels::{MANAGED, PROJECT_LABEL};
 
 pub const NAME: &str = "splittest";
 
@@ -113,16 +111,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             edge_handlers,
             routes,
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
 }
 
-fn error_policy(
-    obj: Arc<DeserializeGuard<SplitTest>>,
-    error: &Error,
-    ctx: Arc<SplitContext>,
-) -> Action {
-    retry::error_policy(NAME, &*obj, error, &ctx.backoffs)
+impl retry::Retrying for SplitContext {
+    const CONTROLLER: &'static str = NAME;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

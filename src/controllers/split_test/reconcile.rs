@@ -20,8 +20,8 @@ use super::{NAME, SplitContext};
 use crate::api::conditions::{READY, STALLED, find};
 use crate::api::deployment::Deployment;
 use crate::api::split_test::{SplitTest, SplitTestPhase, SplitTestStatus};
-use crate::controllers::deployment::{Error, Result};
 use crate::controllers::edge_handler::plan_of;
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{publish, reject_malformed, report_error};
 use crate::controllers::{FIELD_MANAGER, readable_in, retry};
 use crate::delivery::PlatformEvent;
@@ -242,7 +242,7 @@ async fn report(
         ctx.publisher()
             .publish(&event)
             .await
-            .map_err(|err| Error::Publish(Box::new(err)))?;
+            .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
     }
     Ok(())
 }
@@ -265,6 +265,6 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(Error::from)?;
+    .map_err(ReconcileError::from)?;
     Ok(())
 }

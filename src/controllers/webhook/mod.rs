@@ -16,7 +16,6 @@ use futures::future::BoxFuture;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -105,16 +104,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .with_config(
                 kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)),
             );
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
 }
 
-fn error_policy(
-    webhook: Arc<DeserializeGuard<Webhook>>,
-    error: &crate::Error,
-    ctx: Arc<WebhookContext>,
-) -> Action {
-    retry::error_policy(CONTROLLER.name, &*webhook, error, &ctx.backoffs)
+impl retry::Retrying for WebhookContext {
+    const CONTROLLER: &'static str = CONTROLLER.name;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

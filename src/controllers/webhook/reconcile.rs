@@ -17,11 +17,11 @@ use tracing::{debug, info, warn};
 
 use super::WebhookContext;
 use super::status as health_status;
-use crate::Result;
 use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
+use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::{reject_malformed, report_error};
 use crate::controllers::retry;
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
@@ -286,7 +286,11 @@ async fn ping_if_requested(
         _ => return Ok(()),
     };
     let event = ping_event(webhook, &request);
-    let (delivery, created) = ctx.publisher.publish_to(webhook, &event).await?;
+    let (delivery, created) = ctx
+        .publisher
+        .publish_to(webhook, &event)
+        .await
+        .map_err(ReconcileError::publish)?;
     if created {
         info!(webhook = %webhook.name_any(), %delivery, "webhook.ping published");
     }

@@ -19,7 +19,6 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::watcher;
@@ -113,7 +112,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // Attempts are network-bound: allow a few in parallel, bounded.
         let controller = controller
             .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
-        run.drive(controller.run(run.tracked(reconcile::reconcile), error_policy, ctx))
+        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
             .await;
     }
     .boxed()
@@ -153,10 +152,9 @@ async fn report_backlog(
     }
 }
 
-fn error_policy(
-    delivery: Arc<DeserializeGuard<WebhookDelivery>>,
-    error: &crate::Error,
-    ctx: Arc<DeliveryContext>,
-) -> Action {
-    retry::error_policy(CONTROLLER.name, &*delivery, error, &ctx.backoffs)
+impl retry::Retrying for DeliveryContext {
+    const CONTROLLER: &'static str = CONTROLLER.name;
+    fn backoffs(&self) -> &Backoffs {
+        &self.backoffs
+    }
 }

@@ -18,10 +18,10 @@ use tracing::{debug, info, warn};
 
 use super::DeliveryContext;
 use super::status::{self, AttemptResult, Due, Settled};
-use crate::Result;
 use crate::api::conditions::Conditions;
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{REDELIVER_ANNOTATION, WebhookDelivery, WebhookDeliveryStatus};
+use crate::controllers::error::{ReconcileError, Result};
 use crate::delivery::keys;
 use crate::delivery::metrics::DeliveryOutcome;
 use crate::delivery::publisher::{ENDPOINT_GONE, endpoint_gone};
@@ -432,13 +432,13 @@ async fn record(
         }
         current = api.get(&current.name_any()).await?;
     }
-    Err(crate::Error::Kube(Box::new(kube::Error::Api(Box::new(
+    Err(ReconcileError::from(kube::Error::Api(Box::new(
         kube::core::Status::failure(
             "status kept changing while recording an attempt",
             "Conflict",
         )
         .with_code(409),
-    )))))
+    ))))
 }
 
 async fn finish_without_attempt(
