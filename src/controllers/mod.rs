@@ -13,7 +13,7 @@
 //!         let controller = run
 //!             .controller(api, watcher::Config::default())
 //!             .owns_stream(run.watch(routes, watcher::Config::default()).touched_objects());
-//!         run.drive(controller.run(run.tracked(reconcile), retry::policy, ctx)).await;
+//!         run.run(controller, Arc::new(ProjectContext { ctx: run.ctx.clone() })).await;
 //!     }
 //!     .boxed()
 //! }
@@ -21,17 +21,17 @@
 //!
 //! [`ControllerRun::prepare`] gives every controller the same watch backoff
 //! ([`watch_backoff::WatchBackoff`]), shutdown and cache-sync report; [`ControllerRun::drive`]
-//! reports its watch errors (log line and `/readyz`); [`ControllerRun::tracked`] lets
-//! `/healthz` see a reconcile that never ends.
-//!
-//! Every reconcile fails with [`error::ReconcileError`], and every controller hands the one
-//! error policy [`retry::policy`] its context, which names the controller and holds its
-//! per-object backoffs ([`retry::Retrying`]).
+//! reports its watch errors (log line and `/readyz`). [`ControllerRun::run`] is the one
+//! reconcile driver ([`driver`]): the kind's context implements [`driver::Reconciler`] (what
+//! to do with one object), and the driver times it, marks it in flight for `/healthz`,
+//! reports failures as Events and backs off per object. Every reconcile fails with
+//! [`error::ReconcileError`].
 
 pub mod applied;
 pub mod cron_job;
 pub mod deployment;
 pub mod domain;
+pub mod driver;
 pub mod edge_handler;
 pub mod error;
 pub mod events;
@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Recorder;
@@ -414,28 +414,6 @@ impl ControllerRun {
                 };
                 std::future::ready(event)
             })
-    }
-
-    /// `reconcile`, with each call marked in flight for `/healthz` (see
-    /// [`Health::reconcile_started`]).
-    pub fn tracked<K, C, Fut>(
-        &self,
-        mut reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
-    ) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Fut::Output>
-    where
-        Fut: Future + Send + 'static,
-    {
-        let (health, name) = (self.health.clone(), self.name);
-        move |obj, ctx| {
-            let in_flight = health.reconcile_started(name);
-            let reconciled = reconcile(obj, ctx);
-            async move {
-                let outcome = reconciled.await;
-                drop(in_flight);
-                outcome
-            }
-            .boxed()
-        }
     }
 
     /// Runs a controller's result stream to its end. Reconcile errors are each

@@ -10,7 +10,7 @@
 //!   than the longest wait is forgotten, so deleted objects do not pile up.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
@@ -25,15 +25,6 @@ const FIRST: Duration = Duration::from_secs(1);
 const LONGEST: Duration = Duration::from_secs(300);
 /// How long after its last failure an object's count is kept.
 const FORGET_AFTER: Duration = Duration::from_secs(2 * 300);
-
-/// A controller's context, as the error policy needs it: the controller's name (for logs)
-/// and its backoffs.
-pub trait Retrying {
-    /// The controller's name.
-    const CONTROLLER: &'static str;
-    /// Its per-object backoffs.
-    fn backoffs(&self) -> &Backoffs;
-}
 
 /// Consecutive failures per object of one controller.
 #[derive(Debug, Default)]
@@ -76,10 +67,11 @@ pub fn key<K: Resource>(obj: &K) -> String {
 
 /// The error policy every controller hands to `Controller::run`: see the module docs.
 /// One log line per failure, with the controller, the object and the error's reason.
-pub fn policy<K: Resource, C: Retrying>(
-    obj: Arc<K>,
+pub fn policy<K: Resource>(
+    controller: &'static str,
+    obj: &K,
     error: &ReconcileError,
-    ctx: Arc<C>,
+    backoffs: &Backoffs,
 ) -> Action {
     if error.awaits_change() {
         return Action::await_change();
@@ -87,9 +79,8 @@ pub fn policy<K: Resource, C: Retrying>(
     if let Some(after) = error.retry_after() {
         return Action::requeue(after);
     }
-    let object = key(&*obj);
-    let delay = ctx.backoffs().failed(&object, Instant::now());
-    let controller = C::CONTROLLER;
+    let object = key(obj);
+    let delay = backoffs.failed(&object, Instant::now());
     warn!(controller, %object, reason = error.reason(), error = %crate::one_line(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

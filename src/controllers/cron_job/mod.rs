@@ -29,7 +29,6 @@ use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::cron_job::CronJob;
 use crate::api::deployment::{Deployment, DeploymentStatus};
 use crate::api::project::Project;
-use crate::controllers::retry::{self, Backoffs};
 use crate::labels::MANAGED;
 
 pub const NAME: &str = "cronjob";
@@ -95,7 +94,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 |_: DeserializeGuard<Deployment>| None,
             );
         let ctx = Arc::new(CronJobContext {
-            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             batches,
             jobs,
@@ -105,8 +103,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             applied: Applied::default(),
             reported_blocked: Mutex::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
 }
@@ -115,8 +112,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 /// looks at, and what it last applied to each batch CronJob.
 pub struct CronJobContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     pub batches: Store<BatchCronJob>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
@@ -255,11 +250,4 @@ fn cron_jobs_of(
         })
         .map(|guard| ObjectRef::from_obj(&*guard))
         .collect()
-}
-
-impl retry::Retrying for CronJobContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

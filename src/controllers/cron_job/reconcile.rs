@@ -2,56 +2,39 @@
 //! render (pure, in `render`) and apply the batch CronJob → read its runs → publish new
 //! failures → status and Events.
 
-use std::sync::Arc;
-
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
+use super::CronJobContext;
 use super::render::{self, Production};
 use super::status::{self, State};
-use super::{CronJobContext, NAME};
 use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
 use crate::api::validation::{self, InvalidField};
+use crate::controllers::driver::Reconciler;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::retry;
+use crate::controllers::events::publish;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<CronJob>>,
-    cron_ctx: Arc<CronJobContext>,
-) -> Result<Action> {
-    let ctx = &cron_ctx.ctx;
-    let cron_job = match &guard.0 {
-        Ok(cron_job) => cron_job,
-        Err(invalid) => {
-            reject_malformed(ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let namespace = cron_job.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = NAME, namespace = %namespace, name = %cron_job.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_cron_job(cron_job, &cron_ctx)
-        .instrument(span)
-        .await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => cron_ctx.backoffs.succeeded(&retry::key(cron_job)),
-        // An invalid spec was reported with its Stalled condition.
-        Err(err) if !err.awaits_change() => report_error(ctx, cron_job, err).await,
-        Err(_) => {}
+impl Reconciler for CronJobContext {
+    type Kind = CronJob;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a CronJob) -> BoxFuture<'a, Result<Action>> {
+        reconcile_cron_job(obj, self).boxed()
+    }
 }
 
 async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Result<Action> {

@@ -32,7 +32,6 @@ use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::controllers::matching_in;
-use crate::controllers::retry::{self, Backoffs};
 use crate::labels::MANAGED;
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -45,8 +44,6 @@ pub const CONTROLLER: KindController = KindController { name: NAME, run };
 /// change nothing sends nothing.
 pub struct DeploymentContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     /// Without their pod templates.
     pub workloads: Store<Workload>,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -188,7 +185,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 },
             );
         let ctx = Arc::new(DeploymentContext {
-            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             workloads,
             services,
@@ -198,15 +194,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             edge_handlers,
             keys: Mutex::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
-}
-
-impl retry::Retrying for DeploymentContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

@@ -1,9 +1,10 @@
 //! One reconcile of a CloudDeck Deployment: read (its Project) → validate → render →
 //! apply (server-side) → status and Events.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
@@ -11,15 +12,13 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span, warn};
+use tracing::warn;
 
 use super::DeploymentContext;
-use super::NAME;
 use super::render;
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
 use crate::api::conditions::{self, Conditions, is_stalled_with};
@@ -30,45 +29,32 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
+use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{publish, reject_malformed, report_error};
+use crate::controllers::events::publish;
 use crate::controllers::project::status as project_status;
-use crate::controllers::retry;
 use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::labels::{CANCEL, COMPONENT_LABEL, DEPLOYMENT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
 
-/// Handles one Deployment, timing it and resetting its backoff on success.
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<Deployment>>,
-    deployments: Arc<DeploymentContext>,
-) -> Result<Action> {
-    let ctx = &deployments.ctx;
-    let deployment = match &guard.0 {
-        Ok(deployment) => deployment,
-        Err(invalid) => {
-            reject_malformed(ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let span = info_span!("reconcile", controller = NAME, namespace = %deployment.namespace().unwrap_or_default(), name = %deployment.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_deployment(deployment, &deployments)
-        .instrument(span)
-        .await;
-    deployments.prune_applied();
-    timer.finish(&result);
-    match &result {
-        Ok(_) => deployments.backoffs.succeeded(&retry::key(deployment)),
-        // An invalid spec was reported with its Stalled condition; anything else is told
-        // here (repeats become one Event series).
-        Err(err) if !err.awaits_change() => report_error(ctx, deployment, err).await,
-        Err(_) => {}
+impl Reconciler for DeploymentContext {
+    type Kind = Deployment;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a Deployment) -> BoxFuture<'a, Result<Action>> {
+        async move {
+            let result = reconcile_deployment(obj, self).await;
+            self.prune_applied();
+            result
+        }
+        .boxed()
+    }
 }
 
 /// What a Deployment deploys, once validated against its Project.

@@ -22,7 +22,6 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use kube::api::DynamicObject;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -35,7 +34,6 @@ use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::split_test::SplitTest;
 use crate::config::DomainConfig;
-use crate::controllers::retry::{self, Backoffs};
 use crate::controllers::{matching_in, readable_in};
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
@@ -51,8 +49,6 @@ pub const NAME: &str = "domain";
 /// What a Domain reconcile gets: the operator's [`Context`] and the Domain machinery.
 pub struct DomainContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     pub settings: DomainConfig,
     pub resolver: TxtResolver,
     /// Every Domain in the cluster: the claims on each hostname. A malformed one is an
@@ -61,14 +57,6 @@ pub struct DomainContext {
     pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
     pub split_tests: Store<DeserializeGuard<SplitTest>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
-    pub recorder: Recorder,
-}
-
-impl retry::Retrying for DomainContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }
 
 impl DomainContext {
@@ -212,8 +200,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             run.stopped(),
         ));
         let ctx = Arc::new(DomainContext {
-            backoffs: Backoffs::default(),
-            recorder: run.ctx.recorder.clone(),
             ctx: run.ctx.clone(),
             settings,
             resolver,
@@ -222,8 +208,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             split_tests,
             deployments,
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
 }

@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -16,22 +18,22 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument};
+use tracing::info;
 
 use super::claims::{self, Claim, Standing};
 use super::listener;
 use super::render::{self, RouteTarget};
-use super::status::{self, ConditionValue, Ownership, Serving};
-use super::{DomainContext, NAME, object_ref};
+use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
+use super::{DomainContext, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, Status, VERIFIED};
 use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerification};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::config::DomainListeners;
+use crate::controllers::Context;
+use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::reject_malformed;
-use crate::controllers::retry;
 use crate::controllers::{FIELD_MANAGER, delete_if_present};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
@@ -44,37 +46,16 @@ const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 
 // How often a settled Domain is looked at again (certificate expiry, missed events).
 
-#[instrument(skip_all, fields(namespace = guard.namespace().unwrap_or_default(), name = guard.name_any()))]
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<Domain>>,
-    ctx: Arc<DomainContext>,
-) -> Result<Action> {
-    let domain = match &guard.0 {
-        Ok(domain) => domain,
-        Err(invalid) => {
-            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let timer = ctx.ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_domain(domain, &ctx).await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => {
-            ctx.backoffs.succeeded(&retry::key(domain));
-        }
-        Err(err) => {
-            publish(
-                &ctx,
-                domain,
-                EventType::Warning,
-                err.reason(),
-                &crate::one_line(err),
-            )
-            .await
-        }
+impl Reconciler for DomainContext {
+    type Kind = Domain;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a Domain) -> BoxFuture<'a, Result<Action>> {
+        reconcile_domain(obj, self).boxed()
+    }
 }
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
@@ -85,10 +66,6 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         listener::finalize(ctx, domain).await?;
         return Ok(Action::await_change());
     }
-    let client = ctx.ctx.client.clone();
-    let namespace = domain.namespace().unwrap_or_default();
-    let name = domain.name_any();
-    let uid = domain.metadata.uid.clone().unwrap_or_default();
     let settings = &ctx.settings;
     let previous = domain.status.clone().unwrap_or_default();
     let mut next = DomainStatus {
@@ -101,285 +78,34 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     let hostname = match dns::normalize(&domain.spec.hostname, settings.allow_wildcard_domains) {
         Ok(hostname) => hostname,
         Err(invalid) => {
-            let mut conditions = Conditions::new(&mut next.conditions, domain.metadata.generation);
-            conditions.remove(VERIFIED);
-            conditions.remove(CERTIFICATE_READY);
             let message = format!("spec.hostname: {invalid}");
-            conditions.stalled("InvalidHostname", &message);
-            if conditions::find(&previous.conditions, conditions::READY)
-                .is_none_or(|c| c.reason != "InvalidHostname")
-            {
-                publish(ctx, domain, EventType::Warning, "InvalidHostname", &message).await;
-            }
-            write_status(ctx, domain, &previous, next).await?;
-            return Ok(Action::await_change());
+            return stall_on_hostname(ctx, domain, &previous, next, &message).await;
         }
     };
+    let uid = domain.metadata.uid.clone().unwrap_or_default();
     let record = VerificationRecord::for_domain(&hostname, &uid);
-    // The claims store may be ahead of the copy this reconcile was handed (it can already
-    // hold the status that recorded the verification): take the time from either, or a
-    // rewrite of the status would drop it.
-    let verified_at_of = |d: &Domain| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.verification.as_ref())
-            .and_then(|v| v.verified_at.clone())
-    };
-    let previously_verified_at = verified_at_of(domain).or_else(|| {
-        ctx.domains
-            .get(&object_ref(domain))
-            .and_then(|guard| guard.0.as_ref().ok().cloned())
-            .filter(|stored| stored.metadata.uid == domain.metadata.uid)
-            .and_then(|stored| verified_at_of(&stored))
-    });
-
-    // Who owns the hostname (the one rule of `crate::hostnames`), then, where a proof is
-    // needed and nobody owns it, what DNS says.
-    let base_domain = &ctx.ctx.config.routing.base_domain;
-    let me = Claimant::of(domain, HolderKind::Domain);
-    let mut verified_at = None;
-    let previous_verification = previous.verification.clone().unwrap_or_default();
-    let (mut checked_at, mut record_lost_at) = (None, None);
-    // A verification keeps the time it was first made.
-    let verified_since = || {
-        previously_verified_at
-            .clone()
-            .or_else(|| Some(Time(Timestamp::now())))
-    };
-    let ownership = match hostnames::authority(&hostname, base_domain) {
-        Authority::Operator => Ownership::Reserved {
-            base_domain: base_domain.clone(),
-            key: None,
-        },
-        Authority::Key(key) => {
-            // The namespace whose live Project holds the key owns every name under it; a
-            // Project that does not exist, or exists elsewhere, is never a reason to accept.
-            let key_hostname = scheme::production_hostname(&key, base_domain);
-            let owned = hostnames::key_holder(&client, &key_hostname)
-                .await?
-                .is_some_and(|claim| claim.spec.namespace == namespace);
-            if owned {
-                // Two Domains of this namespace for one name: the first verified serves it.
-                let twins: Vec<Claim> = valid(&ctx.domains.state())
-                    .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
-                    .filter_map(|d| Claim::of(d, settings.allow_wildcard_domains))
-                    .collect();
-                let mine =
-                    Claim::of(domain, settings.allow_wildcard_domains).expect("hostname is valid");
-                match claims::standing(&mine, &twins) {
-                    Standing::Owner => {
-                        verified_at = previously_verified_at.clone();
-                        Ownership::Internal
-                    }
-                    Standing::Unclaimed => {
-                        verified_at = Some(Time(Timestamp::now()));
-                        Ownership::Internal
-                    }
-                    Standing::Taken {
-                        namespace, name, ..
-                    } => Ownership::Taken {
-                        namespace,
-                        name,
-                        same_namespace: true,
-                    },
-                }
-            } else {
-                Ownership::Reserved {
-                    base_domain: base_domain.clone(),
-                    key: Some(key),
-                }
-            }
-        }
-        Authority::Exact => match hostnames::peek(&client, &hostname, &me).await? {
-            hostnames::Standing::Held => {
-                verified_at = verified_since();
-                // The owner's record is looked up again now and then: a lost record is
-                // reported at once, and the hostname given up after the grace period.
-                let checked = recheck(ctx, &record, &previous_verification).await;
-                (checked_at, record_lost_at) = (checked.checked_at, checked.lost_at);
-                if checked.expired {
-                    verified_at = None;
-                    let claims = Api::<HostnameClaim>::all(client.clone());
-                    delete_if_present(&claims, &hostnames::claim_name(&hostname)).await?;
-                    Ownership::Unverified(checked.answer)
-                } else {
-                    Ownership::Verified
-                }
-            }
-            hostnames::Standing::Free | hostnames::Standing::Reserved => {
-                // This Domain's own earlier proof (verified before claims existed) stands;
-                // otherwise the TXT record must prove it now.
-                let proof = if previously_verified_at.is_some() {
-                    dns::Verification::Verified
-                } else {
-                    let answer = ctx.resolver.lookup(&record.name).await;
-                    dns::judge(&answer, &record.value)
-                };
-                match proof {
-                    dns::Verification::Verified => {
-                        match hostnames::take(&client, &hostname, &me).await? {
-                            hostnames::Standing::Held => {
-                                verified_at = verified_since();
-                                Ownership::Verified
-                            }
-                            other => taken(other, &namespace),
-                        }
-                    }
-                    other => Ownership::Unverified(other),
-                }
-            }
-            other => taken(other, &namespace),
-        },
-    };
-    let mut verified = status::verified_condition(
-        &ownership,
-        &hostname,
-        &record,
-        settings.show_claiming_namespace,
-    );
-    if let (true, Some(lost)) = (verified.is_true(), &record_lost_at) {
-        let until = lost.0 + settings.verification_grace;
-        verified = status::record_lost_condition(&record, lost.0, until);
-        if previous_verification.record_lost_at.is_none() {
-            publish(
-                ctx,
-                domain,
-                EventType::Warning,
-                "VerificationRecordLost",
-                &verified.message,
-            )
-            .await;
-        }
-    }
+    let previously_verified_at = previously_verified_at(ctx, domain);
+    let found = ownership(ctx, domain, (&hostname, &record), &previously_verified_at).await?;
+    let verified = verified_condition(ctx, domain, (&hostname, &record), &found, &previous).await;
     next.verification = Some(DomainVerification {
         record_name: record.name.clone(),
         record_value: record.value.clone(),
-        verified_at: verified_at.clone(),
-        checked_at,
-        record_lost_at: record_lost_at.clone(),
+        verified_at: found.verified_at.clone(),
+        checked_at: found.checked_at.clone(),
+        record_lost_at: found.record_lost_at.clone(),
     });
 
-    let owner = domain
-        .controller_owner_ref(&())
-        .expect("a Domain has a name and uid");
-    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
-    let certificates = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &namespace,
-        &render::certificate_resource(),
-    );
-    let route_name = render::route_name(&name);
-    let certificate_name = render::certificate_name(&name);
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-
     let (serving, (certificate, listener)) = if verified.is_true() {
-        // Route: production, a branch, or a redirect.
-        let (serving, target) = serving(domain, &routes, &client).await?;
-        // Without a target, keep what serves now: a redirect whose target Domain went
-        // away still redirects; production being replaced keeps serving.
-        if let Some(target) = &target {
-            let edge = plan_of(
-                &ctx.edge_handlers,
-                &namespace,
-                &domain.spec.project_ref.name,
-                &ctx.ctx.config.routing,
-            );
-            // A Domain that serves production is split with it.
-            let split = match (&domain.spec.branch, target) {
-                (None, render::RouteTarget::Service(_)) => ctx.split_of(domain, &edge),
-                _ => None,
-            };
-            let mut route = render::route(
-                domain,
-                &hostname,
-                target,
-                &ctx.ctx.config.routing,
-                &edge,
-                split.as_ref(),
-                &owner,
-            );
-            if settings.domain_listeners == DomainListeners::ListenerSet {
-                render::attach_to_listener_set(&mut route, domain);
-            }
-            routes
-                .patch(&route_name, &apply, &Patch::Apply(&route))
-                .await?;
-        }
-
-        // TLS: the user's Secret, or a cert-manager Certificate.
-        let secret_name = domain.spec.tls.as_ref().and_then(|t| t.secret_name.clone());
-        let state = match &secret_name {
-            Some(secret) => {
-                delete_if_present(&certificates, &certificate_name).await?;
-                // The whole Secret, key included: a Secret cannot be read in part. It is
-                // only parsed for the certificate's expiry, and dropped here.
-                let found = Api::<Secret>::namespaced(client.clone(), &namespace)
-                    .get_opt(secret)
-                    .await?;
-                status::secret_certificate_state(secret, found.as_ref())
-            }
-            None => {
-                let issuer = render::issuer(domain, &settings.default_cluster_issuer);
-                let desired = render::certificate(domain, &hostname, &issuer, &owner);
-                let applied = certificates
-                    .patch(&certificate_name, &apply, &Patch::Apply(&desired))
-                    .await?;
-                status::certificate_state(Some(&applied))
-            }
-        };
-        // Whoever manages the certificate (cert-manager or the user), one warning.
-        if let Some(not_after) = state.not_after()
-            && let Some(days) = status::expiring_in_days(
-                not_after,
-                Timestamp::now(),
-                settings.certificate_expiry_warning_days,
-            )
-        {
-            let message =
-                format!("the certificate for {hostname} expires in {days} day(s), at {not_after}");
-            let occurrence = not_after.to_string();
-            publish_webhook_events(
-                ctx,
-                domain,
-                ["certificate.expiring", "alert.certificate_expiring"]
-                    .map(|t| {
-                        render::platform_event(domain, &hostname, t, &occurrence, &message)
-                            .with("notAfter", occurrence.clone())
-                    })
-                    .into(),
-            )
-            .await?;
-            publish(
-                ctx,
-                domain,
-                EventType::Warning,
-                "CertificateExpiring",
-                &message,
-            )
-            .await;
-        }
-        let secret_name = secret_name.unwrap_or_else(|| certificate_name.clone());
-        let report = listener::apply(ctx, domain, (&hostname, &secret_name), &owner).await?;
-        let wait = status::listener_wait(&previous.conditions, domain.metadata.generation);
-        let listener = status::listener_condition(
-            &report,
-            (wait, settings.listener_report_timeout),
-            Timestamp::now(),
-        );
-        next.certificate = Some(CertificateStatus {
-            secret_name: Some(secret_name),
-            not_after: state.not_after().map(Time),
-        });
+        let served = serve(ctx, domain, &hostname, &previous).await?;
+        next.certificate = Some(served.certificate_status);
         (
-            Some(serving),
-            (Some(status::certificate_condition(&state)), Some(listener)),
+            Some(served.serving),
+            (Some(served.certificate), Some(served.listener)),
         )
     } else {
         if previously_verified_at.is_some() {
             // Lost the hostname (a race another claim won): serve nothing for it.
-            delete_if_present(&routes, &route_name).await?;
-            listener::remove(ctx, domain).await?;
-            delete_if_present(&certificates, &certificate_name).await?;
+            withdraw(ctx, domain).await?;
         }
         (None, (None, None))
     };
@@ -400,14 +126,445 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
     )
     .await?;
     write_status(ctx, domain, &previous, next).await?;
+    Ok(next_look(
+        &found.ownership,
+        (certificate.as_ref(), listener.as_ref()),
+        domain.metadata.creation_timestamp.as_ref(),
+        (settings.verification_recheck, ctx.ctx.config.resync_period),
+    ))
+}
 
-    Ok(match &ownership {
-        Ownership::Unverified(_) => {
-            let created = domain
-                .metadata
-                .creation_timestamp
+/// A hostname no Domain can have: Stalled naming the field, one Warning Event per change.
+async fn stall_on_hostname(
+    ctx: &DomainContext,
+    domain: &Domain,
+    previous: &DomainStatus,
+    mut next: DomainStatus,
+    message: &str,
+) -> Result<Action> {
+    let mut conditions = Conditions::new(&mut next.conditions, domain.metadata.generation);
+    conditions.remove(VERIFIED);
+    conditions.remove(CERTIFICATE_READY);
+    conditions.stalled("InvalidHostname", message);
+    if conditions::find(&previous.conditions, conditions::READY)
+        .is_none_or(|c| c.reason != "InvalidHostname")
+    {
+        publish(ctx, domain, EventType::Warning, "InvalidHostname", message).await;
+    }
+    write_status(ctx, domain, previous, next).await?;
+    Ok(Action::await_change())
+}
+
+/// When the Domain was verified, if it was. The claims store may be ahead of the copy this
+/// reconcile was handed (it can already hold the status that recorded the verification):
+/// take the time from either, or a rewrite of the status would drop it.
+fn previously_verified_at(ctx: &DomainContext, domain: &Domain) -> Option<Time> {
+    let verified_at_of = |d: &Domain| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .and_then(|v| v.verified_at.clone())
+    };
+    verified_at_of(domain).or_else(|| {
+        ctx.domains
+            .get(&object_ref(domain))
+            .and_then(|guard| guard.0.as_ref().ok().cloned())
+            .filter(|stored| stored.metadata.uid == domain.metadata.uid)
+            .and_then(|stored| verified_at_of(&stored))
+    })
+}
+
+/// Who owns a Domain's hostname, and what its verification records.
+struct Found {
+    ownership: Ownership,
+    verified_at: Option<Time>,
+    checked_at: Option<Time>,
+    record_lost_at: Option<Time>,
+}
+
+impl Found {
+    fn not_verified(ownership: Ownership) -> Self {
+        Found {
+            ownership,
+            verified_at: None,
+            checked_at: None,
+            record_lost_at: None,
+        }
+    }
+
+    fn verified(ownership: Ownership, at: Option<Time>) -> Self {
+        Found {
+            verified_at: at,
+            ..Found::not_verified(ownership)
+        }
+    }
+}
+
+/// Who owns the hostname (the one rule of `crate::hostnames`), then, where a proof is
+/// needed and nobody owns it, what DNS says.
+async fn ownership(
+    ctx: &DomainContext,
+    domain: &Domain,
+    (hostname, record): (&str, &VerificationRecord),
+    previously_verified_at: &Option<Time>,
+) -> Result<Found> {
+    let base_domain = &ctx.ctx.config.routing.base_domain;
+    Ok(match hostnames::authority(hostname, base_domain) {
+        Authority::Operator => Found::not_verified(Ownership::Reserved {
+            base_domain: base_domain.clone(),
+            key: None,
+        }),
+        Authority::Key(key) => key_ownership(ctx, domain, key, previously_verified_at).await?,
+        Authority::Exact => {
+            exact_ownership(ctx, domain, (hostname, record), previously_verified_at).await?
+        }
+    })
+}
+
+/// A hostname under the operator's base domain: the namespace whose live Project holds the
+/// key owns every name under it; a Project that does not exist, or exists elsewhere, is
+/// never a reason to accept.
+async fn key_ownership(
+    ctx: &DomainContext,
+    domain: &Domain,
+    key: String,
+    previously_verified_at: &Option<Time>,
+) -> Result<Found> {
+    let base_domain = &ctx.ctx.config.routing.base_domain;
+    let namespace = domain.namespace().unwrap_or_default();
+    let allow_wildcards = ctx.settings.allow_wildcard_domains;
+    let key_hostname = scheme::production_hostname(&key, base_domain);
+    let owned = hostnames::key_holder(&ctx.ctx.client, &key_hostname)
+        .await?
+        .is_some_and(|claim| claim.spec.namespace == namespace);
+    if !owned {
+        return Ok(Found::not_verified(Ownership::Reserved {
+            base_domain: base_domain.clone(),
+            key: Some(key),
+        }));
+    }
+    // Two Domains of this namespace for one name: the first verified serves it.
+    let twins: Vec<Claim> = valid(&ctx.domains.state())
+        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
+        .filter_map(|d| Claim::of(d, allow_wildcards))
+        .collect();
+    let mine = Claim::of(domain, allow_wildcards).expect("hostname is valid");
+    Ok(match claims::standing(&mine, &twins) {
+        Standing::Owner => Found::verified(Ownership::Internal, previously_verified_at.clone()),
+        Standing::Unclaimed => Found::verified(Ownership::Internal, Some(Time(Timestamp::now()))),
+        Standing::Taken {
+            namespace, name, ..
+        } => Found::not_verified(Ownership::Taken {
+            namespace,
+            name,
+            same_namespace: true,
+        }),
+    })
+}
+
+/// A hostname outside the base domain: held by this Domain's claim, or free and proven by
+/// the TXT record (or by this Domain's own earlier proof, made before claims existed).
+async fn exact_ownership(
+    ctx: &DomainContext,
+    domain: &Domain,
+    (hostname, record): (&str, &VerificationRecord),
+    previously_verified_at: &Option<Time>,
+) -> Result<Found> {
+    let client = &ctx.ctx.client;
+    let namespace = domain.namespace().unwrap_or_default();
+    let me = Claimant::of(domain, HolderKind::Domain);
+    // A verification keeps the time it was first made.
+    let verified_since = || {
+        previously_verified_at
+            .clone()
+            .or_else(|| Some(Time(Timestamp::now())))
+    };
+    Ok(match hostnames::peek(client, hostname, &me).await? {
+        hostnames::Standing::Held => {
+            // The owner's record is looked up again now and then: a lost record is
+            // reported at once, and the hostname given up after the grace period.
+            let last = domain
+                .status
                 .as_ref()
-                .map_or(0, |t| t.0.as_second());
+                .and_then(|s| s.verification.clone())
+                .unwrap_or_default();
+            let checked = recheck(ctx, record, &last).await;
+            let (ownership, verified_at) = if checked.expired {
+                let claims = Api::<HostnameClaim>::all(client.clone());
+                delete_if_present(&claims, &hostnames::claim_name(hostname)).await?;
+                (Ownership::Unverified(checked.answer), None)
+            } else {
+                (Ownership::Verified, verified_since())
+            };
+            Found {
+                ownership,
+                verified_at,
+                checked_at: checked.checked_at,
+                record_lost_at: checked.lost_at,
+            }
+        }
+        hostnames::Standing::Free | hostnames::Standing::Reserved => {
+            let proof = if previously_verified_at.is_some() {
+                dns::Verification::Verified
+            } else {
+                let answer = ctx.resolver.lookup(&record.name).await;
+                dns::judge(&answer, &record.value)
+            };
+            match proof {
+                dns::Verification::Verified => {
+                    match hostnames::take(client, hostname, &me).await? {
+                        hostnames::Standing::Held => {
+                            Found::verified(Ownership::Verified, verified_since())
+                        }
+                        other => Found::not_verified(taken(other, &namespace)),
+                    }
+                }
+                other => Found::not_verified(Ownership::Unverified(other)),
+            }
+        }
+        other => Found::not_verified(taken(other, &namespace)),
+    })
+}
+
+/// The `Verified` condition; while the owner's record is missing, `RecordLost` with the end
+/// of the grace period, and a Warning Event when it goes missing.
+async fn verified_condition(
+    ctx: &DomainContext,
+    domain: &Domain,
+    (hostname, record): (&str, &VerificationRecord),
+    found: &Found,
+    previous: &DomainStatus,
+) -> ConditionValue {
+    let verified = status::verified_condition(
+        &found.ownership,
+        hostname,
+        record,
+        ctx.settings.show_claiming_namespace,
+    );
+    let Some(lost) = found.record_lost_at.as_ref().filter(|_| verified.is_true()) else {
+        return verified;
+    };
+    let until = lost.0 + ctx.settings.verification_grace;
+    let verified = status::record_lost_condition(record, lost.0, until);
+    let lost_before = previous
+        .verification
+        .as_ref()
+        .is_some_and(|v| v.record_lost_at.is_some());
+    if !lost_before {
+        publish(
+            ctx,
+            domain,
+            EventType::Warning,
+            "VerificationRecordLost",
+            &verified.message,
+        )
+        .await;
+    }
+    verified
+}
+
+/// What a verified Domain serves, and how its HTTPS is doing.
+struct Served {
+    serving: Serving,
+    certificate: ConditionValue,
+    certificate_status: CertificateStatus,
+    listener: ConditionValue,
+}
+
+/// Serves a verified Domain: its route, its certificate (the user's Secret or a
+/// cert-manager Certificate) and its HTTPS listener.
+async fn serve(
+    ctx: &DomainContext,
+    domain: &Domain,
+    hostname: &str,
+    previous: &DomainStatus,
+) -> Result<Served> {
+    let settings = &ctx.settings;
+    let owner = domain
+        .controller_owner_ref(&())
+        .expect("a Domain has a name and uid");
+    let serving = apply_route(ctx, domain, hostname, &owner).await?;
+    let (state, secret_name) = certificate_state(ctx, domain, hostname, &owner).await?;
+    warn_if_expiring(ctx, domain, hostname, &state).await?;
+    let report = listener::apply(ctx, domain, (hostname, &secret_name), &owner).await?;
+    let wait = status::listener_wait(&previous.conditions, domain.metadata.generation);
+    let listener = status::listener_condition(
+        &report,
+        (wait, settings.listener_report_timeout),
+        Timestamp::now(),
+    );
+    Ok(Served {
+        serving,
+        certificate: status::certificate_condition(&state),
+        certificate_status: CertificateStatus {
+            secret_name: Some(secret_name),
+            not_after: state.not_after().map(Time),
+        },
+        listener,
+    })
+}
+
+/// Applies the Domain's route: production, a branch, or a redirect. Without a target, what
+/// serves now is kept: a redirect whose target Domain went away still redirects;
+/// production being replaced keeps serving.
+async fn apply_route(
+    ctx: &DomainContext,
+    domain: &Domain,
+    hostname: &str,
+    owner: &OwnerReference,
+) -> Result<Serving> {
+    let client = &ctx.ctx.client;
+    let namespace = domain.namespace().unwrap_or_default();
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    let (serving, target) = serving(domain, &routes, client).await?;
+    let Some(target) = &target else {
+        return Ok(serving);
+    };
+    let routing = &ctx.ctx.config.routing;
+    let edge = plan_of(
+        &ctx.edge_handlers,
+        &namespace,
+        &domain.spec.project_ref.name,
+        routing,
+    );
+    // A Domain that serves production is split with it.
+    let split = match (&domain.spec.branch, target) {
+        (None, render::RouteTarget::Service(_)) => ctx.split_of(domain, &edge),
+        _ => None,
+    };
+    let mut route = render::route(
+        domain,
+        hostname,
+        target,
+        routing,
+        &edge,
+        split.as_ref(),
+        owner,
+    );
+    if ctx.settings.domain_listeners == DomainListeners::ListenerSet {
+        render::attach_to_listener_set(&mut route, domain);
+    }
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    routes
+        .patch(
+            &render::route_name(&domain.name_any()),
+            &apply,
+            &Patch::Apply(&route),
+        )
+        .await?;
+    Ok(serving)
+}
+
+/// The certificate's state and the Secret it is in: the user's Secret (read whole, parsed
+/// for the expiry only, and dropped), or the Secret of a cert-manager Certificate applied
+/// here.
+async fn certificate_state(
+    ctx: &DomainContext,
+    domain: &Domain,
+    hostname: &str,
+    owner: &OwnerReference,
+) -> Result<(CertificateState, String)> {
+    let client = &ctx.ctx.client;
+    let namespace = domain.namespace().unwrap_or_default();
+    let certificates = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &namespace,
+        &render::certificate_resource(),
+    );
+    let certificate_name = render::certificate_name(&domain.name_any());
+    match domain.spec.tls.as_ref().and_then(|t| t.secret_name.clone()) {
+        Some(secret) => {
+            delete_if_present(&certificates, &certificate_name).await?;
+            let found = Api::<Secret>::namespaced(client.clone(), &namespace)
+                .get_opt(&secret)
+                .await?;
+            Ok((
+                status::secret_certificate_state(&secret, found.as_ref()),
+                secret,
+            ))
+        }
+        None => {
+            let issuer = render::issuer(domain, &ctx.settings.default_cluster_issuer);
+            let desired = render::certificate(domain, hostname, &issuer, owner);
+            let apply = PatchParams::apply(FIELD_MANAGER).force();
+            let applied = certificates
+                .patch(&certificate_name, &apply, &Patch::Apply(&desired))
+                .await?;
+            Ok((status::certificate_state(Some(&applied)), certificate_name))
+        }
+    }
+}
+
+/// Whoever manages the certificate (cert-manager or the user), one warning when it is about
+/// to expire: webhook events and a Warning Event.
+async fn warn_if_expiring(
+    ctx: &DomainContext,
+    domain: &Domain,
+    hostname: &str,
+    state: &CertificateState,
+) -> Result<()> {
+    let Some(not_after) = state.not_after() else {
+        return Ok(());
+    };
+    let Some(days) = status::expiring_in_days(
+        not_after,
+        Timestamp::now(),
+        ctx.settings.certificate_expiry_warning_days,
+    ) else {
+        return Ok(());
+    };
+    let message =
+        format!("the certificate for {hostname} expires in {days} day(s), at {not_after}");
+    let occurrence = not_after.to_string();
+    publish_webhook_events(
+        ctx,
+        domain,
+        ["certificate.expiring", "alert.certificate_expiring"]
+            .map(|t| {
+                render::platform_event(domain, hostname, t, &occurrence, &message)
+                    .with("notAfter", occurrence.clone())
+            })
+            .into(),
+    )
+    .await?;
+    publish(
+        ctx,
+        domain,
+        EventType::Warning,
+        "CertificateExpiring",
+        &message,
+    )
+    .await;
+    Ok(())
+}
+
+/// Serves nothing for the Domain's hostname: route, listener and Certificate go.
+async fn withdraw(ctx: &DomainContext, domain: &Domain) -> Result<()> {
+    let client = &ctx.ctx.client;
+    let namespace = domain.namespace().unwrap_or_default();
+    let name = domain.name_any();
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    let certificates = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &namespace,
+        &render::certificate_resource(),
+    );
+    delete_if_present(&routes, &render::route_name(&name)).await?;
+    listener::remove(ctx, domain).await?;
+    delete_if_present(&certificates, &render::certificate_name(&name)).await?;
+    Ok(())
+}
+
+/// When to look at a Domain again, given who owns its hostname and how its HTTPS is doing.
+fn next_look(
+    ownership: &Ownership,
+    (certificate, listener): (Option<&ConditionValue>, Option<&ConditionValue>),
+    created: Option<&Time>,
+    (verification_recheck, resync_period): (Duration, Duration),
+) -> Action {
+    match ownership {
+        Ownership::Unverified(_) => {
+            let created = created.map_or(0, |t| t.0.as_second());
             let waiting = (Timestamp::now().as_second() - created).max(0) as u64;
             Action::requeue(status::recheck_after(Duration::from_secs(waiting)))
         }
@@ -417,22 +574,14 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         Ownership::Reserved { .. } => Action::await_change(),
         // The gateway reports on a listener by writing status, which only a ListenerSet's
         // watch brings here: look again until it has, or the grace period is over.
-        _ if listener
-            .as_ref()
-            .is_some_and(|l| l.status == Status::Unknown) =>
-        {
+        _ if listener.is_some_and(|l| l.status == Status::Unknown) => {
             Action::requeue(LISTENER_RECHECK)
         }
-        _ if !certificate.as_ref().is_some_and(ConditionValue::is_true) => {
-            Action::requeue(Duration::from_secs(300).min(settings.verification_recheck))
+        _ if !certificate.is_some_and(ConditionValue::is_true) => {
+            Action::requeue(Duration::from_secs(300).min(verification_recheck))
         }
-        _ => Action::requeue(
-            ctx.ctx
-                .config
-                .resync_period
-                .min(settings.verification_recheck),
-        ),
-    })
+        _ => Action::requeue(resync_period.min(verification_recheck)),
+    }
 }
 
 /// What looking up a verified Domain's record again found.
@@ -755,8 +904,15 @@ async fn publish_webhook_events(
 }
 
 async fn publish(ctx: &DomainContext, domain: &Domain, type_: EventType, reason: &str, note: &str) {
-    crate::controllers::events::publish(&ctx.recorder, domain, type_, reason, "Reconcile", note)
-        .await;
+    crate::controllers::events::publish(
+        &ctx.ctx.recorder,
+        domain,
+        type_,
+        reason,
+        "Reconcile",
+        note,
+    )
+    .await;
 }
 
 /// The Domains of the store that match the schema (a malformed one is reported by its
@@ -831,6 +987,37 @@ pub fn domains_following(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_is_looked_at_again_as_soon_as_what_it_waits_for_can_have_changed() {
+        let (recheck, resync) = (Duration::from_secs(3_600), Duration::from_secs(600));
+        let verdict = |status| ConditionValue::new(status, "Some", String::new());
+        let (issued, pending) = (verdict(Status::True), verdict(Status::Unknown));
+        let look = |ownership, certificate, listener| {
+            next_look(&ownership, (certificate, listener), None, (recheck, resync))
+        };
+        // Waiting for the gateway's report on the listener: soon.
+        assert_eq!(
+            look(Ownership::Verified, Some(&issued), Some(&pending)),
+            Action::requeue(LISTENER_RECHECK)
+        );
+        // Waiting for the certificate: every 5 minutes at the most.
+        assert_eq!(
+            look(Ownership::Internal, Some(&pending), Some(&issued)),
+            Action::requeue(Duration::from_secs(300))
+        );
+        // Settled: at the resync.
+        assert_eq!(
+            look(Ownership::Verified, Some(&issued), Some(&issued)),
+            Action::requeue(resync)
+        );
+        // Another namespace's key: only a change of the Domain can help.
+        let reserved = Ownership::Reserved {
+            base_domain: "apps.example.com".into(),
+            key: Some("shop".into()),
+        };
+        assert_eq!(look(reserved, None, None), Action::await_change());
+    }
 
     fn domain(
         namespace: &str,

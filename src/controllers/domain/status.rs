@@ -24,7 +24,7 @@ pub struct ConditionValue {
 }
 
 impl ConditionValue {
-    fn new(status: Status, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: Status, reason: &'static str, message: impl Into<String>) -> Self {
         ConditionValue {
             status,
             reason,

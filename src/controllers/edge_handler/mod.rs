@@ -27,7 +27,6 @@ use super::{ControllerRun, KindController, matching_in};
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::config::RoutingConfig;
-use crate::controllers::retry::{self, Backoffs};
 use crate::labels::{MANAGED, PROJECT_LABEL};
 use crate::routing::edge::EdgePlan;
 
@@ -59,7 +58,6 @@ pub fn plan_of(
 /// plan merges a Project's), the Projects, and the metadata of CloudDeck's routes.
 pub struct EdgeContext {
     pub ctx: Arc<super::Context>,
-    pub backoffs: Backoffs,
     pub handlers: Store<DeserializeGuard<EdgeHandler>>,
     pub projects: Store<DeserializeGuard<Project>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
@@ -141,22 +139,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             );
         let ctx = Arc::new(EdgeContext {
             ctx: run.ctx.clone(),
-            backoffs: Backoffs::default(),
             handlers,
             projects,
             routes,
             grants,
             applied: Applied::default(),
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
-}
-
-impl retry::Retrying for EdgeContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

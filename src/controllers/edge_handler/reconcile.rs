@@ -3,54 +3,43 @@
 //! the handler is newly refused.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use gateway_api::apis::standard::referencegrants::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span};
 
 use super::status::{self, Observed};
-use super::{EdgeContext, FROM_NAMESPACE_LABEL, NAME, plan_of};
+use super::{EdgeContext, FROM_NAMESPACE_LABEL, plan_of};
 use crate::api::conditions::{STALLED, find};
 use crate::api::edge_handler::{EdgeHandler, EdgeHandlerStatus};
 use crate::config::ServicePort;
+use crate::controllers::Context;
+use crate::controllers::driver::Reconciler;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{FIELD_MANAGER, applied, retry};
+use crate::controllers::events::publish;
+use crate::controllers::{FIELD_MANAGER, applied};
 use crate::labels::{MANAGED_BY, PROJECT_LABEL};
 use crate::routing::edge::EDGE_RULES_ANNOTATION;
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<EdgeHandler>>,
-    edge: Arc<EdgeContext>,
-) -> Result<Action> {
-    let ctx = &edge.ctx;
-    let handler = match &guard.0 {
-        Ok(handler) => handler,
-        Err(invalid) => {
-            reject_malformed(ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let namespace = handler.namespace().unwrap_or_default();
-    let span = info_span!("reconcile", controller = NAME, namespace = %namespace, name = %handler.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_handler(handler, &edge).instrument(span).await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => edge.backoffs.succeeded(&retry::key(handler)),
-        Err(err) => report_error(ctx, handler, err).await,
+impl Reconciler for EdgeContext {
+    type Kind = EdgeHandler;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a EdgeHandler) -> BoxFuture<'a, Result<Action>> {
+        reconcile_handler(obj, self).boxed()
+    }
 }
 
 async fn reconcile_handler(handler: &EdgeHandler, edge: &EdgeContext) -> Result<Action> {

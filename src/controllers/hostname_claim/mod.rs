@@ -19,14 +19,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
+use super::driver::Reconciler;
 use super::error::Result;
 use super::{Context, ControllerRun, KindController};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
-use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
 
 pub const NAME: &str = "hostnameclaim";
@@ -38,7 +38,6 @@ pub const CONTROLLER: KindController = KindController { name: NAME, run };
 pub struct ClaimContext {
     ctx: Arc<Context>,
     /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    backoffs: Backoffs,
     projects: Store<DeserializeGuard<Project>>,
     domains: Store<DeserializeGuard<Domain>>,
 }
@@ -88,13 +87,11 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                     .then(|| claim_ref(&hostname))
             });
         let ctx = Arc::new(ClaimContext {
-            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             projects,
             domains,
         });
-        run.drive(controller.run(run.tracked(reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
 }
@@ -103,24 +100,26 @@ fn claim_ref(hostname: &str) -> ObjectRef<DeserializeGuard<HostnameClaim>> {
     ObjectRef::new(&hostnames::claim_name(hostname))
 }
 
-async fn reconcile(
-    guard: Arc<DeserializeGuard<HostnameClaim>>,
-    claims: Arc<ClaimContext>,
-) -> Result<Action> {
-    let ctx = &claims.ctx;
-    let Ok(claim) = &guard.0 else {
-        // Only the operator writes claims; one it cannot read holds nothing it can act on.
-        warn!(claim = %guard.name_any(), "cannot decode HostnameClaim; left as it is");
-        return Ok(Action::await_change());
-    };
-    let span = info_span!("reconcile", controller = NAME, name = %claim.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = sweep(claim, &claims).instrument(span).await;
-    timer.finish(&result);
-    if result.is_ok() {
-        claims.backoffs.succeeded(&retry::key(claim));
+impl Reconciler for ClaimContext {
+    type Kind = HostnameClaim;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, claim: &'a HostnameClaim) -> BoxFuture<'a, Result<Action>> {
+        sweep(claim, self).boxed()
+    }
+
+    // Only the operator writes claims; one it cannot read holds nothing it can act on.
+    fn malformed<'a>(
+        &'a self,
+        guard: &'a DeserializeGuard<HostnameClaim>,
+        _: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        warn!(claim = %guard.name_any(), "cannot decode HostnameClaim; left as it is");
+        async {}.boxed()
+    }
 }
 
 async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
@@ -180,11 +179,4 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
         Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())
-}
-
-impl retry::Retrying for ClaimContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

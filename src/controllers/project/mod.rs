@@ -25,7 +25,6 @@ use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::api::split_test::SplitTest;
-use crate::controllers::retry::{self, Backoffs};
 use crate::hostnames::{self, Authority, HostnameClaim};
 use crate::labels::MANAGED;
 
@@ -105,11 +104,9 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                     )
                 },
             );
-        run.drive(controller.run(
-            run.tracked(reconcile::reconcile),
-            retry::policy,
+        run.run(
+            controller,
             Arc::new(ProjectContext {
-                backoffs: Backoffs::default(),
                 ctx: run.ctx.clone(),
                 projects,
                 deployments,
@@ -120,7 +117,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 applied: Applied::default(),
                 held: Mutex::default(),
             }),
-        ))
+        )
         .await;
     }
     .boxed()
@@ -130,8 +127,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
 /// cluster (who holds a name's hostname).
 pub struct ProjectContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     pub projects: Store<DeserializeGuard<Project>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
     pub routes: Store<PartialObjectMeta<HttpRoute>>,
@@ -286,11 +281,4 @@ fn namesakes_of(
         .filter(|p| p.name_any() == name && p.namespace() != namespace)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
-}
-
-impl retry::Retrying for ProjectContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

@@ -1,21 +1,20 @@
 //! One reconcile of a Project: read its Deployments → decide (pure, in `render`) → apply
 //! the routes, supersede and prune → status and Events.
 
-use std::sync::Arc;
-
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{debug, info};
 
-use super::{NAME, ProjectContext, render, status};
+use super::{ProjectContext, render, status};
 use crate::api::conditions::Conditions;
 use crate::api::conditions::is_stalled_with;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
@@ -23,52 +22,37 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
 use crate::controllers::applied;
+use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::retry;
+use crate::controllers::events::publish;
 use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::labels::{PROJECT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing::{self, Serving, split};
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<Project>>,
-    project_ctx: Arc<ProjectContext>,
-) -> Result<Action> {
-    let ctx = &project_ctx.ctx;
-    let project = match &guard.0 {
-        Ok(project) => project,
-        Err(invalid) => {
-            reject_malformed(ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let all = project_ctx.projects.state();
-    let holds_name = render::holds_name(
-        project,
-        all.iter().filter_map(|guard| guard.0.as_ref().ok()),
-    );
-    let span = info_span!("reconcile", controller = NAME, namespace = %project.namespace().unwrap_or_default(), name = %project.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_project(project, holds_name, &project_ctx)
-        .instrument(span)
-        .await;
-    project_ctx.applied.prune(|_, namespace, name| {
-        project_ctx
-            .routes
-            .get(&ObjectRef::new(name).within(namespace))
-            .is_some()
-    });
-    timer.finish(&result);
-    match &result {
-        Ok(_) => project_ctx.backoffs.succeeded(&retry::key(project)),
-        // An invalid spec was reported with its Stalled condition; anything else is told
-        // here (repeats become one Event series).
-        Err(err) if !err.awaits_change() => report_error(ctx, project, err).await,
-        Err(_) => {}
+impl Reconciler for ProjectContext {
+    type Kind = Project;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a Project) -> BoxFuture<'a, Result<Action>> {
+        async move {
+            let all = self.projects.state();
+            let holds_name =
+                render::holds_name(obj, all.iter().filter_map(|guard| guard.0.as_ref().ok()));
+            let result = reconcile_project(obj, holds_name, self).await;
+            self.applied.prune(|_, namespace, name| {
+                self.routes
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .is_some()
+            });
+            result
+        }
+        .boxed()
+    }
 }
 
 async fn reconcile_project(

@@ -25,7 +25,6 @@ use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::api::split_test::SplitTest;
 use crate::controllers::matching_in;
-use crate::controllers::retry::{self, Backoffs};
 use crate::labels::{MANAGED, PROJECT_LABEL};
 
 pub const NAME: &str = "splittest";
@@ -35,7 +34,6 @@ pub const CONTROLLER: KindController = KindController { name: NAME, run };
 /// What a SplitTest reconcile reads, all from caches.
 pub struct SplitContext {
     pub ctx: Arc<super::Context>,
-    pub backoffs: Backoffs,
     pub tests: Store<DeserializeGuard<SplitTest>>,
     pub projects: Store<DeserializeGuard<Project>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
@@ -104,22 +102,13 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             );
         let ctx = Arc::new(SplitContext {
             ctx: run.ctx.clone(),
-            backoffs: Backoffs::default(),
             tests,
             projects,
             deployments,
             edge_handlers,
             routes,
         });
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
-}
-
-impl retry::Retrying for SplitContext {
-    const CONTROLLER: &'static str = NAME;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

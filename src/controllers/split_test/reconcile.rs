@@ -2,54 +2,42 @@
 //! which test splits production → status, Events and `splittest.updated` on a phase change
 //! → look again at the next start or stop time.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span};
 
+use super::SplitContext;
 use super::status::{self, Observed, Running};
-use super::{NAME, SplitContext};
 use crate::api::conditions::{READY, STALLED, find};
 use crate::api::deployment::Deployment;
 use crate::api::split_test::{SplitTest, SplitTestPhase, SplitTestStatus};
+use crate::controllers::Context;
+use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{publish, reject_malformed, report_error};
-use crate::controllers::{FIELD_MANAGER, readable_in, retry};
+use crate::controllers::events::publish;
+use crate::controllers::{FIELD_MANAGER, readable_in};
 use crate::delivery::PlatformEvent;
 use crate::routing::split::{self, SPLIT_TEST_ANNOTATION};
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<SplitTest>>,
-    split: Arc<SplitContext>,
-) -> Result<Action> {
-    let ctx = &split.ctx;
-    let test = match &guard.0 {
-        Ok(test) => test,
-        Err(invalid) => {
-            reject_malformed(ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let namespace = test.namespace().unwrap_or_default();
-    let span =
-        info_span!("reconcile", controller = NAME, namespace = %namespace, name = %test.name_any());
-    let timer = ctx.metrics.reconcile.start(NAME);
-    let result = reconcile_test(test, &split).instrument(span).await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => split.backoffs.succeeded(&retry::key(test)),
-        Err(err) => report_error(ctx, test, err).await,
+impl Reconciler for SplitContext {
+    type Kind = SplitTest;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a SplitTest) -> BoxFuture<'a, Result<Action>> {
+        reconcile_test(obj, self).boxed()
+    }
 }
 
 async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action> {

@@ -26,7 +26,6 @@ use super::webhook_delivery::reconcile::project;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
-use crate::controllers::retry::{self, Backoffs};
 use crate::delivery::{EgressPolicy, Publisher};
 use status::Retention;
 
@@ -37,8 +36,6 @@ pub const CONTROLLER: KindController = KindController {
 
 pub struct WebhookContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     pub recorder: Recorder,
     pub publisher: Publisher,
     pub policy: EgressPolicy,
@@ -73,7 +70,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             },
         );
         let ctx = Arc::new(WebhookContext {
-            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             recorder: run.ctx.recorder.clone(),
             publisher: run.ctx.publisher(),
@@ -104,15 +100,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .with_config(
                 kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)),
             );
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
-}
-
-impl retry::Retrying for WebhookContext {
-    const CONTROLLER: &'static str = CONTROLLER.name;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
-    }
 }

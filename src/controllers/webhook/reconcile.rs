@@ -2,9 +2,10 @@
 //! from the delivery log, report `Ready`/`Stalled`/`Degraded`, send the ping, prune the log.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,9 +22,9 @@ use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
+use crate::controllers::Context;
+use crate::controllers::driver::Reconciler;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::events::{reject_malformed, report_error};
-use crate::controllers::retry;
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::fanout;
@@ -43,25 +44,16 @@ pub const PING_EVENT: &str = "webhook.ping";
 // (the controller owns them), when the next kept delivery passes its TTL, and at least
 // every `--resync-period`.
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<Webhook>>,
-    ctx: Arc<WebhookContext>,
-) -> Result<Action> {
-    let webhook = match &guard.0 {
-        Ok(webhook) => webhook,
-        Err(invalid) => {
-            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
-    let result = reconcile_inner(webhook, &ctx).await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => ctx.backoffs.succeeded(&retry::key(webhook)),
-        Err(err) => report_error(&ctx.ctx, webhook, err).await,
+impl Reconciler for WebhookContext {
+    type Kind = Webhook;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a Webhook) -> BoxFuture<'a, Result<Action>> {
+        reconcile_inner(obj, self).boxed()
+    }
 }
 
 /// Checks the apiserver cannot make: durations, event patterns, and an endpoint URL (from

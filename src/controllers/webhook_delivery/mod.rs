@@ -28,7 +28,6 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
 use crate::config::OperatorConfig;
-use crate::controllers::retry::{self, Backoffs};
 use crate::delivery::fairness::Shares;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
@@ -46,8 +45,6 @@ pub const CONTROLLER: KindController = KindController {
 /// connection pool for all deliveries) and an Event recorder.
 pub struct DeliveryContext {
     pub ctx: Arc<Context>,
-    /// Per-object backoff of failed reconciles ([`crate::controllers::retry`]).
-    pub backoffs: Backoffs,
     pub sender: Sender,
     pub recorder: Recorder,
     pub metrics: DeliveryMetrics,
@@ -89,7 +86,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             }
         });
         let ctx = Arc::new(DeliveryContext {
-            backoffs: Backoffs::default(),
             ctx: run.ctx.clone(),
             sender: Sender::new(egress_policy(&run.ctx.config)),
             recorder: run.ctx.recorder.clone(),
@@ -112,8 +108,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // Attempts are network-bound: allow a few in parallel, bounded.
         let controller = controller
             .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
-        run.drive(controller.run(run.tracked(reconcile::reconcile), retry::policy, ctx))
-            .await;
+        run.run(controller, ctx).await;
     }
     .boxed()
 }
@@ -149,12 +144,5 @@ async fn report_backlog(
             _ = &mut stopped => return,
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}
         }
-    }
-}
-
-impl retry::Retrying for DeliveryContext {
-    const CONTROLLER: &'static str = CONTROLLER.name;
-    fn backoffs(&self) -> &Backoffs {
-        &self.backoffs
     }
 }

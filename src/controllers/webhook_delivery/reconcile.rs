@@ -1,15 +1,15 @@
 //! One reconcile of a WebhookDelivery: if an attempt is due, claim it in the status, send
 //! it, record the outcome, and come back when the next attempt is due.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controllers::events::{reject_malformed, report_error};
-use crate::controllers::retry;
+use crate::controllers::Context;
+use crate::controllers::driver::Reconciler;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -59,26 +59,16 @@ pub fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
 /// How long past the Webhook's timeout an unrecorded claim is still respected.
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<WebhookDelivery>>,
-    ctx: Arc<DeliveryContext>,
-) -> Result<Action> {
-    let delivery = match &guard.0 {
-        Ok(delivery) => delivery,
-        Err(invalid) => {
-            // Never sent; reported once per change, and the other deliveries go on.
-            reject_malformed(&ctx.ctx, &*guard, &invalid.error).await;
-            return Ok(Action::await_change());
-        }
-    };
-    let timer = ctx.ctx.metrics.reconcile.start(super::CONTROLLER.name);
-    let result = reconcile_inner(delivery, &ctx).await;
-    timer.finish(&result);
-    match &result {
-        Ok(_) => ctx.backoffs.succeeded(&retry::key(delivery)),
-        Err(err) => report_error(&ctx.ctx, delivery, err).await,
+impl Reconciler for DeliveryContext {
+    type Kind = WebhookDelivery;
+
+    fn context(&self) -> &Context {
+        &self.ctx
     }
-    result
+
+    fn reconcile<'a>(&'a self, obj: &'a WebhookDelivery) -> BoxFuture<'a, Result<Action>> {
+        reconcile_inner(obj, self).boxed()
+    }
 }
 
 async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> Result<Action> {
