@@ -26,7 +26,8 @@ use crate::delivery::keys;
 use crate::delivery::metrics::DeliveryOutcome;
 use crate::delivery::publisher::{ENDPOINT_GONE, endpoint_gone};
 use crate::delivery::schedule::{RetrySchedule, random_unit};
-use crate::delivery::sender::Outgoing;
+use crate::delivery::sender::{AttemptOutcome, Outgoing};
+use crate::delivery::signing::SigningKey;
 
 /// How soon to look again at a delivery that cannot be attempted yet.
 const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
@@ -74,225 +75,86 @@ impl Reconciler for DeliveryContext {
 async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> Result<Action> {
     let namespace = delivery.namespace().unwrap_or_default();
     let api = Api::<WebhookDelivery>::namespaced(ctx.ctx.client.clone(), &namespace);
-    let generation = delivery.metadata.generation;
-    let now = Timestamp::now();
     let mut current = delivery.clone();
     let mut status = current.status.clone().unwrap_or_default();
-
-    let webhooks = Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace);
-    let webhook_name = current.spec.webhook_ref.name.clone();
-    let cached = ctx
-        .webhooks
-        .get(&ObjectRef::new(&webhook_name).within(&namespace))
-        .and_then(|guard| guard.0.as_ref().ok().cloned());
-    // Not cached (or malformed: then reading it fails and the delivery waits, while the
-    // Webhook controller reports the Webhook as InvalidObject).
-    let webhook = match cached {
-        Some(webhook) => Some(webhook),
-        None => webhooks.get_opt(&webhook_name).await?,
-    };
-
-    // An attempt was claimed and its outcome never recorded. The claim is a lease: the
-    // claimant (a previous leader still shutting down) may still be sending for up to the
-    // Webhook's timeout. After that, record it as lost and go on.
-    if status::in_flight(&status) {
-        let timeout = webhook
-            .as_ref()
-            .map_or(60, |w| w.spec.timeout_seconds.clamp(1, 60)) as u64;
-        let claimed = status.attempts.last().map_or(now, |a| a.time.0);
-        let expires = claimed
-            .checked_add(Duration::from_secs(timeout) + CLAIM_GRACE)
-            .unwrap_or(now);
-        if expires > now {
-            return Ok(Action::requeue(until(expires, now)));
+    match attempt(ctx, &api, &mut current, &mut status).await {
+        Ok(next) | Err(Halt::Next(next)) => Ok(next),
+        Err(Halt::Never(reason, message)) => {
+            finish_without_attempt(ctx, &api, &current, status, reason, &message).await
         }
-        let schedule = webhook
-            .as_ref()
-            .and_then(|w| RetrySchedule::from_policy(&w.spec.retry).ok())
-            .unwrap_or_else(default_schedule);
-        status::settle(
-            &mut status,
-            &AttemptResult::abandoned(),
-            &schedule,
-            random_unit(),
-            generation,
-            now,
-        );
-        let Some(written) = write_status(&api, &current, status.clone()).await? else {
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        };
-        warn!(delivery = %current.name_any(), "an attempt was interrupted before its outcome was recorded");
-        current = written;
+        Err(Halt::UntilFixed(reason, message)) => {
+            wait_for_fix(&api, &current, status, reason, &message).await
+        }
+        Err(Halt::Failed(err)) => Err(err),
     }
+}
 
-    let redelivery = redelivery_request(&current, &status);
-    match status::due(&status, redelivery.as_deref(), now) {
+/// Why a delivery's reconcile ends before, or instead of, an attempt.
+enum Halt {
+    /// Never to be attempted: finished with this reason and message.
+    Never(&'static str, String),
+    /// Not attempted until the Webhook or its Secrets are fixed: reason and message.
+    UntilFixed(&'static str, String),
+    /// Nothing to send now: look again as this says.
+    Next(Action),
+    /// The reconcile failed.
+    Failed(ReconcileError),
+}
+
+impl From<ReconcileError> for Halt {
+    fn from(err: ReconcileError) -> Self {
+        Halt::Failed(err)
+    }
+}
+
+impl From<kube::Error> for Halt {
+    fn from(err: kube::Error) -> Self {
+        Halt::Failed(err.into())
+    }
+}
+
+/// Claims, sends and records one attempt if one is due and may be made; `current` and
+/// `status` are left as the delivery stands when it halts.
+async fn attempt(
+    ctx: &DeliveryContext,
+    api: &Api<WebhookDelivery>,
+    current: &mut WebhookDelivery,
+    status: &mut WebhookDeliveryStatus,
+) -> Result<Action, Halt> {
+    let generation = current.metadata.generation;
+    let now = Timestamp::now();
+    let webhook = webhook_of(ctx, current).await?;
+    recover_lost_claim(api, current, status, webhook.as_ref(), now).await?;
+    let redelivery = redelivery_request(current, status);
+    match status::due(status, redelivery.as_deref(), now) {
         Due::Finished => return Ok(Action::await_change()),
         Due::At(at) => return Ok(Action::requeue(until(at, now))),
         Due::Now => {}
     }
-
-    // Only what this operator wrote is sent: a delivery someone else created carries no
-    // valid seal (see delivery::origin), whatever it claims.
-    let sealed = match projected_seal(&current) {
-        Some(sealed) => sealed,
-        None => ctx.ctx.origin.verify(&current),
-    };
-    if !sealed {
-        let message = "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
-        return finish_without_attempt(
-            ctx,
-            &api,
-            &current,
-            status,
-            status::ORIGIN_UNVERIFIED,
-            message,
-        )
-        .await;
-    }
-
-    // The Webhook may have been deleted, disabled or stopped since the event.
-    let Some(webhook) = webhook else {
-        let message = format!("Webhook {webhook_name:?} does not exist");
-        return finish_without_attempt(
-            ctx,
-            &api,
-            &current,
-            status,
-            status::WEBHOOK_NOT_FOUND,
-            &message,
-        )
-        .await;
-    };
-    if webhook.spec.disabled {
-        let message = format!(
-            "Webhook {webhook_name:?} is disabled: events raised meanwhile are not delivered"
-        );
-        return finish_without_attempt(
-            ctx,
-            &api,
-            &current,
-            status,
-            status::WEBHOOK_DISABLED,
-            &message,
-        )
-        .await;
-    }
-    if endpoint_gone(&webhook) {
-        let message =
-            format!("Webhook {webhook_name:?} is stopped: its endpoint answered 410 Gone");
-        return finish_without_attempt(
-            ctx,
-            &api,
-            &current,
-            status,
-            status::WEBHOOK_STOPPED,
-            &message,
-        )
-        .await;
-    }
-    let schedule = match RetrySchedule::from_policy(&webhook.spec.retry) {
-        Ok(schedule) => schedule,
-        Err(invalid) => {
-            let message = format!("Webhook {webhook_name:?} is invalid: {invalid}");
-            return wait_for_fix(&api, &current, status, status::WEBHOOK_INVALID, &message).await;
-        }
-    };
+    let (webhook, schedule) = sendable(ctx, current, webhook)?;
     // Within this Webhook's and namespace's share of the attempts in flight, or a moment
     // later (before any API call): one receiver that never answers must not hold every slot.
-    let Some(_share) = ctx.shares.try_take(&namespace, &webhook_name) else {
+    let namespace = current.namespace().unwrap_or_default();
+    let Some(_share) = ctx.shares.try_take(&namespace, &webhook.name_any()) else {
         // Polled, not queued: soon, and spread so that a backlog does not come back at once.
         return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
     };
-    // The cache holds no payload: read the delivery whole, once per attempt, and check
-    // its seal on what will be sent.
-    if projected_seal(&current).is_some() {
-        let Some(full) = api.get_opt(&current.name_any()).await? else {
-            return Ok(Action::await_change());
-        };
-        if full.metadata.resource_version != current.metadata.resource_version {
-            // Changed since the cache saw it; the watch brings the new version.
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        if !ctx.ctx.origin.verify(&full) {
-            let message =
-                "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
-            return finish_without_attempt(
-                ctx,
-                &api,
-                &full,
-                status,
-                status::ORIGIN_UNVERIFIED,
-                message,
-            )
-            .await;
-        }
-        current = full;
-    }
-
-    // The endpoint: spec.url, or read from its Secret now (a rotated URL is used at once;
-    // read within the share, so a backlog polling for a share costs no read).
-    let endpoint = match keys::endpoint(&ctx.ctx.client, &webhook).await? {
-        Ok(endpoint) => endpoint,
-        Err(problem) => {
-            let message = format!("not sent: Webhook {webhook_name:?} {problem}");
-            return wait_for_fix(
-                &api,
-                &current,
-                status,
-                status::ENDPOINT_SECRET_UNAVAILABLE,
-                &message,
-            )
-            .await;
-        }
-    };
-    // A destination refused by this operator's egress policy is a configuration problem
-    // of the Webhook, whose Stalled condition names the field: no attempt is spent; the
-    // delivery says why it waits (written once), and goes out once the URL or the
-    // allowlist changes.
-    if let Err(refused) = ctx.sender.check_destination(&endpoint.url) {
-        debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
-        let message = format!(
-            "not sent: the destination of Webhook {webhook_name:?} is refused by the operator's egress policy (see the Webhook's status)"
-        );
-        return wait_for_fix(
-            &api,
-            &current,
-            status,
-            status::DESTINATION_REFUSED,
-            &message,
-        )
-        .await;
-    }
-    let keys = match keys::load(&ctx.ctx.client, &webhook).await? {
-        Ok(keys) => keys,
-        Err(problem) => {
-            let message = format!("cannot sign: Webhook {webhook_name:?} {problem}");
-            return wait_for_fix(
-                &api,
-                &current,
-                status,
-                status::SIGNING_SECRET_UNAVAILABLE,
-                &message,
-            )
-            .await;
-        }
-    };
+    read_whole(ctx, api, current).await?;
+    let (url, keys) = credentials(ctx, current, &webhook).await?;
 
     // Claim the attempt before sending: the log shows it even if this process dies now.
     let body = current.spec.payload.as_bytes().to_vec();
     // Whole seconds, as the apiserver stores times: the claim is found again by its time.
     let claimed_at = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(now);
-    status::claim(&mut status, generation, redelivery.as_deref(), claimed_at);
-    let Some(claimed) = write_status(&api, &current, status.clone()).await? else {
+    status::claim(status, generation, redelivery.as_deref(), claimed_at);
+    let Some(claimed) = write_status(api, current, status.clone()).await? else {
         debug!(delivery = %current.name_any(), "claim lost to a newer version; retrying");
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-
     let outcome = ctx
         .sender
         .send(&Outgoing {
-            url: &endpoint.url,
+            url: &url,
             webhook_id: &current.spec.webhook_id,
             body: &body,
             keys: &keys,
@@ -305,15 +167,185 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
     info!(
         delivery = %current.name_any(),
         event = %current.spec.event_type,
-        webhook = %webhook_name,
+        webhook = %webhook.name_any(),
         attempt = count,
         status = ?outcome.status,
         latency_ms = outcome.latency.as_millis() as u64,
         error = outcome.error.as_deref().unwrap_or(""),
         "delivery attempt"
     );
+    let settled = record(api, claimed, claimed_at, &result, &schedule, generation).await?;
+    Ok(settle(ctx, current, &webhook, settled, (&outcome, count)).await?)
+}
 
-    let settled = record(&api, claimed, claimed_at, &result, &schedule, generation).await?;
+/// The delivery's Webhook: from the cache, or (not cached, or malformed: then reading it
+/// fails and the delivery waits, while the Webhook controller reports the Webhook as
+/// InvalidObject) from the API.
+async fn webhook_of(ctx: &DeliveryContext, delivery: &WebhookDelivery) -> Result<Option<Webhook>> {
+    let namespace = delivery.namespace().unwrap_or_default();
+    let name = &delivery.spec.webhook_ref.name;
+    let cached = ctx
+        .webhooks
+        .get(&ObjectRef::new(name).within(&namespace))
+        .and_then(|guard| guard.0.as_ref().ok().cloned());
+    match cached {
+        Some(webhook) => Ok(Some(webhook)),
+        None => Ok(
+            Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace)
+                .get_opt(name)
+                .await?,
+        ),
+    }
+}
+
+/// An attempt was claimed and its outcome never recorded. The claim is a lease: the
+/// claimant (a previous leader still shutting down) may still be sending for up to the
+/// Webhook's timeout. After that, it is recorded as lost and the delivery goes on.
+async fn recover_lost_claim(
+    api: &Api<WebhookDelivery>,
+    current: &mut WebhookDelivery,
+    status: &mut WebhookDeliveryStatus,
+    webhook: Option<&Webhook>,
+    now: Timestamp,
+) -> Result<(), Halt> {
+    if !status::in_flight(status) {
+        return Ok(());
+    }
+    let timeout = webhook.map_or(60, |w| w.spec.timeout_seconds.clamp(1, 60)) as u64;
+    let claimed = status.attempts.last().map_or(now, |a| a.time.0);
+    let expires = claimed
+        .checked_add(Duration::from_secs(timeout) + CLAIM_GRACE)
+        .unwrap_or(now);
+    if expires > now {
+        return Err(Halt::Next(Action::requeue(until(expires, now))));
+    }
+    let schedule = webhook
+        .and_then(|w| RetrySchedule::from_policy(&w.spec.retry).ok())
+        .unwrap_or_else(default_schedule);
+    let generation = current.metadata.generation;
+    status::settle(
+        status,
+        &AttemptResult::abandoned(),
+        &schedule,
+        random_unit(),
+        generation,
+        now,
+    );
+    let Some(written) = write_status(api, current, status.clone()).await? else {
+        return Err(Halt::Next(Action::requeue(Duration::from_secs(1))));
+    };
+    warn!(delivery = %current.name_any(), "an attempt was interrupted before its outcome was recorded");
+    *current = written;
+    Ok(())
+}
+
+/// The Webhook to send to and its retry schedule, if the delivery may be sent at all: only
+/// what this operator wrote is sent (a delivery someone else created carries no valid
+/// seal, see delivery::origin, whatever it claims), and the Webhook may have been deleted,
+/// disabled or stopped since the event.
+fn sendable(
+    ctx: &DeliveryContext,
+    current: &WebhookDelivery,
+    webhook: Option<Webhook>,
+) -> Result<(Webhook, RetrySchedule), Halt> {
+    let sealed = projected_seal(current).unwrap_or_else(|| ctx.ctx.origin.verify(current));
+    if !sealed {
+        return Err(unsealed());
+    }
+    let name = &current.spec.webhook_ref.name;
+    let Some(webhook) = webhook else {
+        let message = format!("Webhook {name:?} does not exist");
+        return Err(Halt::Never(status::WEBHOOK_NOT_FOUND, message));
+    };
+    if webhook.spec.disabled {
+        let message =
+            format!("Webhook {name:?} is disabled: events raised meanwhile are not delivered");
+        return Err(Halt::Never(status::WEBHOOK_DISABLED, message));
+    }
+    if endpoint_gone(&webhook) {
+        let message = format!("Webhook {name:?} is stopped: its endpoint answered 410 Gone");
+        return Err(Halt::Never(status::WEBHOOK_STOPPED, message));
+    }
+    match RetrySchedule::from_policy(&webhook.spec.retry) {
+        Ok(schedule) => Ok((webhook, schedule)),
+        Err(invalid) => {
+            let message = format!("Webhook {name:?} is invalid: {invalid}");
+            Err(Halt::UntilFixed(status::WEBHOOK_INVALID, message))
+        }
+    }
+}
+
+fn unsealed() -> Halt {
+    let message = "not written by CloudDeck (no valid clouddeck.io/origin seal): never sent";
+    Halt::Never(status::ORIGIN_UNVERIFIED, message.into())
+}
+
+/// The cache holds no payload: reads the delivery whole, once per attempt, and checks its
+/// seal on what will be sent.
+async fn read_whole(
+    ctx: &DeliveryContext,
+    api: &Api<WebhookDelivery>,
+    current: &mut WebhookDelivery,
+) -> Result<(), Halt> {
+    if projected_seal(current).is_none() {
+        return Ok(());
+    }
+    let Some(full) = api.get_opt(&current.name_any()).await? else {
+        return Err(Halt::Next(Action::await_change()));
+    };
+    if full.metadata.resource_version != current.metadata.resource_version {
+        // Changed since the cache saw it; the watch brings the new version.
+        return Err(Halt::Next(Action::requeue(Duration::from_millis(200))));
+    }
+    *current = full;
+    if !ctx.ctx.origin.verify(current) {
+        return Err(unsealed());
+    }
+    Ok(())
+}
+
+/// Where to send and what to sign with, read now (a rotated URL or key is used at once;
+/// read within the share, so a backlog polling for a share costs no read). A destination
+/// refused by this operator's egress policy is a configuration problem of the Webhook,
+/// whose Stalled condition names the field: no attempt is spent; the delivery says why it
+/// waits (written once), and goes out once the URL or the allowlist changes.
+async fn credentials(
+    ctx: &DeliveryContext,
+    current: &WebhookDelivery,
+    webhook: &Webhook,
+) -> Result<(String, Vec<SigningKey>), Halt> {
+    let name = webhook.name_any();
+    let endpoint = keys::endpoint(&ctx.ctx.client, webhook)
+        .await?
+        .map_err(|problem| {
+            let message = format!("not sent: Webhook {name:?} {problem}");
+            Halt::UntilFixed(status::ENDPOINT_SECRET_UNAVAILABLE, message)
+        })?;
+    if let Err(refused) = ctx.sender.check_destination(&endpoint.url) {
+        debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
+        let message = format!(
+            "not sent: the destination of Webhook {name:?} is refused by the operator's egress policy (see the Webhook's status)"
+        );
+        return Err(Halt::UntilFixed(status::DESTINATION_REFUSED, message));
+    }
+    let keys = keys::load(&ctx.ctx.client, webhook)
+        .await?
+        .map_err(|problem| {
+            let message = format!("cannot sign: Webhook {name:?} {problem}");
+            Halt::UntilFixed(status::SIGNING_SECRET_UNAVAILABLE, message)
+        })?;
+    Ok((endpoint.url, keys))
+}
+
+/// What follows an attempt's recorded outcome: the next attempt's time, or the end of the
+/// delivery with its metric, Event and (on 410 Gone) the Webhook stopped.
+async fn settle(
+    ctx: &DeliveryContext,
+    current: &WebhookDelivery,
+    webhook: &Webhook,
+    settled: Settled,
+    (outcome, count): (&AttemptOutcome, i32),
+) -> Result<Action> {
     match settled {
         Settled::Delivered => {
             ctx.metrics.finished(DeliveryOutcome::delivered);
@@ -329,15 +361,19 @@ async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> R
                     .clone()
                     .unwrap_or_else(|| format!("HTTP {}", outcome.status.unwrap_or(0)))
             );
-            publish_event(ctx, &current, EventType::Warning, "DeliveryFailed", &note).await;
+            publish_event(ctx, current, EventType::Warning, "DeliveryFailed", &note).await;
             Ok(Action::await_change())
         }
         Settled::Gone => {
             ctx.metrics.finished(DeliveryOutcome::gone);
-            stop_webhook(ctx, &webhooks, &webhook).await?;
+            let webhooks = Api::<Webhook>::namespaced(
+                ctx.ctx.client.clone(),
+                &current.namespace().unwrap_or_default(),
+            );
+            stop_webhook(ctx, &webhooks, webhook).await?;
             publish_event(
                 ctx,
-                &current,
+                current,
                 EventType::Warning,
                 ENDPOINT_GONE,
                 "the endpoint answered 410 Gone; its Webhook is stopped",
