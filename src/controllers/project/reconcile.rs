@@ -1,6 +1,8 @@
 //! One reconcile of a Project: read its Deployments → decide (pure, in `render`) → apply
 //! the routes, supersede and prune → status and Events.
 
+use std::collections::BTreeMap;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -61,15 +63,12 @@ async fn reconcile_project(
     project_ctx: &ProjectContext,
 ) -> Result<Action> {
     let ctx = &project_ctx.ctx;
-    let client = &ctx.client;
-    let namespace = project.namespace().unwrap_or_default();
+    let (recorder, base) = (&ctx.recorder, &ctx.config.routing.base_domain);
     let name = project.name_any();
-    let recorder = &ctx.recorder;
     let previous = project.status.clone().unwrap_or_default();
 
     // Hostnames first: every route below is generated from the key this Project holds.
     let Some(key) = hold_key(project_ctx, project, holds_name).await? else {
-        let base = &ctx.config.routing.base_domain;
         let invalid = InvalidField::new(
             "metadata.name",
             format!(
@@ -79,192 +78,41 @@ async fn reconcile_project(
         );
         return stall(ctx, recorder, project, &previous, invalid).await;
     };
-
     // Validate what the apiserver cannot.
     if let Err(invalid) = validation::project(&project.spec) {
         return stall(ctx, recorder, project, &previous, invalid).await;
     }
 
-    // Read.
-    let deployments_api = Api::<Deployment>::namespaced(client.clone(), &namespace);
     // From the cache, guarded: a Deployment this release cannot read (stored under an
     // older schema) is reported by the Deployment controller and left out here, not a
     // failure of the Project.
     let deployments = project_ctx.deployments_of(project);
-
-    // Supersede older builds of a branch.
-    for (older, newer) in render::superseded(&deployments) {
-        let patch = json!({ "metadata": { "annotations": { SUPERSEDED_BY: newer } } });
-        deployments_api
-            .patch(&older, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        info!(deployment = %older, by = %newer, "superseded");
-    }
-
-    // Production: spec.rollbackTo or the newest Ready one. Production moves to it once it
-    // is warm (a standby Deployment is scaled up first); until then the current one serves.
-    let chosen = match render::production(project, &deployments) {
-        Ok(chosen) => chosen,
+    let deployments_api =
+        Api::<Deployment>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
+    supersede(&deployments_api, &deployments).await?;
+    let production = match Production::choose(project, &previous, &deployments) {
+        Ok(production) => production,
         Err(invalid) => return stall(ctx, recorder, project, &previous, invalid).await,
     };
-    let current = previous
-        .production_deployment
-        .as_deref()
-        .and_then(|p| deployments.iter().find(|d| d.name_any() == p));
-    let serving = match chosen {
-        Some(d) if render::is_warm(d) => Some(d),
-        Some(_) => current,
-        None => None,
-    };
-    let warming = chosen.filter(|c| serving.is_none_or(|s| s.name_any() != c.name_any()));
-    debug!(
-        chosen = ?chosen.map(ResourceExt::name_any),
-        serving = ?serving.map(ResourceExt::name_any),
-        warming = ?warming.map(ResourceExt::name_any),
-        deployments = deployments.len(),
-        "production"
-    );
-
-    let owner = project
-        .controller_owner_ref(&())
-        .expect("a Project read from the API has a name and uid");
-    let mut next = ProjectStatus {
-        conditions: previous.conditions.clone(),
-        ..Default::default()
-    };
-    let hostname = scheme::production_hostname(&key, &ctx.config.routing.base_domain);
+    let hostname = scheme::production_hostname(&key, base);
     let production_url = routing::url(&hostname);
-    next.hostname = Some(hostname.clone());
-    // Each route is sent only if it would change (see `controllers::applied`).
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
-    let applied = &project_ctx.applied;
-    let edge = plan_of(
-        &project_ctx.edge_handlers,
-        &namespace,
-        &name,
-        &ctx.config.routing,
+    let routed = apply_routes(project_ctx, project, &key, production.serving, &deployments).await?;
+    retain(
+        ctx,
+        project,
+        &deployments_api,
+        &deployments,
+        (&production, &routed.aliases),
+    )
+    .await?;
+
+    let next = next_status(
+        project,
+        &previous,
+        &deployments,
+        &production,
+        (&hostname, &production_url),
     );
-    let mut next_window = None;
-    if let Some(serving) = serving {
-        let tests = project_ctx.split_tests_of(project);
-        let split = split::decide(
-            &tests.iter().collect::<Vec<_>>(),
-            &deployments,
-            &edge,
-            Timestamp::now(),
-        );
-        next_window = split.next;
-        let service = serving.name_any();
-        let target = match &split.plan {
-            Some(plan) => Serving::Split(plan),
-            None => Serving::Service(&service),
-        };
-        let mut route =
-            render::production_route(project, &key, &target, &ctx.config.routing, &edge, &owner);
-        if split.plan.is_some() {
-            route
-                .metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(split::PRODUCTION_ANNOTATION.to_owned(), service.clone());
-        }
-        applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
-        next.production_deployment = Some(serving.name_any());
-        next.production_url = Some(production_url.clone());
-    }
-    let aliases = render::branch_aliases(&deployments);
-    for (branch, deployment) in &aliases {
-        let route = render::branch_route(
-            project,
-            &key,
-            branch,
-            deployment,
-            &ctx.config.routing,
-            &edge,
-            &owner,
-        );
-        applied::apply(&routes, &project_ctx.routes, applied, &apply, &route).await?;
-    }
-    // A branch whose Deployments are gone (or none is Ready) has no alias.
-    let existing = project_ctx.routes_where(&namespace, |labels| {
-        labels.get(PROJECT_LABEL) == Some(&name) && labels.contains_key(render::BRANCH_LABEL)
-    });
-    for stale in render::stale_aliases(&name, &aliases, existing.iter().map(String::as_str)) {
-        if delete_if_present(&routes, &stale).await? {
-            info!(route = %stale, "deleted the alias of a branch with nothing Ready");
-        }
-    }
-
-    // Keep `retain` old production Deployments for rollback (`keepWarm` of them running),
-    // delete older ones.
-    let keep: Vec<String> = [chosen, serving]
-        .into_iter()
-        .flatten()
-        .map(|d| d.name_any())
-        .collect();
-    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-    for (deployment, standby) in render::standby_changes(project, &deployments, &keep) {
-        let value = if standby { json!("true") } else { json!(null) };
-        let patch = json!({ "metadata": { "annotations": { STANDBY: value } } });
-        deployments_api
-            .patch(&deployment, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        info!(%deployment, standby, "standby changed");
-    }
-    for old in render::pruned(project, &deployments, &keep) {
-        prune(&deployments_api, recorder, project, &old, "spec.retain").await?;
-    }
-
-    // Keep `previewRetain` previews per branch, and what a branch alias serves.
-    let aliased: Vec<&str> = aliases.values().map(String::as_str).collect();
-    for old in render::pruned_previews(project, &deployments, &aliased) {
-        prune(
-            &deployments_api,
-            recorder,
-            project,
-            &old,
-            "spec.previewRetain",
-        )
-        .await?;
-    }
-
-    // Status and Events.
-    next.latest_deployments = render::latest_per_branch(&deployments);
-    let in_progress = deployments.iter().any(|d| {
-        d.spec.target == Target::Production
-            && !matches!(
-                d.status.as_ref().and_then(|s| s.phase),
-                Some(
-                    DeploymentPhase::Failed
-                        | DeploymentPhase::Canceled
-                        | DeploymentPhase::Superseded
-                        | DeploymentPhase::Ready
-                )
-            )
-    });
-    let serving_pair = next
-        .production_deployment
-        .as_deref()
-        .map(|d| (d, production_url.as_str()));
-    let now = Time(Timestamp::now());
-    status::set_conditions(
-        &mut next.conditions,
-        project.metadata.generation,
-        now.clone(),
-        serving_pair,
-        in_progress,
-    );
-    if let Some(warming) = warming {
-        Conditions::at(&mut next.conditions, project.metadata.generation, now).reconciling(
-            "WarmingUp",
-            &format!(
-                "waiting for Deployment {} to be available before production moves to it",
-                warming.name_any()
-            ),
-        );
-    }
-    next.observed_generation = project.metadata.generation;
     let rollback = project.spec.rollback_to.is_some();
     let change = status::production_change(
         previous.production_deployment.as_deref(),
@@ -286,11 +134,257 @@ async fn reconcile_project(
         ctx.publisher()
             .publish(&event)
             .await
-            .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
+            .map_err(ReconcileError::publish)?;
     }
     write_status(ctx, project, &next).await?;
+    announce(
+        ctx,
+        project,
+        (&previous, &next),
+        &key,
+        change,
+        production.serving,
+    )
+    .await;
+    // A split test's window opens or closes: render production again then.
+    let until_window = routed
+        .next_window
+        .and_then(|at| at.duration_since(Timestamp::now()).try_into().ok())
+        .map(|wait: std::time::Duration| wait + std::time::Duration::from_secs(1));
+    Ok(Action::requeue(
+        until_window.map_or(ctx.config.resync_period, |w| {
+            w.min(ctx.config.resync_period)
+        }),
+    ))
+}
 
+/// Marks older builds of a branch superseded by the newest.
+async fn supersede(api: &Api<Deployment>, deployments: &[Deployment]) -> Result<()> {
+    for (older, newer) in render::superseded(deployments) {
+        let patch = json!({ "metadata": { "annotations": { SUPERSEDED_BY: newer } } });
+        api.patch(&older, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        info!(deployment = %older, by = %newer, "superseded");
+    }
+    Ok(())
+}
+
+/// Which Deployment is production: `chosen` (spec.rollbackTo or the newest Ready one),
+/// `serving` (the chosen one once it is warm; until then the current one: a standby
+/// Deployment is scaled up first) and `warming` (the chosen one while it is not serving).
+struct Production<'a> {
+    chosen: Option<&'a Deployment>,
+    serving: Option<&'a Deployment>,
+    warming: Option<&'a Deployment>,
+}
+
+impl<'a> Production<'a> {
+    fn choose(
+        project: &Project,
+        previous: &ProjectStatus,
+        deployments: &'a [Deployment],
+    ) -> Result<Self, InvalidField> {
+        let chosen = render::production(project, deployments)?;
+        let current = previous
+            .production_deployment
+            .as_deref()
+            .and_then(|p| deployments.iter().find(|d| d.name_any() == p));
+        let serving = match chosen {
+            Some(d) if render::is_warm(d) => Some(d),
+            Some(_) => current,
+            None => None,
+        };
+        let warming = chosen.filter(|c| serving.is_none_or(|s| s.name_any() != c.name_any()));
+        debug!(
+            chosen = ?chosen.map(ResourceExt::name_any),
+            serving = ?serving.map(ResourceExt::name_any),
+            warming = ?warming.map(ResourceExt::name_any),
+            deployments = deployments.len(),
+            "production"
+        );
+        Ok(Production {
+            chosen,
+            serving,
+            warming,
+        })
+    }
+}
+
+/// What applying a Project's routes found.
+struct Routed {
+    /// When a split test's window opens or closes next.
+    next_window: Option<Timestamp>,
+    /// The branch each alias serves, and the Deployment it serves.
+    aliases: BTreeMap<String, String>,
+}
+
+/// Applies the production route (split, if a test runs) and the branch aliases, and
+/// deletes the aliases of branches with nothing Ready. Each route is sent only if it would
+/// change (see `controllers::applied`).
+async fn apply_routes(
+    project_ctx: &ProjectContext,
+    project: &Project,
+    key: &str,
+    serving: Option<&Deployment>,
+    deployments: &[Deployment],
+) -> Result<Routed> {
+    let ctx = &project_ctx.ctx;
+    let routing = &ctx.config.routing;
+    let (namespace, name) = (project.namespace().unwrap_or_default(), project.name_any());
+    let owner = project
+        .controller_owner_ref(&())
+        .expect("a Project read from the API has a name and uid");
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let routes = Api::<HttpRoute>::namespaced(ctx.client.clone(), &namespace);
+    let (cache, applied) = (&project_ctx.routes, &project_ctx.applied);
+    let edge = plan_of(&project_ctx.edge_handlers, &namespace, &name, routing);
+    let mut next_window = None;
+    if let Some(serving) = serving {
+        let tests = project_ctx.split_tests_of(project);
+        let split = split::decide(
+            &tests.iter().collect::<Vec<_>>(),
+            deployments,
+            &edge,
+            Timestamp::now(),
+        );
+        next_window = split.next;
+        let service = serving.name_any();
+        let target = match &split.plan {
+            Some(plan) => Serving::Split(plan),
+            None => Serving::Service(&service),
+        };
+        let mut route = render::production_route(project, key, &target, routing, &edge, &owner);
+        if split.plan.is_some() {
+            route
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(split::PRODUCTION_ANNOTATION.to_owned(), service.clone());
+        }
+        applied::apply(&routes, cache, applied, &apply, &route).await?;
+    }
+    let aliases = render::branch_aliases(deployments);
+    for (branch, deployment) in &aliases {
+        let route = render::branch_route(project, key, branch, deployment, routing, &edge, &owner);
+        applied::apply(&routes, cache, applied, &apply, &route).await?;
+    }
+    // A branch whose Deployments are gone (or none is Ready) has no alias.
+    let existing = project_ctx.routes_where(&namespace, |labels| {
+        labels.get(PROJECT_LABEL) == Some(&name) && labels.contains_key(render::BRANCH_LABEL)
+    });
+    for stale in render::stale_aliases(&name, &aliases, existing.iter().map(String::as_str)) {
+        if delete_if_present(&routes, &stale).await? {
+            info!(route = %stale, "deleted the alias of a branch with nothing Ready");
+        }
+    }
+    Ok(Routed {
+        next_window,
+        aliases,
+    })
+}
+
+/// Keeps `retain` old production Deployments for rollback (`keepWarm` of them running) and
+/// `previewRetain` previews per branch besides what a branch alias serves; deletes older
+/// ones.
+async fn retain(
+    ctx: &Context,
+    project: &Project,
+    api: &Api<Deployment>,
+    deployments: &[Deployment],
+    (production, aliases): (&Production<'_>, &BTreeMap<String, String>),
+) -> Result<()> {
+    let recorder = &ctx.recorder;
+    let keep: Vec<String> = [production.chosen, production.serving]
+        .into_iter()
+        .flatten()
+        .map(|d| d.name_any())
+        .collect();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    for (deployment, standby) in render::standby_changes(project, deployments, &keep) {
+        let value = if standby { json!("true") } else { json!(null) };
+        let patch = json!({ "metadata": { "annotations": { STANDBY: value } } });
+        api.patch(&deployment, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        info!(%deployment, standby, "standby changed");
+    }
+    for old in render::pruned(project, deployments, &keep) {
+        prune(api, recorder, project, &old, "spec.retain").await?;
+    }
+    let aliased: Vec<&str> = aliases.values().map(String::as_str).collect();
+    for old in render::pruned_previews(project, deployments, &aliased) {
+        prune(api, recorder, project, &old, "spec.previewRetain").await?;
+    }
+    Ok(())
+}
+
+/// The Project's next status: hostname, production, the latest Deployment per branch and
+/// the conditions.
+fn next_status(
+    project: &Project,
+    previous: &ProjectStatus,
+    deployments: &[Deployment],
+    production: &Production<'_>,
+    (hostname, production_url): (&str, &str),
+) -> ProjectStatus {
+    let generation = project.metadata.generation;
+    let mut next = ProjectStatus {
+        conditions: previous.conditions.clone(),
+        hostname: Some(hostname.to_owned()),
+        production_deployment: production.serving.map(ResourceExt::name_any),
+        production_url: production.serving.map(|_| production_url.to_owned()),
+        latest_deployments: render::latest_per_branch(deployments),
+        observed_generation: generation,
+    };
+    let in_progress = deployments.iter().any(|d| {
+        d.spec.target == Target::Production
+            && !matches!(
+                d.status.as_ref().and_then(|s| s.phase),
+                Some(
+                    DeploymentPhase::Failed
+                        | DeploymentPhase::Canceled
+                        | DeploymentPhase::Superseded
+                        | DeploymentPhase::Ready
+                )
+            )
+    });
+    let serving_pair = next
+        .production_deployment
+        .as_deref()
+        .map(|d| (d, production_url));
+    let now = Time(Timestamp::now());
+    status::set_conditions(
+        &mut next.conditions,
+        generation,
+        now.clone(),
+        serving_pair,
+        in_progress,
+    );
+    if let Some(warming) = production.warming {
+        Conditions::at(&mut next.conditions, generation, now).reconciling(
+            "WarmingUp",
+            &format!(
+                "waiting for Deployment {} to be available before production moves to it",
+                warming.name_any()
+            ),
+        );
+    }
+    next
+}
+
+/// Events for what changed: the hostname the Project was given, and a promotion or
+/// rollback (on the Project and on the Deployment now serving).
+async fn announce(
+    ctx: &Context,
+    project: &Project,
+    (previous, next): (&ProjectStatus, &ProjectStatus),
+    key: &str,
+    change: Option<(&'static str, String)>,
+    serving: Option<&Deployment>,
+) {
+    let recorder = &ctx.recorder;
+    let name = project.name_any();
     if previous.hostname != next.hostname {
+        let hostname = next.hostname.as_deref().unwrap_or_default();
         let note = if key == name {
             format!("production and branch aliases are served under {hostname}")
         } else {
@@ -310,37 +404,29 @@ async fn reconcile_project(
         )
         .await;
     }
-    if let Some((reason, message)) = change {
+    let Some((reason, message)) = change else {
+        return;
+    };
+    publish(
+        recorder,
+        project,
+        EventType::Normal,
+        reason,
+        "Promote",
+        &message,
+    )
+    .await;
+    if let Some(serving) = serving {
         publish(
             recorder,
-            project,
+            serving,
             EventType::Normal,
             reason,
             "Promote",
             &message,
         )
         .await;
-        if let Some(serving) = serving {
-            publish(
-                recorder,
-                serving,
-                EventType::Normal,
-                reason,
-                "Promote",
-                &message,
-            )
-            .await;
-        }
     }
-    // A split test's window opens or closes: render production again then.
-    let until_window = next_window
-        .and_then(|at| at.duration_since(Timestamp::now()).try_into().ok())
-        .map(|wait: std::time::Duration| wait + std::time::Duration::from_secs(1));
-    Ok(Action::requeue(
-        until_window.map_or(ctx.config.resync_period, |w| {
-            w.min(ctx.config.resync_period)
-        }),
-    ))
 }
 
 /// The key this Project holds (see [`crate::hostnames`]), taking it if it can: the one its
