@@ -73,7 +73,7 @@ async fn reconcile_deployment(
     deployments: &DeploymentContext,
 ) -> Result<Action> {
     let ctx = &deployments.ctx;
-    let client = &ctx.client;
+    let (client, recorder) = (&ctx.client, &ctx.recorder);
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
     let previous = deployment.status.as_ref().and_then(|s| s.phase);
@@ -86,219 +86,280 @@ async fn reconcile_deployment(
         }
         return Ok(Action::await_change());
     }
-    let recorder = &ctx.recorder;
 
-    // Read.
-    let project_name = &deployment.spec.project_ref.name;
-    let Some(project) = deployments.project(&namespace, project_name).await? else {
-        let message = format!(
-            "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
-        );
-        stall(client, recorder, deployment, "ProjectNotFound", &message).await?;
-        return Err(ReconcileError::MissingReference(message));
-    };
+    // Read, then validate.
+    let project = project_of(deployments, deployment).await?;
     adopt_by_project(client, deployment, &project).await?;
-
-    // The preview hostname is generated from the key the Project holds; until it holds
-    // one there is nothing this Deployment may be served under.
-    let base = &ctx.config.routing.base_domain;
-    let key = match deployments.known_key(&project) {
-        Some(key) => Some(key),
-        None => {
-            let key = project_key(client, &project, base).await?;
-            if let Some(key) = &key {
-                deployments.remember_key(&project, key);
-            }
-            key
-        }
-    };
-    let Some(key) = key else {
-        if project
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, conditions::STALLED))
-            .is_some_and(|c| {
-                // Stalled for want of a production Deployment is no hostname problem.
-                c.status == "True" && c.reason != project_status::NO_PRODUCTION_DEPLOYMENT
-            })
-        {
-            let message = format!(
-                "spec.projectRef.name: Project {project_name} holds no hostname (see its status)"
-            );
-            stall(
-                client,
-                recorder,
-                deployment,
-                "ProjectHasNoHostname",
-                &message,
-            )
-            .await?;
-            return Err(ReconcileError::MissingReference(message));
-        }
+    let Some(key) = preview_key(deployments, deployment, &project).await? else {
         // The Project controller has not taken its key yet; its status change wakes us.
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-
-    // Validate.
-    let build_config = &ctx.config.build;
-    let plan = match plan(deployment, &project, build_config) {
+    let plan = match plan(deployment, &project, &ctx.config.build) {
         Ok(plan) => plan,
         Err(invalid) => {
-            stall(
-                client,
-                recorder,
-                deployment,
-                "InvalidSpec",
-                &invalid.to_string(),
-            )
-            .await?;
+            let message = invalid.to_string();
+            stall(client, recorder, deployment, "InvalidSpec", &message).await?;
             return Err(ReconcileError::InvalidSpec(invalid));
         }
     };
 
-    let owner = deployment
-        .controller_owner_ref(&())
-        .expect("a Deployment read from the API has a name and uid");
+    // Build, unless the image is known; then roll out and route.
     let mut status = deployment.status.clone().unwrap_or_default();
-    let url = routing::url(&render::preview_hostname(deployment, &key, base));
-    let stop = if deployment
-        .annotations()
-        .get(CANCEL)
-        .is_some_and(|v| v == "true")
-    {
-        Some(Stop::Canceled)
-    } else {
-        deployment
-            .annotations()
-            .get(SUPERSEDED_BY)
-            .map(|newer| Stop::SupersededBy(newer.clone()))
+    let stop = stop_of(deployment);
+    let (image, build) = match stop {
+        None => build_image(ctx, deployment, &project, &plan, &mut status).await?,
+        Some(_) => (known_image(&plan, &status), None),
     };
-
-    // Build, unless the image is known.
-    let mut build_state = None;
-    let image = match (&plan, &status.image_digest) {
-        (Plan::Image(image), _) => Some(image.clone()),
-        (Plan::Build { .. }, Some(image)) => Some(image.clone()),
-        (
-            Plan::Build {
-                git,
-                revision,
-                build,
-                repository,
-            },
-            None,
-        ) if stop.is_none() => {
-            let input = BuildJobInput {
-                meta: render::child_meta(deployment, &build_job_name(&name), "build", &owner),
-                git,
-                revision,
-                build: *build,
-                repository,
-                tag: &name,
-                push_secret: project
-                    .spec
-                    .registry
-                    .as_ref()
-                    .and_then(|r| r.push_secret_ref.as_ref())
-                    .map(|s| s.name.as_str()),
-                config: build_config,
-            };
-            let (state, pod, commit) =
-                run_build(client, &namespace, &input)
-                    .await
-                    .map_err(|e| match e {
-                        BuildError::Invalid(invalid) => ReconcileError::InvalidSpec(invalid),
-                        BuildError::Kube(err) => ReconcileError::from(err),
-                    })?;
-            if let Some(pod) = pod {
-                status.build_pod = Some(pod);
-            }
-            if let Some(commit) = commit {
-                status.commit = Some(commit);
-            }
-            let image = match &state {
-                BuildState::Succeeded { digest } => Some(render::pinned_image(repository, digest)),
-                _ => None,
-            };
-            if let Some(image) = &image {
-                status.image_digest = Some(image.clone());
-            }
-            build_state = Some(state);
-            image
-        }
-        (Plan::Build { .. }, None) => None,
-    };
-    if status.commit.is_none()
-        && let Some(commit) = deployment
+    if status.commit.is_none() {
+        status.commit = deployment
             .spec
             .source
             .git
             .as_ref()
-            .and_then(|g| g.commit.clone())
-    {
-        status.commit = Some(commit);
+            .and_then(|g| g.commit.clone());
     }
-
     // Only a Deployment that was Ready waits on standby; the Project controller sets it.
     let standby = previous == Some(DeploymentPhase::Ready)
         && deployment
             .annotations()
             .get(STANDBY)
             .is_some_and(|v| v == "true");
+    let rollout = match (&image, &stop) {
+        (Some(image), None) => {
+            Some(roll_out(deployments, deployment, &project, (image, &key), standby).await?)
+        }
+        _ => None,
+    };
 
-    // Roll out and route, once the image is known.
-    let mut rollout = None;
-    if let Some(image) = &image
-        && stop.is_none()
-    {
-        // Each child is sent only if it would change (see `controllers::applied`): a
-        // resync of a settled Deployment writes nothing.
-        let apply = PatchParams::apply(FIELD_MANAGER).force();
-        let replicas = render::replicas(deployment, &project, standby);
-        let workload = render::workload(deployment, &project, image, replicas, &owner);
-        let service = render::service(deployment, &owner);
-        let edge = plan_of(
-            &deployments.edge_handlers,
-            &namespace,
-            &deployment.spec.project_ref.name,
-            &ctx.config.routing,
-        );
-        let route = render::preview_route(deployment, &key, &ctx.config.routing, &edge, &owner);
-        let applied = &deployments.applied;
-        let workloads = Api::<Workload>::namespaced(client.clone(), &namespace);
-        let returned = applied::apply(
-            &workloads,
-            &deployments.workloads,
-            applied,
-            &apply,
-            &workload,
-        )
-        .await?;
-        let services = Api::<Service>::namespaced(client.clone(), &namespace);
-        applied::apply(&services, &deployments.services, applied, &apply, &service).await?;
-        let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
-        applied::apply(&routes, &deployments.routes, applied, &apply, &route).await?;
-        // The rollout as the apply returned it, or as the watch last saw it (each change
-        // of the workload's status wakes this reconcile).
-        let live = returned.or_else(|| deployments.workload(&workload));
-        rollout = Some(match live {
-            Some(live) => observe_rollout(client, &namespace, &name, &live).await?,
-            None => RolloutState::Progressing {
-                available: 0,
-                desired: replicas,
-            },
-        });
-    }
-
-    // Status and Events.
+    let base = &ctx.config.routing.base_domain;
     let observed = Observed {
         stop,
-        build: build_state,
+        build,
         rollout,
-        url: url.clone(),
+        url: routing::url(&render::preview_hostname(deployment, &key, base)),
         standby,
     };
-    let step = status::next(previous, &observed);
+    let phase = report(ctx, deployment, &project, &observed, status).await?;
+    Ok(match phase {
+        DeploymentPhase::Queued | DeploymentPhase::Building => {
+            Action::requeue(Duration::from_secs(30))
+        }
+        // Image pull failures show on pods, which are not watched: look again soon.
+        DeploymentPhase::Deploying => Action::requeue(Duration::from_secs(5)),
+        DeploymentPhase::Ready => Action::requeue(ctx.config.resync_period),
+        _ => Action::await_change(),
+    })
+}
+
+/// The Deployment's Project, or Stalled (`ProjectNotFound`) until it exists.
+async fn project_of(deployments: &DeploymentContext, deployment: &Deployment) -> Result<Project> {
+    let ctx = &deployments.ctx;
+    let namespace = deployment.namespace().unwrap_or_default();
+    let project_name = &deployment.spec.project_ref.name;
+    if let Some(project) = deployments.project(&namespace, project_name).await? {
+        return Ok(project);
+    }
+    let message = format!(
+        "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
+    );
+    stall(
+        &ctx.client,
+        &ctx.recorder,
+        deployment,
+        "ProjectNotFound",
+        &message,
+    )
+    .await?;
+    Err(ReconcileError::MissingReference(message))
+}
+
+/// The key of the Project's hostname, which the preview hostname is generated from; until
+/// the Project holds one there is nothing this Deployment may be served under: `None` while
+/// the Project controller has not taken it yet, Stalled (`ProjectHasNoHostname`) when the
+/// Project is stalled for want of one.
+async fn preview_key(
+    deployments: &DeploymentContext,
+    deployment: &Deployment,
+    project: &Project,
+) -> Result<Option<String>> {
+    let ctx = &deployments.ctx;
+    if let Some(key) = deployments.known_key(project) {
+        return Ok(Some(key));
+    }
+    if let Some(key) = project_key(&ctx.client, project, &ctx.config.routing.base_domain).await? {
+        deployments.remember_key(project, &key);
+        return Ok(Some(key));
+    }
+    let stalled_for_hostname = project
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::STALLED))
+        .is_some_and(|c| {
+            // Stalled for want of a production Deployment is no hostname problem.
+            c.status == "True" && c.reason != project_status::NO_PRODUCTION_DEPLOYMENT
+        });
+    if !stalled_for_hostname {
+        return Ok(None);
+    }
+    let message = format!(
+        "spec.projectRef.name: Project {} holds no hostname (see its status)",
+        project.name_any()
+    );
+    stall(
+        &ctx.client,
+        &ctx.recorder,
+        deployment,
+        "ProjectHasNoHostname",
+        &message,
+    )
+    .await?;
+    Err(ReconcileError::MissingReference(message))
+}
+
+/// Why the Deployment is to stop, if it is: canceled by its user, or superseded.
+fn stop_of(deployment: &Deployment) -> Option<Stop> {
+    let annotations = deployment.annotations();
+    if annotations.get(CANCEL).is_some_and(|v| v == "true") {
+        return Some(Stop::Canceled);
+    }
+    annotations
+        .get(SUPERSEDED_BY)
+        .map(|newer| Stop::SupersededBy(newer.clone()))
+}
+
+/// The image to run, when it is known without a build: given, or built before.
+fn known_image(plan: &Plan<'_>, status: &DeploymentStatus) -> Option<String> {
+    match plan {
+        Plan::Image(image) => Some(image.clone()),
+        Plan::Build { .. } => status.image_digest.clone(),
+    }
+}
+
+/// The image to run and the build's state: a known image as it is, else the build Job run
+/// (or looked at) now, its pod, commit and digest recorded in `status`.
+async fn build_image(
+    ctx: &Context,
+    deployment: &Deployment,
+    project: &Project,
+    plan: &Plan<'_>,
+    status: &mut DeploymentStatus,
+) -> Result<(Option<String>, Option<BuildState>)> {
+    let Plan::Build {
+        git,
+        revision,
+        build,
+        repository,
+    } = plan
+    else {
+        return Ok((known_image(plan, status), None));
+    };
+    if let Some(image) = &status.image_digest {
+        return Ok((Some(image.clone()), None));
+    }
+    let name = deployment.name_any();
+    let owner = deployment
+        .controller_owner_ref(&())
+        .expect("a Deployment read from the API has a name and uid");
+    let input = BuildJobInput {
+        meta: render::child_meta(deployment, &build_job_name(&name), "build", &owner),
+        git,
+        revision,
+        build: *build,
+        repository,
+        tag: &name,
+        push_secret: project
+            .spec
+            .registry
+            .as_ref()
+            .and_then(|r| r.push_secret_ref.as_ref())
+            .map(|s| s.name.as_str()),
+        config: &ctx.config.build,
+    };
+    let namespace = deployment.namespace().unwrap_or_default();
+    let (state, pod, commit) =
+        run_build(&ctx.client, &namespace, &input)
+            .await
+            .map_err(|e| match e {
+                BuildError::Invalid(invalid) => ReconcileError::InvalidSpec(invalid),
+                BuildError::Kube(err) => ReconcileError::from(err),
+            })?;
+    status.build_pod = pod.or(status.build_pod.take());
+    status.commit = commit.or(status.commit.take());
+    let image = match &state {
+        BuildState::Succeeded { digest } => Some(render::pinned_image(repository, digest)),
+        _ => None,
+    };
+    if image.is_some() {
+        status.image_digest = image.clone();
+    }
+    Ok((image, Some(state)))
+}
+
+/// Applies the workload, Service and preview route, and reads how the rollout goes. Each
+/// child is sent only if it would change (see `controllers::applied`): a resync of a
+/// settled Deployment writes nothing.
+async fn roll_out(
+    deployments: &DeploymentContext,
+    deployment: &Deployment,
+    project: &Project,
+    (image, key): (&str, &str),
+    standby: bool,
+) -> Result<RolloutState> {
+    let ctx = &deployments.ctx;
+    let client = &ctx.client;
+    let namespace = deployment.namespace().unwrap_or_default();
+    let owner = deployment
+        .controller_owner_ref(&())
+        .expect("a Deployment read from the API has a name and uid");
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let replicas = render::replicas(deployment, project, standby);
+    let workload = render::workload(deployment, project, image, replicas, &owner);
+    let service = render::service(deployment, &owner);
+    let edge = plan_of(
+        &deployments.edge_handlers,
+        &namespace,
+        &deployment.spec.project_ref.name,
+        &ctx.config.routing,
+    );
+    let route = render::preview_route(deployment, key, &ctx.config.routing, &edge, &owner);
+    let applied = &deployments.applied;
+    let workloads = Api::<Workload>::namespaced(client.clone(), &namespace);
+    let returned = applied::apply(
+        &workloads,
+        &deployments.workloads,
+        applied,
+        &apply,
+        &workload,
+    )
+    .await?;
+    let services = Api::<Service>::namespaced(client.clone(), &namespace);
+    applied::apply(&services, &deployments.services, applied, &apply, &service).await?;
+    let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
+    applied::apply(&routes, &deployments.routes, applied, &apply, &route).await?;
+    // The rollout as the apply returned it, or as the watch last saw it (each change of the
+    // workload's status wakes this reconcile).
+    match returned.or_else(|| deployments.workload(&workload)) {
+        Some(live) => observe_rollout(client, &namespace, &deployment.name_any(), &live).await,
+        None => Ok(RolloutState::Progressing {
+            available: 0,
+            desired: replicas,
+        }),
+    }
+}
+
+/// Records what was observed: the next phase and its timings in the status, webhook events
+/// before the status that records the change (a crash in between publishes again, and the
+/// deliveries' deterministic names make that a no-op), the status, metrics and Events.
+async fn report(
+    ctx: &Context,
+    deployment: &Deployment,
+    project: &Project,
+    observed: &Observed,
+    mut status: DeploymentStatus,
+) -> Result<DeploymentPhase> {
+    let client = &ctx.client;
+    let previous = deployment.status.as_ref().and_then(|s| s.phase);
+    let step = status::next(previous, observed);
     let now = Time(Timestamp::now());
     let mut timings = status.timings.clone().unwrap_or_default();
     if timings.queued_at.is_none() {
@@ -314,25 +375,23 @@ async fn reconcile_deployment(
     );
     status.phase = Some(step.phase);
     status.observed_generation = deployment.metadata.generation;
-    status.url = Some(url);
+    status.url = Some(observed.url.clone());
     status.timings = Some(timings);
-    // Webhook events before the status that records the change: a crash in between
-    // publishes again, and the deliveries' deterministic names make that a no-op.
     let (_, reason, message) = &step.condition;
     let publisher = ctx.publisher();
     for event in render::platform_events(
-        deployment, &project, previous, step.phase, &status, message, reason,
+        deployment, project, previous, step.phase, &status, message, reason,
     ) {
         publisher
             .publish(&event)
             .await
-            .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
+            .map_err(ReconcileError::publish)?;
     }
     write_status(client, deployment, &status).await?;
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
-            recorder,
+            &ctx.recorder,
             deployment,
             event.type_,
             event.reason,
@@ -345,18 +404,10 @@ async fn reconcile_deployment(
         step.phase,
         DeploymentPhase::Superseded | DeploymentPhase::Canceled
     ) {
-        delete_build_job(client, &namespace, &name).await?;
+        let namespace = deployment.namespace().unwrap_or_default();
+        delete_build_job(client, &namespace, &deployment.name_any()).await?;
     }
-
-    Ok(match step.phase {
-        DeploymentPhase::Queued | DeploymentPhase::Building => {
-            Action::requeue(Duration::from_secs(30))
-        }
-        // Image pull failures show on pods, which are not watched: look again soon.
-        DeploymentPhase::Deploying => Action::requeue(Duration::from_secs(5)),
-        DeploymentPhase::Ready => Action::requeue(ctx.config.resync_period),
-        _ => Action::await_change(),
-    })
+    Ok(step.phase)
 }
 
 /// Checks the Deployment against its Project and the operator configuration.
