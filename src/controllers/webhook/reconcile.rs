@@ -95,105 +95,40 @@ pub fn validate(
 }
 
 async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Action> {
-    let namespace = webhook.namespace().unwrap_or_default();
-    let name = webhook.name_any();
-    let generation = webhook.metadata.generation;
-    let webhooks = Api::<Webhook>::namespaced(ctx.ctx.client.clone(), &namespace);
-    let deliveries_api = Api::<WebhookDelivery>::namespaced(ctx.ctx.client.clone(), &namespace);
+    let client = &ctx.ctx.client;
+    let (namespace, name) = (webhook.namespace().unwrap_or_default(), webhook.name_any());
+    let webhooks = Api::<Webhook>::namespaced(client.clone(), &namespace);
 
-    let endpoint = keys::endpoint(&ctx.ctx.client, webhook).await?;
+    // Read: the endpoint and keys (Secrets, read now), the deliveries (cache).
+    let endpoint = keys::endpoint(client, webhook).await?;
     let check = match &endpoint {
         Ok(endpoint) => validate(&webhook.spec, endpoint, &ctx.policy),
         Err(problem) => Err((health_status::ENDPOINT_SECRET_UNAVAILABLE, problem.clone())),
     };
     let key_problem = match &check {
-        Ok(()) => keys::load(&ctx.ctx.client, webhook).await?.err(),
+        Ok(()) => keys::load(client, webhook).await?.err(),
         Err(_) => None,
     };
-    let shown = endpoint.as_ref().map(|e| origin(&e.url)).ok();
-    let receiving = receives_events(ctx, &namespace, &name);
-    // From the cache (no API request, however long the log): a delivery the operator
-    // cannot decode is reported by the delivery controller and left out here. Only sealed
-    // deliveries (written by this operator) say anything about the endpoint's health.
-    let (mut deliveries, forged): (Vec<WebhookDelivery>, Vec<_>) = ctx
-        .deliveries
-        .state()
-        .iter()
-        .filter_map(|guard| guard.0.as_ref().ok())
-        .filter(|d| d.namespace().as_deref() == Some(&namespace) && d.spec.webhook_ref.name == name)
-        .cloned()
-        .partition(|d| projected_seal(d) == Some(true));
-    let health = health_status::endpoint_health(&deliveries);
-    // Retention covers them all.
-    deliveries.extend(forged);
+    let found = Found {
+        check,
+        key_problem,
+        receiving: receives_events(ctx, &namespace, &name),
+        shown: endpoint.as_ref().map(|e| origin(&e.url)).ok(),
+    };
+    let (deliveries, health) = deliveries_of(ctx, webhook);
 
     let old = webhook.status.clone().unwrap_or_default();
-    let was_degraded = conditions::is_true(&old.conditions, DEGRADED);
-    let mut status = WebhookStatus {
-        observed_generation: generation,
-        endpoint: shown.clone(),
-        ..old.clone()
-    };
-    let gone = endpoint_gone(webhook);
-    let mut ready = false;
-    {
-        let mut c = Conditions::new(&mut status.conditions, generation);
-        if let Err((reason, invalid)) = &check {
-            c.stalled(reason, &invalid.to_string());
-        } else if let Some(problem) = &key_problem {
-            c.stalled(health_status::SECRET_UNAVAILABLE, &problem.to_string());
-        } else if let Err(message) = &receiving {
-            c.stalled(health_status::TOO_MANY_WEBHOOKS, message);
-        } else if gone {
-            // Set by the delivery that got 410 Gone; kept until the spec changes.
-        } else if webhook.spec.disabled {
-            c.ended(
-                health_status::DISABLED,
-                "spec.disabled is true: events are not delivered",
-            );
-        } else {
-            ready = true;
-            let message = format!(
-                "delivering {} to {}",
-                webhook.spec.events.join(", "),
-                shown.as_deref().unwrap_or("its endpoint")
-            );
-            c.ready(health_status::SUBSCRIBED, &message);
-        }
-        if health.degraded() {
-            let message = format!(
-                "the last {} delivery attempts failed; latest: {}",
-                health.consecutive_failures,
-                health.last_error.as_deref().unwrap_or("unknown")
-            );
-            c.set(
-                DEGRADED,
-                Status::True,
-                health_status::DELIVERIES_FAILING,
-                &message,
-            );
-        } else {
-            c.set(
-                DEGRADED,
-                Status::False,
-                health_status::DELIVERIES_SUCCEEDING,
-                "no run of failed delivery attempts",
-            );
-        }
-    }
-    status.consecutive_failures = Some(health.consecutive_failures);
-    status.last_success_time = health.last_success.map(Time);
-    status.last_failure_time = health.last_failure.map(Time);
-
+    let (status, ready) = next_status(webhook, &old, &found, &health);
     // Ping before the status write: if that write fails, the next reconcile finds the
     // ping delivery already there (deterministic name) instead of sending another.
     if ready {
         ping_if_requested(ctx, &webhooks, webhook).await?;
     }
-
     if status != old {
         let mut next = webhook.clone();
         next.status = Some(status);
+        // Replaced under the resourceVersion read, not applied: the health it reports was
+        // computed from that version, and a newer one (a delivery's 410 Gone) must win.
         match webhooks
             .replace_status(&name, &PostParams::default(), &next)
             .await
@@ -205,32 +140,144 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
             Err(err) => return Err(err.into()),
         }
     }
-
-    if health.degraded() && !was_degraded {
+    if health.degraded() && !conditions::is_true(&old.conditions, DEGRADED) {
         alert_failing(ctx, webhook, &health).await;
     }
-
     let now = Timestamp::now();
-    let stale = health_status::to_prune(&deliveries, &ctx.retention, now);
-    for stale in &stale {
-        match deliveries_api.delete(stale, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
+    prune(ctx, webhook, &deliveries, now).await?;
 
-    if !stale.is_empty() {
-        debug!(webhook = %name, pruned = stale.len(), "retention deleted finished deliveries");
-    }
-
-    let key_retry = key_problem.is_some().then_some(Duration::from_secs(30));
+    let key_retry = found
+        .key_problem
+        .is_some()
+        .then_some(Duration::from_secs(30));
     let expiry = health_status::next_expiry(&deliveries, &ctx.retention, now);
     let next = [key_retry, expiry]
         .into_iter()
         .flatten()
         .fold(ctx.ctx.config.resync_period, Duration::min);
     Ok(Action::requeue(next))
+}
+
+/// What a Webhook's reconcile found out about its configuration.
+struct Found {
+    /// The spec and endpoint checks: the reason and the field when one fails.
+    check: Result<(), (&'static str, InvalidField)>,
+    /// Why its signing keys cannot be read, if they cannot.
+    key_problem: Option<keys::KeyProblem>,
+    /// Whether the namespace's cap on Webhooks lets it receive events (why not).
+    receiving: Result<(), String>,
+    /// The endpoint's origin, as the status shows it.
+    shown: Option<String>,
+}
+
+/// The Webhook's deliveries and its endpoint's health. From the cache (no API request,
+/// however long the log): a delivery the operator cannot decode is reported by the delivery
+/// controller and left out here. Only sealed deliveries (written by this operator) say
+/// anything about the endpoint's health; retention covers them all.
+fn deliveries_of(
+    ctx: &WebhookContext,
+    webhook: &Webhook,
+) -> (Vec<WebhookDelivery>, health_status::EndpointHealth) {
+    let (namespace, name) = (webhook.namespace(), webhook.name_any());
+    let (mut deliveries, forged): (Vec<WebhookDelivery>, Vec<_>) = ctx
+        .deliveries
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|d| d.namespace() == namespace && d.spec.webhook_ref.name == name)
+        .cloned()
+        .partition(|d| projected_seal(d) == Some(true));
+    let health = health_status::endpoint_health(&deliveries);
+    deliveries.extend(forged);
+    (deliveries, health)
+}
+
+/// The Webhook's next status, and whether it is ready to deliver.
+fn next_status(
+    webhook: &Webhook,
+    old: &WebhookStatus,
+    found: &Found,
+    health: &health_status::EndpointHealth,
+) -> (WebhookStatus, bool) {
+    let generation = webhook.metadata.generation;
+    let mut status = WebhookStatus {
+        observed_generation: generation,
+        endpoint: found.shown.clone(),
+        consecutive_failures: Some(health.consecutive_failures),
+        last_success_time: health.last_success.map(Time),
+        last_failure_time: health.last_failure.map(Time),
+        ..old.clone()
+    };
+    let mut ready = false;
+    let mut c = Conditions::new(&mut status.conditions, generation);
+    if let Err((reason, invalid)) = &found.check {
+        c.stalled(reason, &invalid.to_string());
+    } else if let Some(problem) = &found.key_problem {
+        c.stalled(health_status::SECRET_UNAVAILABLE, &problem.to_string());
+    } else if let Err(message) = &found.receiving {
+        c.stalled(health_status::TOO_MANY_WEBHOOKS, message);
+    } else if endpoint_gone(webhook) {
+        // Set by the delivery that got 410 Gone; kept until the spec changes.
+    } else if webhook.spec.disabled {
+        c.ended(
+            health_status::DISABLED,
+            "spec.disabled is true: events are not delivered",
+        );
+    } else {
+        ready = true;
+        let message = format!(
+            "delivering {} to {}",
+            webhook.spec.events.join(", "),
+            found.shown.as_deref().unwrap_or("its endpoint")
+        );
+        c.ready(health_status::SUBSCRIBED, &message);
+    }
+    if health.degraded() {
+        let message = format!(
+            "the last {} delivery attempts failed; latest: {}",
+            health.consecutive_failures,
+            health.last_error.as_deref().unwrap_or("unknown")
+        );
+        c.set(
+            DEGRADED,
+            Status::True,
+            health_status::DELIVERIES_FAILING,
+            &message,
+        );
+    } else {
+        c.set(
+            DEGRADED,
+            Status::False,
+            health_status::DELIVERIES_SUCCEEDING,
+            "no run of failed delivery attempts",
+        );
+    }
+    (status, ready)
+}
+
+/// Retention: deletes the finished deliveries past their TTL or beyond the count kept.
+async fn prune(
+    ctx: &WebhookContext,
+    webhook: &Webhook,
+    deliveries: &[WebhookDelivery],
+    now: Timestamp,
+) -> Result<()> {
+    let api = Api::<WebhookDelivery>::namespaced(
+        ctx.ctx.client.clone(),
+        &webhook.namespace().unwrap_or_default(),
+    );
+    let stale = health_status::to_prune(deliveries, &ctx.retention, now);
+    for stale in &stale {
+        match api.delete(stale, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if !stale.is_empty() {
+        debug!(webhook = %webhook.name_any(), pruned = stale.len(), "retention deleted finished deliveries");
+    }
+    Ok(())
 }
 
 /// Whether the fan-out cap lets this Webhook receive events (see
