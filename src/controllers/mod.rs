@@ -38,6 +38,7 @@ pub mod events;
 #[cfg(test)]
 mod health_checks;
 pub mod hostname_claim;
+pub mod pod;
 pub mod project;
 pub mod retry;
 pub mod split_test;

@@ -4,17 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::CronJob as BatchCronJob;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use serde_json::json;
 
 use super::status::JobFailure;
 use crate::api::cron_job::{ConcurrencyPolicy, CronJob, HttpCall, HttpMethod};
 use crate::api::project::Project;
-use crate::controllers::deployment::render::runtime_env;
+use crate::controllers::pod::{self, RunAs};
 use crate::delivery::PlatformEvent;
-use crate::labels::{MANAGED_BY, PROJECT_LABEL};
+use crate::labels::{MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, SERVICE_PORT};
 
 /// Label on the batch CronJob, its Jobs and their pods: the CloudDeck CronJob they run
@@ -45,7 +46,7 @@ pub fn batch_name(name: &str) -> String {
 /// The labels of the batch CronJob, its Jobs and their pods.
 pub fn labels(project: &str, cron_job: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY.to_owned(), "clouddeck".to_owned()),
+        (MANAGED_BY.to_owned(), MANAGER.to_owned()),
         (PROJECT_LABEL.to_owned(), project.to_owned()),
         (CRONJOB_LABEL.to_owned(), batch_name(cron_job)),
     ])
@@ -108,46 +109,36 @@ fn container(
     project: &Project,
     production: &Production,
     http_call_image: &str,
-) -> Option<serde_json::Value> {
+) -> Option<Container> {
     let spec = &cron_job.spec;
     let namespace = cron_job.namespace().unwrap_or_default();
-    let hardened = json!({
-        "allowPrivilegeEscalation": false,
-        "capabilities": { "drop": ["ALL"] },
-        "runAsNonRoot": true,
-        "seccompProfile": { "type": "RuntimeDefault" }
-    });
     if let Some(call) = &spec.http {
         let url = service_url(&production.deployment, &namespace, &call.path);
-        let mut security = hardened;
-        security["runAsUser"] = json!(HTTP_CALL_UID);
-        return Some(json!({
-            "name": "http",
-            "image": http_call_image,
-            "command": ["curl"],
-            "args": curl_args(call, spec.timeout_seconds, &url),
-            "resources": {
-                "requests": { "cpu": "10m", "memory": "16Mi" },
-                "limits": { "memory": "64Mi" }
-            },
-            "securityContext": security,
-        }));
+        let quantities = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect::<BTreeMap<_, _>>()
+        };
+        return Some(Container {
+            name: "http".into(),
+            image: Some(http_call_image.into()),
+            command: Some(vec!["curl".into()]),
+            args: Some(curl_args(call, spec.timeout_seconds, &url)),
+            resources: Some(ResourceRequirements {
+                requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
+                limits: Some(quantities(&[("memory", "64Mi")])),
+                ..ResourceRequirements::default()
+            }),
+            security_context: Some(pod::restricted(RunAs::Uid(HTTP_CALL_UID))),
+            ..Container::default()
+        });
     }
-    let runtime = &project.spec.runtime;
-    let mut container = json!({
-        "name": "command",
-        "image": production.image.as_deref()?,
-        "command": spec.command.clone().unwrap_or_default(),
-        "env": runtime_env(runtime),
-        "securityContext": hardened,
-    });
-    if !runtime.env_from.is_empty() {
-        container["envFrom"] = json!(runtime.env_from);
-    }
-    if let Some(resources) = &runtime.resources {
-        container["resources"] = json!(resources);
-    }
-    Some(container)
+    let image = production.image.as_deref()?;
+    Some(Container {
+        command: Some(spec.command.clone().unwrap_or_default()),
+        ..pod::runtime_container("command", image, &project.spec.runtime, RunAs::NonRoot)
+    })
 }
 
 /// The batch/v1 CronJob that runs `cron_job` against `production`: one attempt per run
@@ -168,47 +159,45 @@ pub fn batch_cron_job(
         ConcurrencyPolicy::Forbid => "Forbid",
         ConcurrencyPolicy::Replace => "Replace",
     };
-    let value = json!({
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {
-            "name": batch_name(&cron_job.name_any()),
-            "namespace": cron_job.namespace(),
-            "labels": labels,
-            "ownerReferences": [owner],
+    let labelled = || ObjectMeta {
+        labels: Some(labels.clone()),
+        ..ObjectMeta::default()
+    };
+    Some(BatchCronJob {
+        metadata: ObjectMeta {
+            name: Some(batch_name(&cron_job.name_any())),
+            namespace: cron_job.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
         },
-        "spec": {
-            "schedule": spec.schedule,
+        spec: CronJobSpec {
+            schedule: spec.schedule.clone(),
             // Explicit: without it the controller-manager's local zone applies.
-            "timeZone": spec.time_zone.as_deref().unwrap_or("Etc/UTC"),
-            "suspend": spec.suspend,
-            "concurrencyPolicy": concurrency,
-            "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
-            "successfulJobsHistoryLimit": HISTORY_LIMIT,
-            "failedJobsHistoryLimit": HISTORY_LIMIT,
-            "jobTemplate": {
-                "metadata": { "labels": labels },
-                "spec": {
-                    "backoffLimit": 0,
-                    "activeDeadlineSeconds": spec.timeout_seconds,
-                    "template": {
-                        "metadata": { "labels": labels },
-                        "spec": {
-                            "restartPolicy": "Never",
-                            "automountServiceAccountToken": false,
-                            "enableServiceLinks": false,
-                            "securityContext": {
-                                "runAsNonRoot": true,
-                                "seccompProfile": { "type": "RuntimeDefault" }
-                            },
-                            "containers": [container],
-                        }
-                    }
-                }
-            }
-        }
-    });
-    Some(serde_json::from_value(value).expect("the batch CronJob is valid"))
+            time_zone: Some(spec.time_zone.clone().unwrap_or_else(|| "Etc/UTC".into())),
+            suspend: Some(spec.suspend),
+            concurrency_policy: Some(concurrency.into()),
+            starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
+            successful_jobs_history_limit: Some(HISTORY_LIMIT),
+            failed_jobs_history_limit: Some(HISTORY_LIMIT),
+            job_template: JobTemplateSpec {
+                metadata: Some(labelled()),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(0),
+                    active_deadline_seconds: Some(spec.timeout_seconds.into()),
+                    template: PodTemplateSpec {
+                        metadata: Some(labelled()),
+                        spec: Some(PodSpec {
+                            restart_policy: Some("Never".into()),
+                            ..pod::pod_spec(container, true)
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+        },
+        status: None,
+    })
 }
 
 /// The webhook events of a failed run: `cronjob.failed` and `alert.cronjob_failed`, each
@@ -249,7 +238,7 @@ pub fn failure_events(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::Container;
+    use serde_json::json;
 
     use super::*;
 

@@ -5,16 +5,20 @@
 use std::collections::BTreeMap;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use k8s_openapi::api::apps::v1::Deployment as Workload;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::api::apps::v1::{Deployment as Workload, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde_json::json;
 
 use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, Target};
 use crate::api::edge_handler::ServedHostname;
-use crate::api::project::{Project, RuntimeSpec};
+use crate::api::project::Project;
 use crate::config::RoutingConfig;
+use crate::controllers::pod::{self, RunAs};
 use crate::delivery::PlatformEvent;
 use crate::labels::{COMPONENT_LABEL, DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, SERVICE_PORT, edge::EdgePlan};
@@ -67,20 +71,6 @@ pub fn replicas(deployment: &Deployment, project: &Project, standby: bool) -> i3
     }
 }
 
-/// The environment of the application's container: `PORT` (the Project's port), then
-/// the Project's `runtime.env`. A CronJob's command runs with the same.
-pub fn runtime_env(runtime: &RuntimeSpec) -> Vec<serde_json::Value> {
-    let mut env = vec![json!({ "name": "PORT", "value": runtime.port.to_string() })];
-    env.extend(
-        runtime
-            .env
-            .iter()
-            .filter(|e| e.name != "PORT")
-            .map(|e| json!(e)),
-    );
-    env
-}
-
 /// The image a Deployment's workload runs: its `spec.source.image`, or the image its
 /// build pushed, pinned by digest. `None` while a build has not finished.
 pub fn running_image(deployment: &Deployment) -> Option<String> {
@@ -103,68 +93,61 @@ pub fn workload(
 ) -> Workload {
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let meta = child_meta(deployment, &name, "app", owner);
-    let pod_labels = meta.labels.clone().unwrap_or_default();
+    let pod_labels = meta.labels.clone();
     let runtime = &project.spec.runtime;
-    let env = runtime_env(runtime);
-    let probe = |failures: i32, period: i32| {
-        json!({
-            "httpGet": { "path": runtime.health_check_path, "port": "http" },
-            "periodSeconds": period,
-            "failureThreshold": failures,
-        })
+    let probe = |failures: i32, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(runtime.health_check_path.clone()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
     };
-    let mut container = json!({
-        "name": "app",
-        "image": image,
-        "ports": [{ "name": "http", "containerPort": runtime.port, "protocol": "TCP" }],
-        "env": env,
-        "readinessProbe": probe(3, 5),
-        "livenessProbe": probe(6, 10),
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" }
-        },
-    });
-    if !runtime.command.is_empty() {
-        container["command"] = json!(runtime.command);
-    }
-    if !runtime.args.is_empty() {
-        container["args"] = json!(runtime.args);
-    }
-    if !runtime.env_from.is_empty() {
-        container["envFrom"] = json!(runtime.env_from);
-    }
-    if let Some(resources) = &runtime.resources {
-        container["resources"] = json!(resources);
-    }
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let container = Container {
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: runtime.port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe(3, 5)),
+        liveness_probe: Some(probe(6, 10)),
+        command: non_empty(&runtime.command),
+        args: non_empty(&runtime.args),
+        ..pod::runtime_container("app", image, runtime, RunAs::ImageUser)
+    };
     let selector = BTreeMap::from([
         (DEPLOYMENT_LABEL.to_owned(), name.clone()),
         (COMPONENT_LABEL.to_owned(), "app".to_owned()),
     ]);
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta,
-        "spec": {
-            "replicas": replicas,
-            "progressDeadlineSeconds": runtime
-                .progress_deadline_seconds
-                .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS),
-            "revisionHistoryLimit": 2,
-            "selector": { "matchLabels": selector },
-            "template": {
-                "metadata": { "labels": pod_labels },
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "securityContext": { "seccompProfile": { "type": "RuntimeDefault" } },
-                    "containers": [container],
-                }
-            }
-        }
-    }))
-    .expect("the workload is a valid apps/v1 Deployment")
+    Workload {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            progress_deadline_seconds: Some(
+                runtime
+                    .progress_deadline_seconds
+                    .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS),
+            ),
+            revision_history_limit: Some(2),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: pod_labels,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod::pod_spec(container, false)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
 }
 
 /// The Service in front of the workload, on [`SERVICE_PORT`].

@@ -525,6 +525,8 @@ async fn stop_webhook(ctx: &DeliveryContext, api: &Api<Webhook>, webhook: &Webho
             "spec.url: the endpoint answered 410 Gone, so deliveries stopped; change the spec (e.g. the url) to resume",
         );
         current.status = Some(status);
+        // Replaced under the resourceVersion read, and read again on a conflict: the
+        // Webhook controller rewrites these conditions, and neither may drop the other's.
         match api
             .replace_status(&name, &PostParams::default(), &current)
             .await
