@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment as Workload, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service,
+    Container, ContainerPort, HTTPGetAction, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
-use serde_json::json;
 
 use crate::api::deployment::{Deployment, DeploymentPhase, DeploymentStatus, Target};
 use crate::api::edge_handler::ServedHostname;
@@ -153,18 +153,25 @@ pub fn workload(
 /// The Service in front of the workload, on [`SERVICE_PORT`].
 pub fn service(deployment: &Deployment, owner: &OwnerReference) -> Service {
     let name = deployment.metadata.name.clone().unwrap_or_default();
-    let meta = child_meta(deployment, &name, "app", owner);
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta,
-        "spec": {
-            "type": "ClusterIP",
-            "selector": { DEPLOYMENT_LABEL: name, COMPONENT_LABEL: "app" },
-            "ports": [{ "name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP" }],
-        }
-    }))
-    .expect("the Service is valid")
+    Service {
+        metadata: child_meta(deployment, &name, "app", owner),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(BTreeMap::from([
+                (DEPLOYMENT_LABEL.to_owned(), name.clone()),
+                (COMPONENT_LABEL.to_owned(), "app".to_owned()),
+            ])),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SERVICE_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
 }
 
 /// The preview hostname of a Deployment: `<key>--<short id>.<base domain>`, with the key
@@ -331,6 +338,8 @@ pub fn platform_events(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn project() -> Project {
