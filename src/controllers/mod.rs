@@ -118,6 +118,40 @@ where
     }
 }
 
+/// Writes the status of `obj` by server-side apply with the one field manager
+/// ([`FIELD_MANAGER`]), so that the fields it sets are CloudDeck's and nobody else's.
+/// Nothing is sent when `status` is what the object has (a resync finds nothing to do);
+/// an object deleted meanwhile has nothing left to report on.
+pub async fn write_status<K>(client: &Client, obj: &K, status: &K::Status) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::core::object::HasStatus
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::Status: serde::Serialize + PartialEq,
+{
+    use kube::ResourceExt;
+    if obj.status() == Some(status) {
+        return Ok(());
+    }
+    let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let apply = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&obj.name_any(), &apply, &kube::api::Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
 pub struct Context {
     pub client: Client,

@@ -7,11 +7,10 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::PatchParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::CronJobContext;
@@ -24,7 +23,7 @@ use crate::api::validation::{self, InvalidField};
 use crate::controllers::driver::Reconciler;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
-use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
+use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present, write_status};
 
 impl Reconciler for CronJobContext {
     type Kind = CronJob;
@@ -101,7 +100,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
                 .map_err(ReconcileError::publish)?;
         }
     }
-    write_status(ctx, cron_job, &next).await?;
+    write_status(&ctx.client, cron_job, &next).await?;
     announce(cron_ctx, cron_job, (&previous, &next), &jobs, &failures).await;
     Ok(Action::requeue(ctx.config.resync_period))
 }
@@ -316,7 +315,7 @@ async fn stall(
     crate::api::conditions::Conditions::new(&mut next.conditions, cron_job.metadata.generation)
         .stalled(invalid.reason(), &invalid.to_string());
     next.observed_generation = cron_job.metadata.generation;
-    write_status(ctx, cron_job, &next).await?;
+    write_status(&ctx.client, cron_job, &next).await?;
     if !already {
         publish(
             &ctx.recorder,
@@ -329,24 +328,4 @@ async fn stall(
         .await;
     }
     Err(ReconcileError::InvalidSpec(invalid))
-}
-
-async fn write_status(ctx: &Context, cron_job: &CronJob, status: &CronJobStatus) -> Result<()> {
-    // Nothing changed (a resync): nothing to write.
-    if cron_job.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api = Api::<CronJob>::namespaced(
-        ctx.client.clone(),
-        &cron_job.namespace().unwrap_or_default(),
-    );
-    let patch =
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "CronJob", "status": status });
-    api.patch_status(
-        &cron_job.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }

@@ -34,7 +34,7 @@ use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
 use crate::controllers::project::status as project_status;
-use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present};
+use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present, write_status};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::labels::{CANCEL, COMPONENT_LABEL, DEPLOYMENT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing;
@@ -979,28 +979,6 @@ async fn stall(
         message,
     )
     .await;
-    Ok(())
-}
-
-async fn write_status(
-    client: &Client,
-    deployment: &Deployment,
-    status: &DeploymentStatus,
-) -> Result<()> {
-    // Nothing changed (a resync): nothing to write.
-    if deployment.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api =
-        Api::<Deployment>::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
-    let patch =
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Deployment", "status": status });
-    api.patch_status(
-        &deployment.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
     Ok(())
 }
 

@@ -17,7 +17,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::info;
 
 use super::claims::{self, Claim, Standing};
@@ -34,7 +33,7 @@ use crate::controllers::Context;
 use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::{FIELD_MANAGER, delete_if_present};
+use crate::controllers::{FIELD_MANAGER, delete_if_present, write_status};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
@@ -125,7 +124,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         certificate.as_ref(),
     )
     .await?;
-    write_status(ctx, domain, &previous, next).await?;
+    write_status(&ctx.ctx.client, domain, &next).await?;
     Ok(next_look(
         &found.ownership,
         (certificate.as_ref(), listener.as_ref()),
@@ -151,7 +150,7 @@ async fn stall_on_hostname(
     {
         publish(ctx, domain, EventType::Warning, "InvalidHostname", message).await;
     }
-    write_status(ctx, domain, previous, next).await?;
+    write_status(&ctx.ctx.client, domain, &next).await?;
     Ok(Action::await_change())
 }
 
@@ -749,41 +748,6 @@ async fn serving(
     })
 }
 
-/// Writes the status when it changed, with server-side apply so that a field this
-/// controller no longer sets (a lost `verifiedAt`) is removed.
-async fn write_status(
-    ctx: &DomainContext,
-    domain: &Domain,
-    previous: &DomainStatus,
-    next: DomainStatus,
-) -> Result<()> {
-    if *previous == next && domain.status.is_some() {
-        return Ok(());
-    }
-    let api = Api::<Domain>::namespaced(
-        ctx.ctx.client.clone(),
-        &domain.namespace().unwrap_or_default(),
-    );
-    let patch = json!({
-        "apiVersion": Domain::api_version(&()),
-        "kind": Domain::kind(&()),
-        "status": next,
-    });
-    match api
-        .patch_status(
-            &domain.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        // Deleted while this reconcile ran: nothing left to report on.
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(err.into()),
-        Ok(_) => Ok(()),
-    }
-}
-
 /// Events and webhook events for what changed: verification won or lost, certificate
 /// issued. Runs before the status that records the change is written, so a crash in
 /// between announces again (the webhook deliveries' names make that a no-op).
@@ -986,6 +950,8 @@ pub fn domains_following(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

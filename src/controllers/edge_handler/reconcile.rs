@@ -10,23 +10,22 @@ use gateway_api::apis::standard::referencegrants::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
+use kube::api::PatchParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::status::{self, Observed};
 use super::{EdgeContext, FROM_NAMESPACE_LABEL, plan_of};
 use crate::api::conditions::{STALLED, find};
-use crate::api::edge_handler::{EdgeHandler, EdgeHandlerStatus};
+use crate::api::edge_handler::EdgeHandler;
 use crate::config::ServicePort;
 use crate::controllers::Context;
 use crate::controllers::driver::Reconciler;
-use crate::controllers::error::{ReconcileError, Result};
+use crate::controllers::error::Result;
 use crate::controllers::events::publish;
-use crate::controllers::{FIELD_MANAGER, applied};
+use crate::controllers::{FIELD_MANAGER, applied, write_status};
 use crate::labels::{MANAGED_BY, PROJECT_LABEL};
 use crate::routing::edge::EDGE_RULES_ANNOTATION;
 
@@ -89,7 +88,7 @@ async fn reconcile_handler(handler: &EdgeHandler, edge: &EdgeContext) -> Result<
         )
         .await;
     }
-    write_status(edge, handler, &next).await?;
+    write_status(&edge.ctx.client, handler, &next).await?;
     Ok(Action::requeue(ctx.config.resync_period))
 }
 
@@ -135,28 +134,4 @@ pub fn deny_grant(namespace: &str, responder: &ServicePort) -> ReferenceGrant {
             }],
         },
     }
-}
-
-async fn write_status(
-    edge: &EdgeContext,
-    handler: &EdgeHandler,
-    status: &EdgeHandlerStatus,
-) -> Result<()> {
-    if handler.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api = Api::<EdgeHandler>::namespaced(
-        edge.ctx.client.clone(),
-        &handler.namespace().unwrap_or_default(),
-    );
-    let patch =
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "EdgeHandler", "status": status });
-    api.patch_status(
-        &handler.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(ReconcileError::from)?;
-    Ok(())
 }

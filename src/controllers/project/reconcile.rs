@@ -28,7 +28,7 @@ use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
-use crate::controllers::{Context, FIELD_MANAGER, delete_if_present};
+use crate::controllers::{Context, FIELD_MANAGER, delete_if_present, write_status};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::labels::{PROJECT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing::{self, Serving, split};
@@ -136,7 +136,7 @@ async fn reconcile_project(
             .await
             .map_err(ReconcileError::publish)?;
     }
-    write_status(ctx, project, &next).await?;
+    write_status(&ctx.client, project, &next).await?;
     announce(
         ctx,
         project,
@@ -544,7 +544,7 @@ async fn stall(
     Conditions::new(&mut next.conditions, project.metadata.generation)
         .stalled(invalid.reason(), &invalid.to_string());
     next.observed_generation = project.metadata.generation;
-    write_status(ctx, project, &next).await?;
+    write_status(&ctx.client, project, &next).await?;
     if already {
         // Told once; every change of a Deployment would repeat it.
         return Err(ReconcileError::InvalidSpec(invalid));
@@ -559,22 +559,4 @@ async fn stall(
     )
     .await;
     Err(ReconcileError::InvalidSpec(invalid))
-}
-
-async fn write_status(ctx: &Context, project: &Project, status: &ProjectStatus) -> Result<()> {
-    // Nothing changed (a resync): nothing to write.
-    if project.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api =
-        Api::<Project>::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
-    let patch =
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project", "status": status });
-    api.patch_status(
-        &project.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }

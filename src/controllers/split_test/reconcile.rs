@@ -7,12 +7,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::SplitContext;
 use super::status::{self, Observed, Running};
@@ -24,7 +22,7 @@ use crate::controllers::driver::Reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
-use crate::controllers::{FIELD_MANAGER, readable_in};
+use crate::controllers::{readable_in, write_status};
 use crate::delivery::PlatformEvent;
 use crate::routing::split::{self, SPLIT_TEST_ANNOTATION};
 
@@ -112,7 +110,7 @@ async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action
     };
     let next_status = status::next_status(&previous, test.metadata.generation, &observed);
     report(ctx, test, &previous, &next_status, &resolved).await?;
-    write_status(ctx, test, &next_status).await?;
+    write_status(&ctx.client, test, &next_status).await?;
 
     let until_window = next
         .and_then(|at| at.duration_since(now).try_into().ok())
@@ -232,27 +230,5 @@ async fn report(
             .await
             .map_err(|err| ReconcileError::Publish(Box::new(err)))?;
     }
-    Ok(())
-}
-
-async fn write_status(
-    ctx: &crate::controllers::Context,
-    test: &SplitTest,
-    status: &SplitTestStatus,
-) -> Result<()> {
-    if test.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api =
-        Api::<SplitTest>::namespaced(ctx.client.clone(), &test.namespace().unwrap_or_default());
-    let patch =
-        json!({ "apiVersion": "clouddeck.io/v1alpha1", "kind": "SplitTest", "status": status });
-    api.patch_status(
-        &test.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(ReconcileError::from)?;
     Ok(())
 }
