@@ -20,15 +20,21 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::{Value, json};
 
 use super::config::BuildConfig;
 use crate::api::deployment::GitRevision;
 use crate::api::project::{BuildSpec, BuildStrategy, GitSource};
 use crate::api::validation::{self, InvalidField};
+use crate::controllers::pod::{self, RunAs};
 use crate::routing::bounded_name;
 
 /// Name of the init container that clones the source.
@@ -92,234 +98,289 @@ pub fn build_job(input: &BuildJobInput<'_>) -> Result<Job, InvalidField> {
         .cache
         .then(|| format!("{}:buildcache", input.repository));
 
-    let mut volumes = vec![
-        json!({ "name": "workspace", "emptyDir": {} }),
-        json!({ "name": "tmp", "emptyDir": {} }),
-    ];
-    let mut clone_mounts = vec![
-        json!({ "name": "workspace", "mountPath": WORKSPACE }),
-        json!({ "name": "tmp", "mountPath": "/tmp" }),
-    ];
+    let mut volumes = vec![empty_dir("workspace"), empty_dir("tmp")];
+    let mut clone_mounts = vec![mount("workspace", WORKSPACE), mount("tmp", "/tmp")];
     if let Some(secret) = &input.git.credentials_secret_ref {
-        volumes.push(json!({
-            "name": "git-credentials",
-            "secret": { "secretName": secret.name, "defaultMode": 0o440 }
-        }));
-        clone_mounts.push(
-            json!({ "name": "git-credentials", "mountPath": GIT_CREDENTIALS, "readOnly": true }),
-        );
+        volumes.push(secret_volume("git-credentials", &secret.name, None));
+        clone_mounts.push(read_only(mount("git-credentials", GIT_CREDENTIALS)));
     }
-    let mut build_mounts = vec![
-        json!({ "name": "workspace", "mountPath": WORKSPACE }),
-        json!({ "name": "tmp", "mountPath": "/tmp" }),
-    ];
+    let mut build_mounts = vec![mount("workspace", WORKSPACE), mount("tmp", "/tmp")];
     if let Some(secret) = input.push_secret {
-        volumes.push(json!({
-            "name": "registry-auth",
-            "secret": {
-                "secretName": secret,
-                "defaultMode": 0o440,
-                "items": [{ "key": ".dockerconfigjson", "path": "config.json" }]
-            }
-        }));
-        build_mounts
-            .push(json!({ "name": "registry-auth", "mountPath": REGISTRY_AUTH, "readOnly": true }));
+        let item = KeyToPath {
+            key: ".dockerconfigjson".into(),
+            path: "config.json".into(),
+            ..KeyToPath::default()
+        };
+        volumes.push(secret_volume("registry-auth", secret, Some(item)));
+        build_mounts.push(read_only(mount("registry-auth", REGISTRY_AUTH)));
     }
     if !build.env_from.is_empty() {
-        let sources: Vec<Value> = build
+        let sources = build
             .env_from
             .iter()
-            .map(|s| json!({ "secret": { "name": s.name } }))
+            .map(|s| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: s.name.clone(),
+                    ..SecretProjection::default()
+                }),
+                ..VolumeProjection::default()
+            })
             .collect();
-        volumes.push(json!({ "name": "build-secrets", "projected": { "sources": sources, "defaultMode": 0o440 } }));
-        build_mounts
-            .push(json!({ "name": "build-secrets", "mountPath": BUILD_SECRETS, "readOnly": true }));
+        volumes.push(Volume {
+            name: "build-secrets".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: Some(0o440),
+            }),
+            ..Volume::default()
+        });
+        build_mounts.push(read_only(mount("build-secrets", BUILD_SECRETS)));
     }
 
     let mut clone_env = vec![
-        json!({ "name": "GIT_URL", "value": input.git.url }),
-        json!({ "name": "GIT_BRANCH", "value": input.revision.branch }),
-        json!({ "name": "HOME", "value": "/tmp" }),
+        env("GIT_URL", &input.git.url),
+        env("GIT_BRANCH", &input.revision.branch),
+        env("HOME", "/tmp"),
     ];
     if let Some(commit) = &input.revision.commit {
-        clone_env.push(json!({ "name": "GIT_COMMIT", "value": commit }));
+        clone_env.push(env("GIT_COMMIT", commit));
     }
-    let clone = json!({
-        "name": CLONE_CONTAINER,
-        "image": input.config.git_image,
-        "command": ["/bin/sh", "-c", CLONE_SCRIPT],
-        "env": clone_env,
-        "volumeMounts": clone_mounts,
-        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "memory": "512Mi" } },
-        "securityContext": restricted_container(BUILD_UID),
-    });
+    let clone = Container {
+        name: CLONE_CONTAINER.into(),
+        image: Some(input.config.git_image.clone()),
+        command: Some(shell(CLONE_SCRIPT)),
+        env: Some(clone_env),
+        volume_mounts: Some(clone_mounts),
+        resources: Some(resources(&[("cpu", "100m"), ("memory", "128Mi")], "512Mi")),
+        security_context: Some(build_user(BUILD_UID)),
+        ..Container::default()
+    };
 
-    let resources = build
-        .resources
-        .clone()
-        .unwrap_or_else(default_build_resources);
-    let mut build_env = vec![json!({ "name": "HOME", "value": "/tmp" })];
+    let mut build_env = vec![env("HOME", "/tmp")];
     if input.push_secret.is_some() {
-        build_env.push(json!({ "name": "DOCKER_CONFIG", "value": REGISTRY_AUTH }));
+        build_env.push(env("DOCKER_CONFIG", REGISTRY_AUTH));
     }
     let builder = match build.strategy {
         BuildStrategy::Dockerfile => {
             let (dockerfile_dir, dockerfile_name) =
                 split_dockerfile(&context_dir, &build.dockerfile);
-            let mut args = vec![
+            let mut command = shell(BUILDKIT_SCRIPT);
+            command.extend([
+                "buildkit".to_owned(),
                 "build".to_owned(),
                 "--frontend=dockerfile.v0".to_owned(),
                 format!("--local=context={context_dir}"),
                 format!("--local=dockerfile={dockerfile_dir}"),
                 format!("--opt=filename={dockerfile_name}"),
-            ];
-            args.extend(
+            ]);
+            command.extend(
                 build
                     .args
                     .iter()
                     .map(|(k, v)| format!("--opt=build-arg:{k}={v}")),
             );
-            args.push(format!("--output=type=image,name={image},push=true"));
+            command.push(format!("--output=type=image,name={image},push=true"));
             if let Some(cache) = &cache_image {
-                args.push(format!("--import-cache=type=registry,ref={cache}"));
-                args.push(format!("--export-cache=type=registry,ref={cache},mode=max"));
+                command.push(format!("--import-cache=type=registry,ref={cache}"));
+                command.push(format!("--export-cache=type=registry,ref={cache},mode=max"));
             }
-            build_env.push(
-                json!({ "name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox" }),
-            );
-            build_mounts.push(json!({ "name": "buildkit-state", "mountPath": "/home/user/.local/share/buildkit" }));
-            volumes.push(json!({ "name": "buildkit-state", "emptyDir": {} }));
-            let mut command = vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                BUILDKIT_SCRIPT.to_owned(),
-                "buildkit".to_owned(),
-            ];
-            command.extend(args);
-            json!({
-                "name": BUILD_CONTAINER,
-                "image": input.config.buildkit_image,
-                "command": command,
-                "env": build_env,
-                "volumeMounts": build_mounts,
-                "resources": resources,
-                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
-                "terminationMessagePolicy": "File",
+            build_env.push(env("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox"));
+            build_mounts.push(mount("buildkit-state", "/home/user/.local/share/buildkit"));
+            volumes.push(empty_dir("buildkit-state"));
+            Container {
+                image: Some(input.config.buildkit_image.clone()),
+                command: Some(command),
                 // The documented exception to `restricted`: see the module docs.
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "runAsUser": BUILD_UID,
-                    "runAsGroup": BUILD_UID,
-                    "allowPrivilegeEscalation": true,
-                    "capabilities": { "drop": ["ALL"], "add": ["SETUID", "SETGID"] },
-                    "seccompProfile": { "type": "Unconfined" },
-                    "appArmorProfile": { "type": "Unconfined" }
-                },
-            })
+                security_context: Some(SecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(BUILD_UID),
+                    run_as_group: Some(BUILD_UID),
+                    allow_privilege_escalation: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        add: Some(vec!["SETUID".into(), "SETGID".into()]),
+                    }),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "Unconfined".into(),
+                        ..SeccompProfile::default()
+                    }),
+                    app_armor_profile: Some(AppArmorProfile {
+                        type_: "Unconfined".into(),
+                        ..AppArmorProfile::default()
+                    }),
+                    ..SecurityContext::default()
+                }),
+                ..build_container(build, build_env, build_mounts)
+            }
         }
         BuildStrategy::Buildpacks => {
-            let mut args = vec![
+            let mut command = shell(BUILDPACKS_SCRIPT);
+            command.extend([
+                "buildpacks".to_owned(),
                 format!("-app={context_dir}"),
                 "-layers=/layers".to_owned(),
                 "-platform=/platform".to_owned(),
                 "-report=/tmp/report.toml".to_owned(),
-            ];
+            ]);
             if let Some(cache) = &cache_image {
-                args.push(format!("-cache-image={cache}"));
+                command.push(format!("-cache-image={cache}"));
             }
-            args.push(image.clone());
-            build_env.push(json!({ "name": "CNB_PLATFORM_API", "value": input.config.buildpacks_platform_api }));
+            command.push(image.clone());
+            build_env.push(env(
+                "CNB_PLATFORM_API",
+                &input.config.buildpacks_platform_api,
+            ));
             // Build-time settings for buildpacks are files in <platform>/env.
-            let args_env: Vec<Value> = build
-                .args
-                .iter()
-                .map(|(k, v)| json!({ "name": k, "value": v }))
-                .collect();
-            build_env.extend(args_env);
-            build_mounts.push(json!({ "name": "layers", "mountPath": "/layers" }));
-            volumes.push(json!({ "name": "layers", "emptyDir": {} }));
+            build_env.extend(build.args.iter().map(|(k, v)| env(k, v)));
+            build_mounts.push(mount("layers", "/layers"));
+            volumes.push(empty_dir("layers"));
             if !build.env_from.is_empty() {
-                build_mounts.retain(|m| m["name"] != "build-secrets");
-                build_mounts.push(json!({ "name": "build-secrets", "mountPath": "/platform/env", "readOnly": true }));
+                build_mounts.retain(|m| m.name != "build-secrets");
+                build_mounts.push(read_only(mount("build-secrets", "/platform/env")));
             }
-            let mut command = vec![
-                "/bin/sh".to_owned(),
-                "-c".to_owned(),
-                BUILDPACKS_SCRIPT.to_owned(),
-                "buildpacks".to_owned(),
-            ];
-            command.extend(args);
-            json!({
-                "name": BUILD_CONTAINER,
-                "image": input.config.buildpacks_builder_image,
-                "command": command,
-                "env": build_env,
-                "volumeMounts": build_mounts,
-                "resources": resources,
-                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
-                "terminationMessagePolicy": "File",
-                "securityContext": restricted_container(CNB_UID),
-            })
+            Container {
+                image: Some(input.config.buildpacks_builder_image.clone()),
+                command: Some(command),
+                security_context: Some(build_user(CNB_UID)),
+                ..build_container(build, build_env, build_mounts)
+            }
         }
     };
 
     let meta = &input.meta;
-    let labels = meta.labels.clone().unwrap_or_default();
-    let job = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": {
+    let annotations: BTreeMap<_, _> = input.config.pod_annotations.iter().cloned().collect();
+    Ok(Job {
+        metadata: meta.clone(),
+        spec: Some(JobSpec {
             // A failed build is reported, never retried behind the user's back.
-            "backoffLimit": 0,
-            "completions": 1,
-            "parallelism": 1,
-            "activeDeadlineSeconds": deadline,
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": input.config.pod_annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
-                },
-                "spec": {
-                    "restartPolicy": "Never",
+            backoff_limit: Some(0),
+            completions: Some(1),
+            parallelism: Some(1),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(meta.labels.clone().unwrap_or_default()),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
                     // The build gets no API credentials.
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "fsGroup": BUILD_UID,
-                        "seccompProfile": { "type": "RuntimeDefault" }
-                    },
-                    "initContainers": [clone],
-                    "containers": [builder],
-                    "volumes": volumes,
-                }
-            }
-        }
-    });
-    Ok(serde_json::from_value(job).expect("the build Job is a valid batch/v1 Job"))
-}
-
-fn restricted_container(uid: i64) -> Value {
-    json!({
-        "runAsNonRoot": true,
-        "runAsUser": uid,
-        "runAsGroup": BUILD_UID,
-        "allowPrivilegeEscalation": false,
-        "capabilities": { "drop": ["ALL"] },
-        "seccompProfile": { "type": "RuntimeDefault" }
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        fs_group: Some(BUILD_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    init_containers: Some(vec![clone]),
+                    containers: vec![builder],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
     })
 }
 
-fn default_build_spec() -> BuildSpec {
-    serde_json::from_value(json!({})).expect("an empty BuildSpec takes its defaults")
+/// The build container's common part: name, environment, mounts, resources, and the
+/// termination message that carries the result.
+fn build_container(build: &BuildSpec, env: Vec<EnvVar>, mounts: Vec<VolumeMount>) -> Container {
+    Container {
+        name: BUILD_CONTAINER.into(),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: Some(
+            build
+                .resources
+                .clone()
+                .unwrap_or_else(|| resources(&[("cpu", "500m"), ("memory", "1Gi")], "4Gi")),
+        ),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    }
 }
 
-fn default_build_resources() -> ResourceRequirements {
-    serde_json::from_value(
-        json!({ "requests": { "cpu": "500m", "memory": "1Gi" }, "limits": { "memory": "4Gi" } }),
-    )
-    .expect("valid resources")
+/// Restricted, as `uid` in the build's group.
+fn build_user(uid: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_group: Some(BUILD_UID),
+        ..pod::restricted(RunAs::Uid(uid))
+    }
+}
+
+fn shell(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    }
+}
+
+fn read_only(mount: VolumeMount) -> VolumeMount {
+    VolumeMount {
+        read_only: Some(true),
+        ..mount
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// Secret `secret` as files readable by the build's group, all its keys or only `item`.
+fn secret_volume(name: &str, secret: &str, item: Option<KeyToPath>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            items: item.map(|item| vec![item]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn resources(requests: &[(&str, &str)], memory_limit: &str) -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(requests)),
+        limits: Some(quantities(&[("memory", memory_limit)])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn default_build_spec() -> BuildSpec {
+    serde_json::from_value(serde_json::json!({})).expect("an empty BuildSpec takes its defaults")
 }
 
 /// The directory holding the Dockerfile and its file name, relative to the build context.
@@ -384,6 +445,7 @@ printf '{"digest":"%s","commit":"%s"}' "$digest" "$(cat /workspace/commit)" > /d
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
 
     use k8s_openapi::api::core::v1::Container;
 
