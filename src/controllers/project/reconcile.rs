@@ -69,13 +69,7 @@ async fn reconcile_project(
 
     // Hostnames first: every route below is generated from the key this Project holds.
     let Some(key) = hold_key(project_ctx, project, holds_name).await? else {
-        let invalid = InvalidField::new(
-            "metadata.name",
-            format!(
-                "no hostname under {base} is free for Project {name}: {name}.{base} and its \
-                 fallback are owned by other namespaces; give the Project another name"
-            ),
-        );
+        let invalid = no_hostname(&name, base);
         return stall(ctx, recorder, project, &previous, invalid).await;
     };
     // Validate what the apiserver cannot.
@@ -123,18 +117,17 @@ async fn reconcile_project(
     // The webhook event before the status that records the change: a crash in between
     // publishes again, and the delivery's deterministic name makes that a no-op.
     if let (Some((_, message)), Some(serving)) = (&change, &next.production_deployment) {
+        let previous = previous.production_deployment.as_deref();
         let event = render::production_event(
             project,
-            previous.production_deployment.as_deref(),
+            previous,
             serving,
             rollback,
             &production_url,
             message,
         );
-        ctx.publisher()
-            .publish(&event)
-            .await
-            .map_err(ReconcileError::publish)?;
+        let published = ctx.publisher().publish(&event).await;
+        published.map_err(ReconcileError::publish)?;
     }
     write_status(&ctx.client, project, &next).await?;
     announce(
@@ -146,16 +139,31 @@ async fn reconcile_project(
         production.serving,
     )
     .await;
-    // A split test's window opens or closes: render production again then.
-    let until_window = routed
-        .next_window
-        .and_then(|at| at.duration_since(Timestamp::now()).try_into().ok())
-        .map(|wait: std::time::Duration| wait + std::time::Duration::from_secs(1));
-    Ok(Action::requeue(
-        until_window.map_or(ctx.config.resync_period, |w| {
-            w.min(ctx.config.resync_period)
-        }),
+    Ok(next_look(
+        routed.next_window,
+        Timestamp::now(),
+        ctx.config.resync_period,
     ))
+}
+
+/// At the resync, or when a split test's window opens or closes (a second after, to be
+/// past it), whichever comes first: production is rendered again then.
+fn next_look(window: Option<Timestamp>, now: Timestamp, resync: std::time::Duration) -> Action {
+    let until_window = window
+        .and_then(|at| at.duration_since(now).try_into().ok())
+        .map(|wait: std::time::Duration| wait + std::time::Duration::from_secs(1));
+    Action::requeue(until_window.map_or(resync, |w| w.min(resync)))
+}
+
+/// Why a Project has no hostname: its name and the fallback are owned elsewhere.
+fn no_hostname(name: &str, base: &str) -> InvalidField {
+    InvalidField::new(
+        "metadata.name",
+        format!(
+            "no hostname under {base} is free for Project {name}: {name}.{base} and its \
+             fallback are owned by other namespaces; give the Project another name"
+        ),
+    )
 }
 
 /// Marks older builds of a branch superseded by the newest.
@@ -559,4 +567,25 @@ async fn stall(
     )
     .await;
     Err(ReconcileError::InvalidSpec(invalid))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn production_is_rendered_again_when_a_split_window_opens() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let resync = Duration::from_secs(600);
+        let soon = Timestamp::from_second(1_010).unwrap();
+        assert_eq!(
+            next_look(Some(soon), now, resync),
+            Action::requeue(Duration::from_secs(11))
+        );
+        let later = Timestamp::from_second(9_000).unwrap();
+        assert_eq!(next_look(Some(later), now, resync), Action::requeue(resync));
+        assert_eq!(next_look(None, now, resync), Action::requeue(resync));
+    }
 }
