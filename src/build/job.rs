@@ -23,11 +23,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements,
-    SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
-    VolumeProjection,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile,
+    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::config::BuildConfig;
@@ -151,7 +149,10 @@ pub fn build_job(input: &BuildJobInput<'_>) -> Result<Job, InvalidField> {
         command: Some(shell(CLONE_SCRIPT)),
         env: Some(clone_env),
         volume_mounts: Some(clone_mounts),
-        resources: Some(resources(&[("cpu", "100m"), ("memory", "128Mi")], "512Mi")),
+        resources: Some(pod::resources(
+            &[("cpu", "100m"), ("memory", "128Mi")],
+            "512Mi",
+        )),
         security_context: Some(build_user(BUILD_UID)),
         ..Container::default()
     };
@@ -300,7 +301,7 @@ fn build_container(build: &BuildSpec, env: Vec<EnvVar>, mounts: Vec<VolumeMount>
             build
                 .resources
                 .clone()
-                .unwrap_or_else(|| resources(&[("cpu", "500m"), ("memory", "1Gi")], "4Gi")),
+                .unwrap_or_else(|| pod::resources(&[("cpu", "500m"), ("memory", "1Gi")], "4Gi")),
         ),
         termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: Some("File".into()),
@@ -362,20 +363,6 @@ fn secret_volume(name: &str, secret: &str, item: Option<KeyToPath>) -> Volume {
             ..SecretVolumeSource::default()
         }),
         ..Volume::default()
-    }
-}
-
-fn resources(requests: &[(&str, &str)], memory_limit: &str) -> ResourceRequirements {
-    let quantities = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-            .collect::<BTreeMap<_, _>>()
-    };
-    ResourceRequirements {
-        requests: Some(quantities(requests)),
-        limits: Some(quantities(&[("memory", memory_limit)])),
-        ..ResourceRequirements::default()
     }
 }
 

@@ -3,9 +3,13 @@
 //! runtime environment. (Build Jobs are not among them: rootless BuildKit needs user
 //! namespaces, which the restricted profile forbids; see `crate::build::job`.)
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
+    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::api::project::RuntimeSpec;
 
@@ -92,6 +96,21 @@ pub fn pod_spec(container: Container, non_root: bool) -> PodSpec {
         }),
         containers: vec![container],
         ..PodSpec::default()
+    }
+}
+
+/// Resource requests, and a memory limit (no CPU limit: it only throttles).
+pub fn resources(requests: &[(&str, &str)], memory_limit: &str) -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(requests)),
+        limits: Some(quantities(&[("memory", memory_limit)])),
+        ..ResourceRequirements::default()
     }
 }
 

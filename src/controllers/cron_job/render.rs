@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, CronJobSpec, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
@@ -114,22 +113,15 @@ fn container(
     let namespace = cron_job.namespace().unwrap_or_default();
     if let Some(call) = &spec.http {
         let url = service_url(&production.deployment, &namespace, &call.path);
-        let quantities = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-                .collect::<BTreeMap<_, _>>()
-        };
         return Some(Container {
             name: "http".into(),
             image: Some(http_call_image.into()),
             command: Some(vec!["curl".into()]),
             args: Some(curl_args(call, spec.timeout_seconds, &url)),
-            resources: Some(ResourceRequirements {
-                requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
-                limits: Some(quantities(&[("memory", "64Mi")])),
-                ..ResourceRequirements::default()
-            }),
+            resources: Some(pod::resources(
+                &[("cpu", "10m"), ("memory", "16Mi")],
+                "64Mi",
+            )),
             security_context: Some(pod::restricted(RunAs::Uid(HTTP_CALL_UID))),
             ..Container::default()
         });

@@ -465,11 +465,7 @@ async fn certificate_state(
 ) -> Result<(CertificateState, String)> {
     let client = &ctx.ctx.client;
     let namespace = domain.namespace().unwrap_or_default();
-    let certificates = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &namespace,
-        &render::certificate_resource(),
-    );
+    let certificates = certificates_in(client, &namespace);
     let certificate_name = render::certificate_name(&domain.name_any());
     match domain.spec.tls.as_ref().and_then(|t| t.secret_name.clone()) {
         Some(secret) => {
@@ -492,6 +488,11 @@ async fn certificate_state(
             Ok((status::certificate_state(Some(&applied)), certificate_name))
         }
     }
+}
+
+/// cert-manager's Certificates in `namespace`.
+fn certificates_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &render::certificate_resource())
 }
 
 /// Whoever manages the certificate (cert-manager or the user), one warning when it is about
@@ -543,11 +544,7 @@ async fn withdraw(ctx: &DomainContext, domain: &Domain) -> Result<()> {
     let namespace = domain.namespace().unwrap_or_default();
     let name = domain.name_any();
     let routes = Api::<HttpRoute>::namespaced(client.clone(), &namespace);
-    let certificates = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &namespace,
-        &render::certificate_resource(),
-    );
+    let certificates = certificates_in(client, &namespace);
     delete_if_present(&routes, &render::route_name(&name)).await?;
     listener::remove(ctx, domain).await?;
     delete_if_present(&certificates, &render::certificate_name(&name)).await?;
