@@ -53,6 +53,34 @@ pub trait Reconciler: Send + Sync + 'static {
     }
 }
 
+/// Implements [`Reconciler`] for a kind's context whose shared [`Context`] is its `ctx`
+/// field, with the default report of malformed objects:
+/// `reconciler!(CronJobContext, CronJob, reconcile_cron_job)`, where
+/// `reconcile_cron_job(&CronJob, &CronJobContext)` is an `async fn` returning
+/// `Result<Action>`.
+macro_rules! reconciler {
+    ($context:ty, $kind:ty, $reconcile:path) => {
+        impl $crate::controllers::driver::Reconciler for $context {
+            type Kind = $kind;
+
+            fn context(&self) -> &$crate::controllers::Context {
+                &self.ctx
+            }
+
+            fn reconcile<'a>(
+                &'a self,
+                obj: &'a $kind,
+            ) -> ::futures::future::BoxFuture<
+                'a,
+                $crate::controllers::error::Result<::kube::runtime::controller::Action>,
+            > {
+                ::futures::FutureExt::boxed($reconcile(obj, self))
+            }
+        }
+    };
+}
+pub(crate) use reconciler;
+
 impl ControllerRun {
     /// Runs `controller` to its end with `reconciler` behind the driver (see the module
     /// docs).

@@ -64,6 +64,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::api::validation::InvalidField;
 use crate::config::OperatorConfig;
 use crate::delivery::fanout::FanOut;
 use crate::delivery::publisher::KnownWebhooks;
@@ -149,6 +150,58 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+/// Reports a spec the controller cannot use: `Stalled` with `reason` and `message` (which
+/// names the field) at the object's generation, and a Warning Event the first time only
+/// (every watched change would repeat it). What the object already runs stays as it is.
+pub async fn stall<K>(
+    ctx: &Context,
+    obj: &K,
+    reason: &'static str,
+    message: &str,
+) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::core::object::HasStatus
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::Status:
+        crate::api::conditions::ObjectStatus + Default + Clone + serde::Serialize + PartialEq,
+{
+    use crate::api::conditions::{Conditions, ObjectStatus, is_stalled_with};
+    let mut status = obj.status().cloned().unwrap_or_default();
+    let already = is_stalled_with(status.conditions(), message);
+    Conditions::of(&mut status, obj.meta().generation).stalled(reason, message);
+    write_status(&ctx.client, obj, &status).await?;
+    if !already {
+        let warning = kube::runtime::events::EventType::Warning;
+        events::publish(&ctx.recorder, obj, warning, reason, "Validate", message).await;
+    }
+    Ok(())
+}
+
+/// [`stall`] for an invalid field: the error the reconcile ends with (waiting for a
+/// change), or the API error that kept the status from being written.
+pub async fn stall_invalid<K>(
+    ctx: &Context,
+    obj: &K,
+    invalid: InvalidField,
+) -> error::ReconcileError
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::core::object::HasStatus
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::Status:
+        crate::api::conditions::ObjectStatus + Default + Clone + serde::Serialize + PartialEq,
+{
+    match stall(ctx, obj, invalid.reason(), &invalid.to_string()).await {
+        Ok(()) => error::ReconcileError::InvalidSpec(invalid),
+        Err(err) => err.into(),
     }
 }
 

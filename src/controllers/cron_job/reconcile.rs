@@ -2,8 +2,6 @@
 //! render (pure, in `render`) and apply the batch CronJob → read its runs → publish new
 //! failures → status and Events.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{CronJob as BatchCronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -16,26 +14,15 @@ use tracing::{info, warn};
 use super::CronJobContext;
 use super::render::{self, Production};
 use super::status::{self, JobFailure, State};
-use crate::api::conditions::is_stalled_with;
 use crate::api::cron_job::{CronJob, CronJobStatus};
 use crate::api::project::Project;
-use crate::api::validation::{self, InvalidField};
-use crate::controllers::driver::Reconciler;
+use crate::api::validation;
+use crate::controllers::driver::reconciler;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
-use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present, write_status};
+use crate::controllers::{FIELD_MANAGER, applied, delete_if_present, stall_invalid, write_status};
 
-impl Reconciler for CronJobContext {
-    type Kind = CronJob;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a CronJob) -> BoxFuture<'a, Result<Action>> {
-        reconcile_cron_job(obj, self).boxed()
-    }
-}
+reconciler!(CronJobContext, CronJob, reconcile_cron_job);
 
 async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Result<Action> {
     let ctx = &cron_ctx.ctx;
@@ -45,7 +32,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
 
     // Validate what the apiserver cannot.
     if let Err(invalid) = validation::cron_job(spec) {
-        return stall(ctx, cron_job, &previous, invalid).await;
+        return Err(stall_invalid(ctx, cron_job, invalid).await);
     }
     let (project, production) = production_of(cron_ctx, cron_job).await?;
     let mut next = CronJobStatus {
@@ -300,32 +287,4 @@ fn describe_target(cron_job: &CronJob, production: Option<&Production>, namespac
             production.deployment
         ),
     }
-}
-
-/// Reports an invalid spec: `Stalled` naming the field and a Warning Event; the batch
-/// CronJob from before (if any) stays, and the CronJob waits for a change.
-async fn stall(
-    ctx: &Context,
-    cron_job: &CronJob,
-    previous: &CronJobStatus,
-    invalid: InvalidField,
-) -> Result<Action> {
-    let mut next = previous.clone();
-    let already = is_stalled_with(&previous.conditions, &invalid.to_string());
-    crate::api::conditions::Conditions::new(&mut next.conditions, cron_job.metadata.generation)
-        .stalled(invalid.reason(), &invalid.to_string());
-    next.observed_generation = cron_job.metadata.generation;
-    write_status(&ctx.client, cron_job, &next).await?;
-    if !already {
-        publish(
-            &ctx.recorder,
-            cron_job,
-            EventType::Warning,
-            invalid.reason(),
-            "Validate",
-            &invalid.to_string(),
-        )
-        .await;
-    }
-    Err(ReconcileError::InvalidSpec(invalid))
 }

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
 use k8s_openapi::api::batch::v1::Job;
@@ -13,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
@@ -21,7 +18,7 @@ use tracing::warn;
 use super::DeploymentContext;
 use super::render;
 use super::status::{self, BuildState, Finished, Observed, RolloutState, Stop};
-use crate::api::conditions::{self, Conditions, is_stalled_with};
+use crate::api::conditions;
 use crate::api::deployment::{
     Deployment, DeploymentPhase, DeploymentStatus, GitRevision, PhaseTimings,
 };
@@ -29,32 +26,29 @@ use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{BuildSpec, GitSource, Project};
 use crate::api::validation::{self, InvalidField};
 use crate::build::{self, BuildConfig, BuildJobInput, build_job_name, parse_termination_message};
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
 use crate::controllers::project::status as project_status;
-use crate::controllers::{Context, FIELD_MANAGER, applied, delete_if_present, write_status};
+use crate::controllers::{
+    Context, FIELD_MANAGER, applied, delete_if_present, stall, stall_invalid, write_status,
+};
 use crate::hostnames::{self, Authority, Claimant};
 use crate::labels::{CANCEL, COMPONENT_LABEL, DEPLOYMENT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing;
 use crate::telemetry::OutcomeLabels;
 
-impl Reconciler for DeploymentContext {
-    type Kind = Deployment;
+reconciler!(DeploymentContext, Deployment, reconcile_and_prune);
 
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a Deployment) -> BoxFuture<'a, Result<Action>> {
-        async move {
-            let result = reconcile_deployment(obj, self).await;
-            self.prune_applied();
-            result
-        }
-        .boxed()
-    }
+/// Reconciles `deployment`, then forgets what was applied to children that are gone.
+async fn reconcile_and_prune(
+    deployment: &Deployment,
+    deployments: &DeploymentContext,
+) -> Result<Action> {
+    let result = reconcile_deployment(deployment, deployments).await;
+    deployments.prune_applied();
+    result
 }
 
 /// What a Deployment deploys, once validated against its Project.
@@ -73,7 +67,7 @@ async fn reconcile_deployment(
     deployments: &DeploymentContext,
 ) -> Result<Action> {
     let ctx = &deployments.ctx;
-    let (client, recorder) = (&ctx.client, &ctx.recorder);
+    let client = &ctx.client;
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
     let previous = deployment.status.as_ref().and_then(|s| s.phase);
@@ -96,11 +90,7 @@ async fn reconcile_deployment(
     };
     let plan = match plan(deployment, &project, &ctx.config.build) {
         Ok(plan) => plan,
-        Err(invalid) => {
-            let message = invalid.to_string();
-            stall(client, recorder, deployment, "InvalidSpec", &message).await?;
-            return Err(ReconcileError::InvalidSpec(invalid));
-        }
+        Err(invalid) => return Err(stall_invalid(ctx, deployment, invalid).await),
     };
 
     // Build, unless the image is known; then roll out and route.
@@ -162,14 +152,7 @@ async fn project_of(deployments: &DeploymentContext, deployment: &Deployment) ->
     let message = format!(
         "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"
     );
-    stall(
-        &ctx.client,
-        &ctx.recorder,
-        deployment,
-        "ProjectNotFound",
-        &message,
-    )
-    .await?;
+    stall(ctx, deployment, "ProjectNotFound", &message).await?;
     Err(ReconcileError::MissingReference(message))
 }
 
@@ -205,14 +188,7 @@ async fn preview_key(
         "spec.projectRef.name: Project {} holds no hostname (see its status)",
         project.name_any()
     );
-    stall(
-        &ctx.client,
-        &ctx.recorder,
-        deployment,
-        "ProjectHasNoHostname",
-        &message,
-    )
-    .await?;
+    stall(ctx, deployment, "ProjectHasNoHostname", &message).await?;
     Err(ReconcileError::MissingReference(message))
 }
 
@@ -952,34 +928,6 @@ async fn project_key(client: &Client, project: &Project, base: &str) -> Result<O
     Ok(hostnames::holds(client, &hostname, &me)
         .await?
         .then_some(key))
-}
-
-async fn stall(
-    client: &Client,
-    recorder: &Recorder,
-    deployment: &Deployment,
-    reason: &'static str,
-    message: &str,
-) -> Result<()> {
-    let mut status = deployment.status.clone().unwrap_or_default();
-    let already = is_stalled_with(&status.conditions, message);
-    Conditions::new(&mut status.conditions, deployment.metadata.generation)
-        .stalled(reason, message);
-    status.observed_generation = deployment.metadata.generation;
-    write_status(client, deployment, &status).await?;
-    if already {
-        return Ok(()); // told once; every watched change would repeat it
-    }
-    publish(
-        recorder,
-        deployment,
-        EventType::Warning,
-        reason,
-        "Validate",
-        message,
-    )
-    .await;
-    Ok(())
 }
 
 async fn delete_build_job(client: &Client, namespace: &str, name: &str) -> Result<()> {

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -29,8 +27,7 @@ use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerifica
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::config::DomainListeners;
-use crate::controllers::Context;
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::{FIELD_MANAGER, delete_if_present, write_status};
@@ -45,17 +42,7 @@ const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 
 // How often a settled Domain is looked at again (certificate expiry, missed events).
 
-impl Reconciler for DomainContext {
-    type Kind = Domain;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a Domain) -> BoxFuture<'a, Result<Action>> {
-        reconcile_domain(obj, self).boxed()
-    }
-}
+reconciler!(DomainContext, Domain, reconcile_domain);
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
     if domain.metadata.deletion_timestamp.is_some() {

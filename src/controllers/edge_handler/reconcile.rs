@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use gateway_api::apis::standard::referencegrants::{
     ReferenceGrant, ReferenceGrantFrom, ReferenceGrantSpec, ReferenceGrantTo,
 };
@@ -21,25 +19,14 @@ use super::{EdgeContext, FROM_NAMESPACE_LABEL, plan_of};
 use crate::api::conditions::{STALLED, find};
 use crate::api::edge_handler::EdgeHandler;
 use crate::config::ServicePort;
-use crate::controllers::Context;
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::error::Result;
 use crate::controllers::events::publish;
 use crate::controllers::{FIELD_MANAGER, applied, write_status};
 use crate::labels::{MANAGED_BY, PROJECT_LABEL};
 use crate::routing::edge::EDGE_RULES_ANNOTATION;
 
-impl Reconciler for EdgeContext {
-    type Kind = EdgeHandler;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a EdgeHandler) -> BoxFuture<'a, Result<Action>> {
-        reconcile_handler(obj, self).boxed()
-    }
-}
+reconciler!(EdgeContext, EdgeHandler, reconcile_handler);
 
 async fn reconcile_handler(handler: &EdgeHandler, edge: &EdgeContext) -> Result<Action> {
     let ctx = &edge.ctx;

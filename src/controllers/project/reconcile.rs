@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -18,43 +16,37 @@ use tracing::{debug, info};
 
 use super::{ProjectContext, render, status};
 use crate::api::conditions::Conditions;
-use crate::api::conditions::is_stalled_with;
 use crate::api::deployment::{Deployment, DeploymentPhase, Target};
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::{Project, ProjectStatus};
 use crate::api::validation::{self, InvalidField};
 use crate::controllers::applied;
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
-use crate::controllers::{Context, FIELD_MANAGER, delete_if_present, write_status};
+use crate::controllers::{Context, FIELD_MANAGER, delete_if_present, stall_invalid, write_status};
 use crate::hostnames::{self, Authority, Claimant, Standing, scheme};
 use crate::labels::{PROJECT_LABEL, STANDBY, SUPERSEDED_BY};
 use crate::routing::{self, Serving, split};
 
-impl Reconciler for ProjectContext {
-    type Kind = Project;
+reconciler!(ProjectContext, Project, reconcile_and_prune);
 
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a Project) -> BoxFuture<'a, Result<Action>> {
-        async move {
-            let all = self.projects.state();
-            let holds_name =
-                render::holds_name(obj, all.iter().filter_map(|guard| guard.0.as_ref().ok()));
-            let result = reconcile_project(obj, holds_name, self).await;
-            self.applied.prune(|_, namespace, name| {
-                self.routes
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .is_some()
-            });
-            result
-        }
-        .boxed()
-    }
+/// Reconciles `project`, then forgets what was applied to routes that are gone.
+async fn reconcile_and_prune(project: &Project, project_ctx: &ProjectContext) -> Result<Action> {
+    let all = project_ctx.projects.state();
+    let holds_name = render::holds_name(
+        project,
+        all.iter().filter_map(|guard| guard.0.as_ref().ok()),
+    );
+    let result = reconcile_project(project, holds_name, project_ctx).await;
+    project_ctx.applied.prune(|_, namespace, name| {
+        project_ctx
+            .routes
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    });
+    result
 }
 
 async fn reconcile_project(
@@ -63,18 +55,18 @@ async fn reconcile_project(
     project_ctx: &ProjectContext,
 ) -> Result<Action> {
     let ctx = &project_ctx.ctx;
-    let (recorder, base) = (&ctx.recorder, &ctx.config.routing.base_domain);
+    let base = &ctx.config.routing.base_domain;
     let name = project.name_any();
     let previous = project.status.clone().unwrap_or_default();
 
     // Hostnames first: every route below is generated from the key this Project holds.
     let Some(key) = hold_key(project_ctx, project, holds_name).await? else {
         let invalid = no_hostname(&name, base);
-        return stall(ctx, recorder, project, &previous, invalid).await;
+        return Err(stall_invalid(ctx, project, invalid).await);
     };
     // Validate what the apiserver cannot.
     if let Err(invalid) = validation::project(&project.spec) {
-        return stall(ctx, recorder, project, &previous, invalid).await;
+        return Err(stall_invalid(ctx, project, invalid).await);
     }
 
     // From the cache, guarded: a Deployment this release cannot read (stored under an
@@ -86,7 +78,7 @@ async fn reconcile_project(
     supersede(&deployments_api, &deployments).await?;
     let production = match Production::choose(project, &previous, &deployments) {
         Ok(production) => production,
-        Err(invalid) => return stall(ctx, recorder, project, &previous, invalid).await,
+        Err(invalid) => return Err(stall_invalid(ctx, project, invalid).await),
     };
     let hostname = scheme::production_hostname(&key, base);
     let production_url = routing::url(&hostname);
@@ -536,37 +528,6 @@ async fn prune(
         .await;
     }
     Ok(())
-}
-
-/// Reports an invalid spec: `Stalled` naming the field, a Warning Event, production left
-/// where it is; the Project waits for a change.
-async fn stall(
-    ctx: &Context,
-    recorder: &kube::runtime::events::Recorder,
-    project: &Project,
-    previous: &ProjectStatus,
-    invalid: InvalidField,
-) -> Result<Action> {
-    let mut next = previous.clone();
-    let already = is_stalled_with(&previous.conditions, &invalid.to_string());
-    Conditions::new(&mut next.conditions, project.metadata.generation)
-        .stalled(invalid.reason(), &invalid.to_string());
-    next.observed_generation = project.metadata.generation;
-    write_status(&ctx.client, project, &next).await?;
-    if already {
-        // Told once; every change of a Deployment would repeat it.
-        return Err(ReconcileError::InvalidSpec(invalid));
-    }
-    publish(
-        recorder,
-        project,
-        EventType::Warning,
-        invalid.reason(),
-        "Validate",
-        &invalid.to_string(),
-    )
-    .await;
-    Err(ReconcileError::InvalidSpec(invalid))
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -17,8 +15,7 @@ use super::status::{self, Observed, Running};
 use crate::api::conditions::{READY, STALLED, find};
 use crate::api::deployment::Deployment;
 use crate::api::split_test::{SplitTest, SplitTestPhase, SplitTestStatus};
-use crate::controllers::Context;
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
@@ -26,17 +23,7 @@ use crate::controllers::{readable_in, write_status};
 use crate::delivery::PlatformEvent;
 use crate::routing::split::{self, SPLIT_TEST_ANNOTATION};
 
-impl Reconciler for SplitContext {
-    type Kind = SplitTest;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a SplitTest) -> BoxFuture<'a, Result<Action>> {
-        reconcile_test(obj, self).boxed()
-    }
-}
+reconciler!(SplitContext, SplitTest, reconcile_test);
 
 async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action> {
     let ctx = &split.ctx;

@@ -4,8 +4,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -22,8 +20,7 @@ use crate::api::conditions::{self, Conditions, DEGRADED, Status};
 use crate::api::validation::{self, InvalidField};
 use crate::api::webhook::{Webhook, WebhookSpec, WebhookStatus};
 use crate::api::webhook_delivery::WebhookDelivery;
-use crate::controllers::Context;
-use crate::controllers::driver::Reconciler;
+use crate::controllers::driver::reconciler;
 use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
@@ -44,17 +41,7 @@ pub const PING_EVENT: &str = "webhook.ping";
 // (the controller owns them), when the next kept delivery passes its TTL, and at least
 // every `--resync-period`.
 
-impl Reconciler for WebhookContext {
-    type Kind = Webhook;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a Webhook) -> BoxFuture<'a, Result<Action>> {
-        reconcile_inner(obj, self).boxed()
-    }
-}
+reconciler!(WebhookContext, Webhook, reconcile_inner);
 
 /// Checks the apiserver cannot make: durations, event patterns, and an endpoint URL (from
 /// the spec or a Secret) whose host is an address the egress policy refuses. Names the

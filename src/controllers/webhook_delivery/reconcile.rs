@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use crate::controllers::Context;
-use crate::controllers::driver::Reconciler;
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use crate::controllers::driver::reconciler;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
@@ -60,17 +57,7 @@ pub fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
 /// How long past the Webhook's timeout an unrecorded claim is still respected.
 const CLAIM_GRACE: Duration = Duration::from_secs(30);
 
-impl Reconciler for DeliveryContext {
-    type Kind = WebhookDelivery;
-
-    fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    fn reconcile<'a>(&'a self, obj: &'a WebhookDelivery) -> BoxFuture<'a, Result<Action>> {
-        reconcile_inner(obj, self).boxed()
-    }
-}
+reconciler!(DeliveryContext, WebhookDelivery, reconcile_inner);
 
 async fn reconcile_inner(delivery: &WebhookDelivery, ctx: &DeliveryContext) -> Result<Action> {
     let namespace = delivery.namespace().unwrap_or_default();
