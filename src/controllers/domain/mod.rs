@@ -7,6 +7,7 @@
 //! hostname, and redirect targets), the Certificates and HTTPRoutes it owns, and the
 //! Projects' production and branch HTTPRoutes (to follow promotions and rollbacks).
 
+pub mod certificate;
 pub mod claims;
 pub mod listener;
 pub mod reconcile;
@@ -20,7 +21,6 @@ use futures::future::BoxFuture;
 use gateway_api::apis::standard::gateways::Gateway;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
-use kube::api::DynamicObject;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -96,7 +96,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         };
         let client = run.ctx.client.clone();
         let managed = watcher::Config::default().labels(MANAGED);
-        let certificates = render::certificate_resource();
 
         // The guards keep one malformed Domain from stopping the controller.
         let controller = run.controller(
@@ -152,17 +151,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .owns_stream(run.children::<HttpRoute>(managed.clone()))
             // A listener deleted or edited by hand is put back at once, not at the resync.
             .owns_stream(run.children::<ListenerSet>(managed.clone()))
-            .owns_stream_with(
-                run.watch(
-                    Api::<PartialObjectMeta<DynamicObject>>::all_with(
-                        client.clone(),
-                        &certificates,
-                    ),
-                    managed.clone(),
-                )
-                .touched_objects(),
-                certificates,
-            )
+            .owns_stream(run.children::<certificate::Certificate>(managed.clone()))
             .watches_stream(
                 run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
                 move |guard| {

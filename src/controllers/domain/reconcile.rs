@@ -9,7 +9,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -20,6 +20,7 @@ use tracing::info;
 use super::claims::{self, Claim, Standing};
 use super::listener;
 use super::render::{self, RouteTarget};
+use super::certificate::Certificate;
 use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
 use super::{DomainContext, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, Status, VERIFIED};
@@ -478,8 +479,8 @@ async fn certificate_state(
 }
 
 /// cert-manager's Certificates in `namespace`.
-fn certificates_in(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &render::certificate_resource())
+fn certificates_in(client: &kube::Client, namespace: &str) -> Api<Certificate> {
+    Api::namespaced(client.clone(), namespace)
 }
 
 /// Whoever manages the certificate (cert-manager or the user), one warning when it is about

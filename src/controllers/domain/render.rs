@@ -11,26 +11,17 @@ use gateway_api::apis::standard::referencegrants::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ManagedFieldsEntry, ObjectMeta, OwnerReference,
 };
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
 use crate::api::domain::{Domain, IssuerKind, IssuerReference};
 use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
+use super::certificate::{Certificate, CertificateSpec, IssuerRef, SecretTemplate};
 use crate::delivery::PlatformEvent;
 use crate::labels::{MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, bounded_name, edge::EdgePlan, split::SplitPlan};
 
 pub const DOMAIN_LABEL: &str = "clouddeck.io/domain";
-
-/// cert-manager's Certificate, which the operator does not compile types for.
-pub fn certificate_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "cert-manager.io",
-        "v1",
-        "Certificate",
-    ))
-}
 
 /// Name of a Domain's HTTPRoute.
 pub fn route_name(domain: &str) -> String {
@@ -58,9 +49,10 @@ pub fn labels(domain: &Domain) -> BTreeMap<String, String> {
             PROJECT_LABEL.to_owned(),
             domain.spec.project_ref.name.clone(),
         ),
+        // A label value has at most 63 characters; a Domain's name up to 253.
         (
             DOMAIN_LABEL.to_owned(),
-            domain.metadata.name.clone().unwrap_or_default(),
+            routing::bounded_to(domain.metadata.name.as_deref().unwrap_or_default(), 63),
         ),
     ])
 }
@@ -334,23 +326,29 @@ pub fn certificate(
     hostname: &str,
     issuer: &IssuerReference,
     owner: &OwnerReference,
-) -> DynamicObject {
+) -> Certificate {
     let name = certificate_name(&domain.metadata.name.clone().unwrap_or_default());
-    let meta = child_meta(domain, name.clone(), owner);
     let kind = match issuer.kind {
         IssuerKind::ClusterIssuer => "ClusterIssuer",
         IssuerKind::Issuer => "Issuer",
     };
-    let mut object = DynamicObject::new(&name, &certificate_resource()).data(json!({
-        "spec": {
-            "secretName": name,
-            "dnsNames": [hostname],
-            "issuerRef": { "group": "cert-manager.io", "kind": kind, "name": issuer.name },
-            "secretTemplate": { "labels": labels(domain) },
-        }
-    }));
-    object.metadata = meta;
-    object
+    let mut certificate = Certificate::new(
+        &name,
+        CertificateSpec {
+            secret_name: name.clone(),
+            dns_names: vec![hostname.to_owned()],
+            issuer_ref: IssuerRef {
+                group: "cert-manager.io".into(),
+                kind: kind.into(),
+                name: issuer.name.clone(),
+            },
+            secret_template: Some(SecretTemplate {
+                labels: labels(domain),
+            }),
+        },
+    );
+    certificate.metadata = child_meta(domain, name, owner);
+    certificate
 }
 
 /// A `domain.*`, `certificate.*` or `alert.*` webhook event about `domain`. Its id is
@@ -624,12 +622,17 @@ mod tests {
         assert_eq!(json["kind"], "Certificate");
         assert_eq!(json["metadata"]["name"], "shop-tls");
         assert_eq!(json["metadata"]["labels"][DOMAIN_LABEL], "shop");
-        assert_eq!(json["spec"]["dnsNames"], json!(["shop.example.com"]));
-        assert_eq!(json["spec"]["secretName"], "shop-tls");
+        assert_eq!(json["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         assert_eq!(
-            json["spec"]["issuerRef"],
-            json!({ "group": "cert-manager.io", "kind": "ClusterIssuer", "name": "letsencrypt-prod" })
+            json["spec"],
+            json!({
+                "secretName": "shop-tls",
+                "dnsNames": ["shop.example.com"],
+                "issuerRef": { "group": "cert-manager.io", "kind": "ClusterIssuer", "name": "letsencrypt-prod" },
+                "secretTemplate": { "labels": json["metadata"]["labels"] },
+            })
         );
+        assert!(json.get("status").is_none(), "status is cert-manager's: {json}");
 
         let own = domain(Some(DomainTls {
             issuer_ref: Some(IssuerReference {

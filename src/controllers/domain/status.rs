@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::DynamicObject;
+use super::certificate::Certificate;
 use x509_parser::pem::Pem;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -265,34 +265,31 @@ pub fn leaf_not_after(pem: &[u8]) -> Result<Timestamp, InvalidCertificate> {
 }
 
 /// Reads a cert-manager Certificate's `Ready` condition and `notAfter`.
-pub fn certificate_state(certificate: Option<&DynamicObject>) -> CertificateState {
-    let Some(status) = certificate.and_then(|c| c.data.get("status")) else {
-        return CertificateState::Pending {
-            message: "waiting for cert-manager to issue the certificate".into(),
-        };
+pub fn certificate_state(certificate: Option<&Certificate>) -> CertificateState {
+    let waiting = || CertificateState::Pending {
+        message: "waiting for cert-manager to issue the certificate".into(),
     };
-    let ready = status
-        .get("conditions")
-        .and_then(|c| c.as_array())
-        .and_then(|list| list.iter().find(|c| c["type"] == "Ready"));
-    match ready {
-        Some(ready) if ready["status"] == "True" => CertificateState::Issued {
-            not_after: status
-                .get("notAfter")
-                .and_then(|t| t.as_str())
+    let Some(certificate) = certificate else {
+        return waiting();
+    };
+    match certificate.ready() {
+        Some(ready) if ready.status == "True" => CertificateState::Issued {
+            not_after: certificate
+                .status
+                .as_ref()
+                .and_then(|s| s.not_after.as_deref())
                 .and_then(|t| t.parse().ok()),
         },
         Some(ready) => CertificateState::Pending {
             message: format!(
                 "cert-manager: {}",
-                ready["message"]
-                    .as_str()
+                ready
+                    .message
+                    .as_deref()
                     .unwrap_or("the certificate is not ready")
             ),
         },
-        None => CertificateState::Pending {
-            message: "waiting for cert-manager to issue the certificate".into(),
-        },
+        None => waiting(),
     }
 }
 
@@ -575,7 +572,6 @@ pub fn recheck_after(waiting: Duration) -> Duration {
 mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use kube::api::ApiResource;
     use serde_json::json;
 
     use super::*;
@@ -663,13 +659,15 @@ mod tests {
         assert!(shown.message.contains("team-secret"), "{}", shown.message);
     }
 
-    fn cert(status: serde_json::Value) -> DynamicObject {
-        let ar = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "cert-manager.io",
-            "v1",
-            "Certificate",
-        ));
-        DynamicObject::new("shop-tls", &ar).data(json!({ "spec": {}, "status": status }))
+    fn cert(status: serde_json::Value) -> Certificate {
+        serde_json::from_value(json!({
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Certificate",
+            "metadata": { "name": "shop-tls" },
+            "spec": { "secretName": "shop-tls", "dnsNames": [], "issuerRef": { "group": "", "kind": "", "name": "" } },
+            "status": status,
+        }))
+        .unwrap()
     }
 
     #[test]
