@@ -45,8 +45,16 @@ pub const CATEGORY: &str = "clouddeck";
 /// operator's own cluster-scoped HostnameClaim.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [
-        with_hostname_key_name(Project::crd()),
-        Deployment::crd(),
+        with_root_rule(
+            Project::crd(),
+            crate::hostnames::KEY_NAME_RULE,
+            crate::hostnames::KEY_NAME_MESSAGE,
+        ),
+        with_root_rule(
+            Deployment::crd(),
+            DEPLOYMENT_NAME_RULE,
+            DEPLOYMENT_NAME_MESSAGE,
+        ),
         Domain::crd(),
         EdgeHandler::crd(),
         CronJob::crd(),
@@ -61,14 +69,22 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     .collect()
 }
 
-/// A Project's name is the key of its hostnames (see [`crate::hostnames`]): the apiserver
-/// refuses names that cannot be one. Only a rule at the schema's root may read
-/// `metadata.name`, so it is added to the generated CRD here.
-fn with_hostname_key_name(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    let rule = serde_json::json!({
-        "rule": crate::hostnames::KEY_NAME_RULE,
-        "message": crate::hostnames::KEY_NAME_MESSAGE,
-    });
+/// A Deployment's name names its Service, which must be a DNS-1035 label.
+pub const DEPLOYMENT_NAME_RULE: &str =
+    "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+/// The message of [`DEPLOYMENT_NAME_RULE`].
+pub const DEPLOYMENT_NAME_MESSAGE: &str = "a Deployment's name names its Service: at most 63 \
+     lowercase letters, digits and '-', starting with a letter";
+
+/// Adds a rule on the whole object: only a rule at the schema's root may read
+/// `metadata.name`, so it is added to the generated CRD here. A Project's name is the key
+/// of its hostnames (see [`crate::hostnames`]); a Deployment's names its Service.
+fn with_root_rule(
+    mut crd: CustomResourceDefinition,
+    rule: &str,
+    message: &str,
+) -> CustomResourceDefinition {
+    let rule = serde_json::json!({ "rule": rule, "message": message });
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
             .schema
@@ -122,57 +138,205 @@ pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([
 /// What the apiserver accepts as an environment variable name: printable ASCII but `=`.
 pub const ENV_NAME_PATTERN: &str = "^[ -<>-~]+$";
 
+/// What the apiserver accepts as a Secret or ConfigMap key.
+pub const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
+/// The pod fields an environment variable may read (`env[].valueFrom.fieldRef.fieldPath`),
+/// besides one label or annotation.
+const POD_FIELD_PATHS: &str = "['metadata.name', 'metadata.namespace', 'metadata.uid', \
+     'spec.nodeName', 'spec.serviceAccountName', 'status.hostIP', 'status.hostIPs', \
+     'status.podIP', 'status.podIPs']";
+
 /// k8s-openapi's schemas of fields that end up in child objects accept values the
 /// apiserver refuses there, so a Project with `cpu: lots` or `env: [{name: "A=B"}]` was
 /// admitted and then failed every apply of its workload. One pass over the schemas gives
-/// them the apiserver's own rules, refused at admission:
+/// them the apiserver's own pod rules, refused at admission:
 ///
-/// - every quantity (resource requests and limits): the Quantity grammar as a `pattern`,
-///   and a short description instead of the type's page-long one;
+/// - every quantity (resource requests and limits, a `resourceFieldRef`'s divisor): the
+///   Quantity grammar as a `pattern` (requests and limits also with a short description
+///   instead of the type's page-long one);
+/// - resource requirements: cpu, memory, ephemeral-storage or domain-qualified
+///   (extended) resource names, requests no larger than limits (an extended resource's
+///   equal to its limit, and whole), no resource claims (CloudDeck's pods have none);
 /// - `EnvVar.name` and `EnvFromSource.prefix`: printable ASCII but `=` (a name also
-///   non-empty).
+///   non-empty);
+/// - an environment variable's `value` or one `valueFrom` source, never both; a field
+///   reference to a pod field the downward API serves; a resource reference to this
+///   container's own limits or requests (no `containerName`: one runtime serves the
+///   application container and a CronJob's), with a divisor the apiserver allows;
+///   `fileKeyRef` refused (the pods mount no env file);
+/// - the Secret and ConfigMap names and keys they reference: DNS subdomain names and
+///   Secret-key characters; an `envFrom` entry names exactly one of the two.
 fn checked_child_fields(crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    enum Field {
-        Quantity,
-        EnvName,
-        EnvPrefix,
-    }
-    fn field(schema: &serde_json::Map<String, serde_json::Value>) -> Option<Field> {
-        let description = schema.get("description")?.as_str()?;
-        let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&true.into());
-        if int_or_string && description.starts_with("Quantity is a fixed-point") {
-            Some(Field::Quantity)
-        } else if description.starts_with("Name of the environment variable.") {
-            Some(Field::EnvName)
-        } else if description
-            .starts_with("Optional text to prepend to the name of each environment")
-        {
-            Some(Field::EnvPrefix)
-        } else {
-            None
+    type Schema = serde_json::Map<String, serde_json::Value>;
+    fn rule(schema: &mut Schema, rule: &str, message: &str) {
+        let rules = schema
+            .entry("x-kubernetes-validations")
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(rules) = rules.as_array_mut() {
+            rules.push(serde_json::json!({ "rule": rule, "message": message }));
         }
+    }
+    fn string(schema: &mut Schema, pattern: &str, min: usize, max: usize) {
+        schema.insert("pattern".into(), pattern.into());
+        schema.insert("minLength".into(), min.into());
+        schema.insert("maxLength".into(), max.into());
+    }
+    fn check(schema: &mut Schema) {
+        let description = schema
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let is = |prefix: &str| description.starts_with(prefix);
+        let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&true.into());
+        if int_or_string && is("Quantity is a fixed-point") {
+            schema.insert("pattern".into(), QUANTITY_PATTERN.into());
+            schema.insert("maxLength".into(), 64.into());
+            schema.insert(
+                "description".into(),
+                "A quantity, e.g. `500m` or `2` (CPU), `256Mi` or `1Gi` (memory).".into(),
+            );
+        } else if int_or_string && is("Specifies the output format of the exposed resources") {
+            schema.insert("pattern".into(), QUANTITY_PATTERN.into());
+            schema.insert("maxLength".into(), 64.into());
+        } else if is("Name of the environment variable.") {
+            string(schema, ENV_NAME_PATTERN, 1, 4096);
+        } else if is("Optional text to prepend to the name of each environment") {
+            string(schema, ENV_NAME_PATTERN, 0, 4096);
+        } else if is("Name of the referent.") {
+            string(schema, common::HOSTNAME_PATTERN, 1, 253);
+        } else if is("The key to select.") || is("The key of the secret to select from.") {
+            string(schema, DATA_KEY_PATTERN, 1, 253);
+        } else if is("Path of the field to select") {
+            schema.insert("maxLength".into(), 1024.into());
+        } else if is("EnvVar represents an environment variable") {
+            rule(
+                schema,
+                "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+                "give value or valueFrom, not both",
+            );
+        } else if is("Source for the environment variable's value") {
+            rule(
+                schema,
+                "[has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef), \
+                 has(self.secretKeyRef), has(self.fileKeyRef)].filter(x, x).size() == 1",
+                "give exactly one of configMapKeyRef, secretKeyRef, fieldRef and resourceFieldRef",
+            );
+            rule(
+                schema,
+                "!has(self.fileKeyRef)",
+                "fileKeyRef is not supported: CloudDeck's pods mount no env file",
+            );
+        } else if is("Selects a field of the pod") {
+            rule(
+                schema,
+                &format!(
+                    "self.fieldPath in {POD_FIELD_PATHS} || \
+                     self.fieldPath.matches('^metadata\\\\.(labels|annotations)\\\\[.+\\\\]$')"
+                ),
+                &format!(
+                    "fieldPath must be one of {POD_FIELD_PATHS}, or metadata.labels['<key>'] \
+                     or metadata.annotations['<key>']"
+                ),
+            );
+            rule(
+                schema,
+                "!has(self.apiVersion) || self.apiVersion == 'v1'",
+                "apiVersion must be v1",
+            );
+        } else if is("Selects a resource of the container") {
+            rule(
+                schema,
+                "self.resource in ['limits.cpu', 'limits.memory', 'limits.ephemeral-storage', \
+                 'requests.cpu', 'requests.memory', 'requests.ephemeral-storage']",
+                "resource must be limits.cpu, limits.memory, limits.ephemeral-storage, \
+                 requests.cpu, requests.memory or requests.ephemeral-storage",
+            );
+            rule(
+                schema,
+                "!has(self.containerName) || self.containerName == ''",
+                "leave containerName out: the variable reads its own container's resources",
+            );
+            rule(
+                schema,
+                "!has(self.divisor) || !self.resource.endsWith('.cpu') || \
+                 ['0', '1m', '1'].exists(d, quantity(d).compareTo(quantity(string(self.divisor))) == 0)",
+                "a cpu divisor must be 1m or 1",
+            );
+            rule(
+                schema,
+                "!has(self.divisor) || self.resource.endsWith('.cpu') || \
+                 ['0', '1', '1k', '1M', '1G', '1T', '1P', '1E', '1Ki', '1Mi', '1Gi', '1Ti', \
+                 '1Pi', '1Ei'].exists(d, quantity(d).compareTo(quantity(string(self.divisor))) == 0)",
+                "a memory or storage divisor must be 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, \
+                 1Ti, 1Pi or 1Ei",
+            );
+        } else if is("EnvFromSource represents the source") {
+            rule(
+                schema,
+                "has(self.configMapRef) != has(self.secretRef)",
+                "give exactly one of configMapRef and secretRef",
+            );
+        }
+        if is_resource_requirements(schema) {
+            checked_resource_requirements(schema);
+        }
+    }
+    fn is_resource_requirements(schema: &Schema) -> bool {
+        schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .is_some_and(|p| {
+                ["claims", "limits", "requests"]
+                    .iter()
+                    .all(|k| p.contains_key(*k))
+            })
+    }
+    fn checked_resource_requirements(schema: &mut Schema) {
+        if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for map in ["limits", "requests"] {
+                if let Some(map) = properties.get_mut(map).and_then(|m| m.as_object_mut()) {
+                    map.insert("maxProperties".into(), 16.into());
+                    map.insert(
+                        "x-kubernetes-validations".into(),
+                        serde_json::json!([{
+                            "rule": "self.all(name, name in ['cpu', 'memory', 'ephemeral-storage'] \
+                                     || name.contains('/'))",
+                            "message": "resource names are cpu, memory, ephemeral-storage or \
+                                        domain-qualified (example.com/gpu)",
+                        }]),
+                    );
+                }
+            }
+        }
+        rule(
+            schema,
+            "!has(self.claims) || size(self.claims) == 0",
+            "claims are not supported: CloudDeck's pods have no resource claims",
+        );
+        rule(
+            schema,
+            "!has(self.requests) || !has(self.limits) || self.requests.all(name, \
+             !(name in self.limits) || !isQuantity(self.requests[name]) || \
+             !isQuantity(self.limits[name]) || \
+             quantity(self.requests[name]).compareTo(quantity(self.limits[name])) <= 0)",
+            "a request must not exceed its limit",
+        );
+        rule(
+            schema,
+            "!has(self.requests) || self.requests.all(name, !name.contains('/') || \
+             (has(self.limits) && name in self.limits && isQuantity(self.requests[name]) && \
+             isQuantity(self.limits[name]) && quantity(self.requests[name]).isInteger() && \
+             quantity(self.requests[name]).compareTo(quantity(self.limits[name])) == 0))",
+            "a domain-qualified (extended) resource takes a whole number, and its request must \
+             equal its limit",
+        );
     }
     fn walk(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(schema) => {
-                match field(schema) {
-                    Some(Field::Quantity) => {
-                        schema.insert("pattern".into(), QUANTITY_PATTERN.into());
-                        schema.insert(
-                            "description".into(),
-                            "A quantity, e.g. `500m` or `2` (CPU), `256Mi` or `1Gi` (memory)."
-                                .into(),
-                        );
-                    }
-                    Some(Field::EnvName) => {
-                        schema.insert("pattern".into(), ENV_NAME_PATTERN.into());
-                        schema.insert("minLength".into(), 1.into());
-                    }
-                    Some(Field::EnvPrefix) => {
-                        schema.insert("pattern".into(), ENV_NAME_PATTERN.into());
-                    }
-                    None => {}
-                }
+                check(schema);
                 schema.values_mut().for_each(walk);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
@@ -235,8 +399,63 @@ mod tests {
         }
         let schemas = serde_json::to_string(&crds()).unwrap();
         let pattern = serde_json::to_string(QUANTITY_PATTERN).unwrap();
-        // requests and limits of the build container and of the application container
-        assert_eq!(schemas.matches(&pattern).count(), 4);
+        // requests and limits of the build container and of the application container, and
+        // the divisor of an environment variable's resourceFieldRef
+        assert_eq!(schemas.matches(&pattern).count(), 5);
+    }
+
+    #[test]
+    fn every_pod_field_in_a_crd_carries_the_pods_rules() {
+        // What each field must have, by the description k8s-openapi gives it.
+        fn walk(value: &serde_json::Value, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(schema) => {
+                    let description = schema.get("description").and_then(|d| d.as_str());
+                    let has = |key: &str| schema.contains_key(key);
+                    match description {
+                        Some(d) if d.starts_with("Name of the referent.") => {
+                            assert!(has("pattern") && has("maxLength"), "{d}");
+                            found.push("referent".into());
+                        }
+                        Some(d)
+                            if d.starts_with("The key to select.")
+                                || d.starts_with("The key of the secret to select from.") =>
+                        {
+                            assert_eq!(schema["pattern"], DATA_KEY_PATTERN, "{d}");
+                            found.push("key".into());
+                        }
+                        Some(d)
+                            if d.starts_with("EnvVar represents")
+                                || d.starts_with("Source for the environment")
+                                || d.starts_with("Selects a field of the pod")
+                                || d.starts_with("Selects a resource of the container")
+                                || d.starts_with("EnvFromSource represents") =>
+                        {
+                            assert!(has("x-kubernetes-validations"), "{d}");
+                            found.push(d.split_whitespace().take(3).collect());
+                        }
+                        _ => {}
+                    }
+                    schema.values().for_each(|v| walk(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(&serde_json::to_value(crds()).unwrap(), &mut found);
+        // env[].valueFrom: Secret and ConfigMap (name and key); envFrom: Secret and ConfigMap.
+        assert_eq!(found.iter().filter(|f| *f == "referent").count(), 4);
+        assert_eq!(found.iter().filter(|f| *f == "key").count(), 2);
+        assert_eq!(found.len(), 6 + 5, "{found:?}");
+        let schemas = serde_json::to_string(&crds()).unwrap();
+        // requests ≤ limits, on the build container and the application container
+        assert_eq!(
+            schemas
+                .matches("a request must not exceed its limit")
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{self, TestNamespace, eventually, kubectl, kubectl_ok};
 
@@ -253,6 +253,219 @@ async fn invalid_manifests_are_refused_at_admission_with_their_message() {
         "{} of {} cases:\n{}",
         problems.len(),
         cases.len(),
+        problems.join("\n")
+    );
+}
+
+/// User story: "Whatever environment and resources my Project admits, its pods accept;
+/// whatever its pods would refuse, my Project is refused with the reason, not left failing
+/// every rollout." Each case goes, as a server-side dry run, both into a Project's
+/// `spec.runtime` and into a Pod's container (the apiserver's own pod validation): both
+/// must admit it, or both refuse it (the Project with the message given).
+#[tokio::test]
+async fn runtime_fields_are_refused_exactly_where_a_pod_would_refuse_them() {
+    let _shared = support::SHARED_API.read().await;
+    install_crds();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-api-runtime").await;
+    let secret = |name: &str, key: &str| json!({ "secretKeyRef": { "name": name, "key": key } });
+    let env = |var: Value| json!({ "env": [var] });
+    let resources = |r: Value| json!({ "resources": r });
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            "a Secret key",
+            env(json!({ "name": "TOKEN", "valueFrom": secret("api", "token.v1") })),
+            None,
+        ),
+        (
+            "a ConfigMap key",
+            env(
+                json!({ "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": "cfg", "key": "mode" } } }),
+            ),
+            None,
+        ),
+        (
+            "a label",
+            env(
+                json!({ "name": "APP", "valueFrom": { "fieldRef": { "fieldPath": "metadata.labels['app']" } } }),
+            ),
+            None,
+        ),
+        (
+            "the pod IP",
+            env(
+                json!({ "name": "IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }),
+            ),
+            None,
+        ),
+        (
+            "the memory limit in Mi",
+            env(
+                json!({ "name": "MEM", "valueFrom": { "resourceFieldRef": { "resource": "limits.memory", "divisor": "1Mi" } } }),
+            ),
+            None,
+        ),
+        (
+            "a Secret and a ConfigMap",
+            json!({ "envFrom": [{ "secretRef": { "name": "api" } }, { "configMapRef": { "name": "cfg" }, "prefix": "CFG_" }] }),
+            None,
+        ),
+        (
+            "requests under limits",
+            resources(
+                json!({ "requests": { "cpu": "250m", "memory": "128Mi" }, "limits": { "cpu": "1", "memory": "256Mi" } }),
+            ),
+            None,
+        ),
+        (
+            "an extended resource",
+            resources(
+                json!({ "requests": { "example.com/gpu": "1" }, "limits": { "example.com/gpu": "1" } }),
+            ),
+            None,
+        ),
+        (
+            "value and valueFrom",
+            env(json!({ "name": "A", "value": "x", "valueFrom": secret("api", "token") })),
+            Some("give value or valueFrom, not both"),
+        ),
+        (
+            "two sources",
+            env(
+                json!({ "name": "A", "valueFrom": { "secretKeyRef": { "name": "a", "key": "k" }, "configMapKeyRef": { "name": "b", "key": "k" } } }),
+            ),
+            Some("give exactly one of configMapKeyRef, secretKeyRef"),
+        ),
+        (
+            "a key with a slash",
+            env(json!({ "name": "A", "valueFrom": secret("api", "a/b") })),
+            Some("secretKeyRef.key: Invalid value"),
+        ),
+        (
+            "a Secret name with capitals",
+            env(json!({ "name": "A", "valueFrom": secret("My_Secret", "k") })),
+            Some("secretKeyRef.name: Invalid value"),
+        ),
+        (
+            "a pod field the downward API does not serve",
+            env(
+                json!({ "name": "A", "valueFrom": { "fieldRef": { "fieldPath": "spec.containers" } } }),
+            ),
+            Some("fieldPath must be one of"),
+        ),
+        (
+            "a cpu divisor in Mi",
+            env(
+                json!({ "name": "A", "valueFrom": { "resourceFieldRef": { "resource": "limits.cpu", "divisor": "1Mi" } } }),
+            ),
+            Some("a cpu divisor must be 1m or 1"),
+        ),
+        (
+            "a resource that is not the container's",
+            env(
+                json!({ "name": "A", "valueFrom": { "resourceFieldRef": { "resource": "limits.gpu" } } }),
+            ),
+            Some("resource must be limits.cpu"),
+        ),
+        (
+            "envFrom naming both",
+            json!({ "envFrom": [{ "secretRef": { "name": "a" }, "configMapRef": { "name": "b" } }] }),
+            Some("give exactly one of configMapRef and secretRef"),
+        ),
+        (
+            "envFrom naming neither",
+            json!({ "envFrom": [{ "prefix": "X_" }] }),
+            Some("give exactly one of configMapRef and secretRef"),
+        ),
+        (
+            "an envFrom name with a space",
+            json!({ "envFrom": [{ "secretRef": { "name": "a b" } }] }),
+            Some("secretRef.name: Invalid value"),
+        ),
+        (
+            "a request over its limit",
+            resources(json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } })),
+            Some("a request must not exceed its limit"),
+        ),
+        (
+            "an unqualified resource name",
+            resources(json!({ "requests": { "gpu": "1" } })),
+            Some("resource names are cpu, memory, ephemeral-storage"),
+        ),
+        (
+            "an extended resource without its limit",
+            resources(json!({ "requests": { "example.com/gpu": "1" } })),
+            Some("a domain-qualified (extended) resource takes a whole number"),
+        ),
+        (
+            "a resource claim",
+            resources(json!({ "claims": [{ "name": "gpu" }] })),
+            Some("claims are not supported"),
+        ),
+    ];
+
+    let mut problems = Vec::new();
+    for (i, (case, runtime, refusal)) in cases.iter().enumerate() {
+        let project = json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+            "metadata": { "name": format!("runtime-{i}") },
+            "spec": { "image": "ghcr.io/acme/web:1", "runtime": runtime },
+        });
+        let mut container = json!({ "name": "app", "image": "ghcr.io/acme/web:1" });
+        for field in ["env", "envFrom", "resources"] {
+            if let Some(value) = runtime.get(field) {
+                container[field] = value.clone();
+            }
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("runtime-{i}") },
+            "spec": { "containers": [container] },
+        });
+        let by_project = support::kubectl_create_dry_run(&ns.name, &project);
+        let by_pod = support::kubectl_create_dry_run(&ns.name, &pod);
+        let said = String::from_utf8_lossy(&by_project.stderr);
+        match refusal {
+            None if !by_project.status.success() => {
+                problems.push(format!("{case}: the Project was refused: {}", said.trim()))
+            }
+            Some(message) if by_project.status.success() => problems.push(format!(
+                "{case}: the Project was admitted, expected {message:?}"
+            )),
+            Some(message) if !said.contains(message) => {
+                problems.push(format!("{case}: expected {message:?} in: {}", said.trim()))
+            }
+            _ => {}
+        }
+        if by_pod.status.success() != refusal.is_none() {
+            problems.push(format!(
+                "{case}: the pod disagrees (admitted: {}): {}",
+                by_pod.status.success(),
+                String::from_utf8_lossy(&by_pod.stderr).trim()
+            ));
+        }
+    }
+    // Stricter than pod validation, on purpose: the apiserver admits an environment
+    // variable reading another container's resources, and the kubelet then cannot start
+    // the container (no such container); one runtime serves the application's container
+    // and a CronJob's, so no name fits both.
+    let other = json!({ "env": [{ "name": "A", "valueFrom": { "resourceFieldRef": {
+        "resource": "limits.cpu", "containerName": "sidecar" } } }] });
+    let project = json!({
+        "apiVersion": "clouddeck.io/v1alpha1", "kind": "Project",
+        "metadata": { "name": "runtime-other" },
+        "spec": { "image": "ghcr.io/acme/web:1", "runtime": other },
+    });
+    let refused = support::kubectl_create_dry_run(&ns.name, &project);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !said.contains("leave containerName out") {
+        problems.push(format!("another container's resources: {}", said.trim()));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {} cases:\n{}",
+        problems.len(),
+        cases.len() + 1,
         problems.join("\n")
     );
 }

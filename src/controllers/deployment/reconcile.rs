@@ -394,9 +394,10 @@ fn plan<'a>(
 ) -> Result<Plan<'a>, InvalidField> {
     let name = deployment.name_any();
     if !is_dns_1035_label(&name) {
+        // Refused at admission since the rule was added; one admitted before stays here.
         return Err(InvalidField::new(
             "metadata.name",
-            "must be at most 63 lowercase letters, digits and '-', starting with a letter: it names the Deployment's Service",
+            crate::api::DEPLOYMENT_NAME_MESSAGE,
         ));
     }
     let project_name = project.name_any();

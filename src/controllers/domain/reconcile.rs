@@ -17,10 +17,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::info;
 
+use super::certificate::Certificate;
 use super::claims::{self, Claim, Standing};
 use super::listener;
 use super::render::{self, RouteTarget};
-use super::certificate::Certificate;
 use super::status::{self, CertificateState, ConditionValue, Ownership, Serving};
 use super::{DomainContext, object_ref};
 use crate::api::conditions::{self, CERTIFICATE_READY, Conditions, Status, VERIFIED};

@@ -13,10 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use serde_json::json;
 
+use super::certificate::{Certificate, CertificateSpec, IssuerRef, SecretTemplate};
 use crate::api::domain::{Domain, IssuerKind, IssuerReference};
 use crate::api::edge_handler::ServedHostname;
 use crate::config::RoutingConfig;
-use super::certificate::{Certificate, CertificateSpec, IssuerRef, SecretTemplate};
 use crate::delivery::PlatformEvent;
 use crate::labels::{MANAGED_BY, MANAGER, PROJECT_LABEL};
 use crate::routing::{self, bounded_name, edge::EdgePlan, split::SplitPlan};
@@ -632,7 +632,10 @@ mod tests {
                 "secretTemplate": { "labels": json["metadata"]["labels"] },
             })
         );
-        assert!(json.get("status").is_none(), "status is cert-manager's: {json}");
+        assert!(
+            json.get("status").is_none(),
+            "status is cert-manager's: {json}"
+        );
 
         let own = domain(Some(DomainTls {
             issuer_ref: Some(IssuerReference {

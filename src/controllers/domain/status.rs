@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use super::certificate::Certificate;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use super::certificate::Certificate;
 use x509_parser::pem::Pem;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
