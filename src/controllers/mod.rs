@@ -119,18 +119,43 @@ where
     }
 }
 
+/// A CloudDeck object: namespaced, with a status that has conditions and an
+/// `observedGeneration` ([`ObjectStatus`](crate::api::conditions::ObjectStatus)).
+pub trait WithStatus:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + kube::core::object::HasStatus<
+        Status: crate::api::conditions::ObjectStatus
+                    + Default
+                    + Clone
+                    + serde::Serialize
+                    + PartialEq,
+    > + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> WithStatus for K where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::core::object::HasStatus<
+            Status: crate::api::conditions::ObjectStatus
+                        + Default
+                        + Clone
+                        + serde::Serialize
+                        + PartialEq,
+        > + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Writes the status of `obj` by server-side apply with the one field manager
 /// ([`FIELD_MANAGER`]), so that the fields it sets are CloudDeck's and nobody else's.
 /// Nothing is sent when `status` is what the object has (a resync finds nothing to do);
 /// an object deleted meanwhile has nothing left to report on.
 pub async fn write_status<K>(client: &Client, obj: &K, status: &K::Status) -> kube::Result<()>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + kube::core::object::HasStatus
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::Status: serde::Serialize + PartialEq,
+    K: WithStatus,
 {
     use kube::ResourceExt;
     if obj.status() == Some(status) {
@@ -163,13 +188,7 @@ pub async fn stall<K>(
     message: &str,
 ) -> kube::Result<()>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + kube::core::object::HasStatus
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::Status:
-        crate::api::conditions::ObjectStatus + Default + Clone + serde::Serialize + PartialEq,
+    K: WithStatus,
 {
     use crate::api::conditions::{Conditions, ObjectStatus, is_stalled_with};
     let mut status = obj.status().cloned().unwrap_or_default();
@@ -191,13 +210,7 @@ pub async fn stall_invalid<K>(
     invalid: InvalidField,
 ) -> error::ReconcileError
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + kube::core::object::HasStatus
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::Status:
-        crate::api::conditions::ObjectStatus + Default + Clone + serde::Serialize + PartialEq,
+    K: WithStatus,
 {
     match stall(ctx, obj, invalid.reason(), &invalid.to_string()).await {
         Ok(()) => error::ReconcileError::InvalidSpec(invalid),
