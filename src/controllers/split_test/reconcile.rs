@@ -161,20 +161,7 @@ async fn report(
     };
     if next.phase == Some(SplitTestPhase::Running) && unserved(next) != unserved(previous) {
         for variant in resolved.iter().filter(|v| v.deployment.is_none()) {
-            let message = format!(
-                "variant {:?} has no Ready Deployment ({}); its share goes to the other variants",
-                variant.name,
-                test.spec
-                    .variants
-                    .iter()
-                    .find(|v| v.name == variant.name)
-                    .map(|v| match (&v.deployment, &v.branch) {
-                        (Some(d), _) => format!("Deployment {d}"),
-                        (_, Some(b)) => format!("branch {b}"),
-                        _ => String::new(),
-                    })
-                    .unwrap_or_default()
-            );
+            let message = unavailable(test, &variant.name);
             publish(
                 &ctx.recorder,
                 test,
@@ -186,6 +173,34 @@ async fn report(
             .await;
         }
     }
+    publish_phase(ctx, test, previous, next).await
+}
+
+/// Why a variant's share goes to the others: it has no Ready Deployment.
+fn unavailable(test: &SplitTest, variant: &str) -> String {
+    let source = test
+        .spec
+        .variants
+        .iter()
+        .find(|v| v.name == variant)
+        .map(|v| match (&v.deployment, &v.branch) {
+            (Some(d), _) => format!("Deployment {d}"),
+            (_, Some(b)) => format!("branch {b}"),
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    format!(
+        "variant {variant:?} has no Ready Deployment ({source}); its share goes to the other variants"
+    )
+}
+
+/// `splittest.updated` when the phase changed.
+async fn publish_phase(
+    ctx: &crate::controllers::Context,
+    test: &SplitTest,
+    previous: &SplitTestStatus,
+    next: &SplitTestStatus,
+) -> Result<()> {
     if previous.phase != next.phase
         && let Some(phase) = next.phase
     {
