@@ -7,7 +7,9 @@
 //!   change, including fields we stopped setting, which an apply would remove), and
 //! - the cached child is the object that apply returned, unwritten since except for its
 //!   status: the same uid, and either the same `resourceVersion`, or (for kinds that keep
-//!   a `metadata.generation`) the same generation, labels, annotations and owners. A
+//!   a `metadata.generation`) the same generation, owners, and values of the labels and
+//!   annotations CloudDeck sets (others' keys, such as the revision annotation
+//!   kube-controller-manager adds to a Deployment, an apply would leave alone). A
 //!   `kubectl edit` of the spec moves the generation; a relabel moves the labels; a
 //!   deletion empties the cache; the status a controller writes (a Deployment's replica
 //!   counts, a gateway's route conditions) moves neither, and costs no apply.
@@ -16,7 +18,7 @@
 //! first reconcile of every child applies once, and a stale cache costs one apply, never a
 //! skipped change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,12 +56,20 @@ struct Left {
 }
 
 impl Left {
-    fn of(meta: &ObjectMeta) -> Left {
+    /// `meta` as far as `ours` (the rendered child's metadata) can tell: of the labels and
+    /// annotations, only the keys CloudDeck sets. Others' keys (the revision annotation
+    /// kube-controller-manager puts on a Deployment) are none of an apply's business:
+    /// server-side apply would leave them as they are.
+    fn of(meta: &ObjectMeta, ours: &ObjectMeta) -> Left {
         Left {
             uid: meta.uid.clone(),
             resource_version: meta.resource_version.clone(),
             generation: meta.generation,
-            metadata: hash_of(&(&meta.labels, &meta.annotations, &meta.owner_references)),
+            metadata: hash_of(&(
+                only_ours(meta.labels.as_ref(), ours.labels.as_ref()),
+                only_ours(meta.annotations.as_ref(), ours.annotations.as_ref()),
+                &meta.owner_references,
+            )),
         }
     }
 
@@ -71,6 +81,17 @@ impl Left {
                     && self.generation == live.generation
                     && self.metadata == live.metadata)
     }
+}
+
+/// The entries of `live` whose keys `ours` has.
+fn only_ours<'a>(
+    live: Option<&'a BTreeMap<String, String>>,
+    ours: Option<&BTreeMap<String, String>>,
+) -> Vec<(&'a String, &'a String)> {
+    live.into_iter()
+        .flatten()
+        .filter(|(key, _)| ours.is_some_and(|o| o.contains_key(*key)))
+        .collect()
 }
 
 /// The record; one per controller.
@@ -98,7 +119,7 @@ impl Applied {
         };
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(&key(rendered)).is_some_and(|entry| {
-            entry.intent == intent(rendered) && entry.left.still(&Left::of(live))
+            entry.intent == intent(rendered) && entry.left.still(&Left::of(live, rendered.meta()))
         })
     }
 
@@ -113,7 +134,7 @@ impl Applied {
             key(rendered),
             Entry {
                 intent: intent(rendered),
-                left: Left::of(returned),
+                left: Left::of(returned, rendered.meta()),
             },
         );
     }
@@ -234,7 +255,10 @@ mod tests {
 
     fn service(port: i32) -> Service {
         serde_json::from_value(json!({
-            "metadata": { "name": "web-1", "namespace": "team-a" },
+            "metadata": {
+                "name": "web-1", "namespace": "team-a",
+                "labels": { "app": "web" }, "annotations": { "clouddeck.io/of": "web" }
+            },
             "spec": { "ports": [{ "port": port }] }
         }))
         .unwrap()
@@ -248,6 +272,7 @@ mod tests {
             resource_version: Some(version.into()),
             generation,
             labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            annotations: Some([("clouddeck.io/of".to_owned(), "web".to_owned())].into()),
             ..Default::default()
         }
     }
@@ -302,10 +327,33 @@ mod tests {
             "relabelled"
         );
         let mut annotated = live("u", "9", Some(1));
-        annotated.annotations = Some([("a".to_owned(), "b".to_owned())].into());
+        annotated.annotations = Some([("clouddeck.io/of".to_owned(), "x".to_owned())].into());
         assert!(
             !applied.unchanged(&service(80), Some(&annotated)),
-            "annotated"
+            "our annotation edited"
+        );
+        let mut unlabelled = live("u", "9", Some(1));
+        unlabelled.labels = None;
+        assert!(
+            !applied.unchanged(&service(80), Some(&unlabelled)),
+            "our label removed"
+        );
+        // kube-controller-manager's revision annotation on a Deployment, a user's label:
+        // an apply would leave both as they are.
+        let mut theirs = live("u", "9", Some(1));
+        theirs
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("deployment.kubernetes.io/revision".into(), "1".into());
+        theirs
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "a".into());
+        assert!(
+            applied.unchanged(&service(80), Some(&theirs)),
+            "others' keys are not drift"
         );
         assert!(
             !applied.unchanged(&service(80), Some(&live("v", "9", Some(1)))),
