@@ -47,6 +47,7 @@ pub mod watch_backoff;
 use watch_backoff::WatchBackoff;
 pub mod webhook;
 pub mod webhook_delivery;
+pub mod written;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -151,17 +152,18 @@ impl<K> WithStatus for K where
 
 /// Writes the status of `obj` by server-side apply with the one field manager
 /// ([`FIELD_MANAGER`]), so that the fields it sets are CloudDeck's and nobody else's.
-/// Nothing is sent when `status` is what the object has (a resync finds nothing to do);
-/// an object deleted meanwhile has nothing left to report on.
-pub async fn write_status<K>(client: &Client, obj: &K, status: &K::Status) -> kube::Result<()>
+/// Nothing is sent when `status` is what the object has (a resync finds nothing to do),
+/// or what this replica already wrote over this very cached copy ([`written`]); an object
+/// deleted meanwhile has nothing left to report on.
+pub async fn write_status<K>(ctx: &Context, obj: &K, status: &K::Status) -> kube::Result<()>
 where
     K: WithStatus,
 {
     use kube::ResourceExt;
-    if obj.status() == Some(status) {
+    if obj.status() == Some(status) || ctx.written.already(obj.meta(), "status", status) {
         return Ok(());
     }
-    let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let api = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -172,7 +174,10 @@ where
         .patch_status(&obj.name_any(), &apply, &kube::api::Patch::Apply(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            ctx.written.record(obj.meta(), "status", status);
+            Ok(())
+        }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err),
     }
@@ -194,7 +199,7 @@ where
     let mut status = obj.status().cloned().unwrap_or_default();
     let already = is_stalled_with(status.conditions(), message);
     Conditions::of(&mut status, obj.meta().generation).stalled(reason, message);
-    write_status(&ctx.client, obj, &status).await?;
+    write_status(ctx, obj, &status).await?;
     if !already {
         let warning = kube::runtime::events::EventType::Warning;
         events::publish(&ctx.recorder, obj, warning, reason, "Validate", message).await;
@@ -231,6 +236,8 @@ pub struct Context {
     pub fan_out: FanOut,
     /// The Webhook controller's cache, read by every publisher of this replica.
     pub webhooks: KnownWebhooks,
+    /// The statuses this replica wrote, so that a stale cached copy does not repeat them.
+    pub written: written::Written,
 }
 
 impl Context {
@@ -250,6 +257,7 @@ impl Context {
             origin,
             fan_out,
             webhooks: KnownWebhooks::default(),
+            written: written::Written::default(),
         }
     }
 

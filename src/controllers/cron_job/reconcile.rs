@@ -87,7 +87,7 @@ async fn reconcile_cron_job(cron_job: &CronJob, cron_ctx: &CronJobContext) -> Re
                 .map_err(ReconcileError::publish)?;
         }
     }
-    write_status(&ctx.client, cron_job, &next).await?;
+    write_status(ctx, cron_job, &next).await?;
     announce(cron_ctx, cron_job, (&previous, &next), &jobs, &failures).await;
     Ok(Action::requeue(ctx.config.resync_period))
 }

@@ -51,9 +51,10 @@ pub struct DeploymentContext {
     pub applied: Applied,
     pub projects: Store<DeserializeGuard<Project>>,
     pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
-    /// The hostname key each Project (by uid) was last found to hold, and the Project's
-    /// `resourceVersion` then. While the Project is unchanged, so is its claim: the Project
-    /// controller writes the Project's status whenever its key changes or is lost.
+    /// The hostname key each Project (by uid) was last found to hold, and the hostname its
+    /// status recorded then. While that hostname is unchanged, so is its claim: the Project
+    /// controller writes the Project's status whenever its key changes or is lost (other
+    /// status changes, a promotion, leave the claim alone and cost no read).
     keys: Mutex<HashMap<String, (String, String)>>,
 }
 
@@ -74,19 +75,19 @@ impl DeploymentContext {
         Some((*cached).clone())
     }
 
-    /// The key `project` was found to hold at its current `resourceVersion`, if it was.
+    /// The key `project` was found to hold under the hostname its status records, if it was.
     fn known_key(&self, project: &Project) -> Option<String> {
         let uid = project.metadata.uid.as_deref()?;
-        let version = project.metadata.resource_version.as_deref()?;
+        let hostname = project.status.as_ref()?.hostname.as_deref()?;
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let (at, key) = keys.get(uid)?;
-        (at == version).then(|| key.clone())
+        (at == hostname).then(|| key.clone())
     }
 
     fn remember_key(&self, project: &Project, key: &str) {
-        let (Some(uid), Some(version)) = (
+        let (Some(uid), Some(hostname)) = (
             project.metadata.uid.clone(),
-            project.metadata.resource_version.clone(),
+            project.status.as_ref().and_then(|s| s.hostname.clone()),
         ) else {
             return;
         };
@@ -102,7 +103,7 @@ impl DeploymentContext {
                 .collect();
             keys.retain(|uid, _| live.contains(uid));
         }
-        keys.insert(uid, (version, key.to_owned()));
+        keys.insert(uid, (hostname, key.to_owned()));
     }
 
     /// Drops the record of children that are gone (see [`Applied::prune`]).

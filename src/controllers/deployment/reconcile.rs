@@ -83,7 +83,7 @@ async fn reconcile_deployment(
 
     // Read, then validate.
     let project = project_of(deployments, deployment).await?;
-    adopt_by_project(client, deployment, &project).await?;
+    adopt_by_project(ctx, deployment, &project).await?;
     let Some(key) = preview_key(deployments, deployment, &project).await? else {
         // The Project controller has not taken its key yet; its status change wakes us.
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -363,7 +363,7 @@ async fn report(
             .await
             .map_err(ReconcileError::publish)?;
     }
-    write_status(client, deployment, &status).await?;
+    write_status(ctx, deployment, &status).await?;
     record_finished(ctx, previous, &step, &before, status.timings.as_ref());
     for event in &step.events {
         publish(
@@ -852,20 +852,17 @@ pub fn rollout_state(workload: &Workload) -> RolloutState {
 
 /// Makes the Project an owner (not the controller) of the Deployment, so deleting the
 /// Project deletes its Deployments and, through theirs, everything they created.
-async fn adopt_by_project(
-    client: &Client,
-    deployment: &Deployment,
-    project: &Project,
-) -> Result<()> {
+async fn adopt_by_project(ctx: &Context, deployment: &Deployment, project: &Project) -> Result<()> {
     let uid = project.metadata.uid.clone().unwrap_or_default();
-    if deployment.owner_references().iter().any(|o| o.uid == uid) {
+    let adopted = deployment.owner_references().iter().any(|o| o.uid == uid);
+    if adopted || ctx.written.already(deployment.meta(), "owner", &uid) {
         return Ok(());
     }
     let owner = OwnerReference {
         api_version: "clouddeck.io/v1alpha1".into(),
         kind: "Project".into(),
         name: project.name_any(),
-        uid,
+        uid: uid.clone(),
         controller: Some(false),
         block_owner_deletion: Some(false),
     };
@@ -874,14 +871,15 @@ async fn adopt_by_project(
         "kind": "Deployment",
         "metadata": { "name": deployment.name_any(), "ownerReferences": [owner] }
     });
-    let api =
-        Api::<Deployment>::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
+    let namespace = deployment.namespace().unwrap_or_default();
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
     api.patch(
         &deployment.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.written.record(deployment.meta(), "owner", &uid);
     Ok(())
 }
 

@@ -112,7 +112,7 @@ async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action
         certificate.as_ref(),
     )
     .await?;
-    write_status(&ctx.ctx.client, domain, &next).await?;
+    write_status(&ctx.ctx, domain, &next).await?;
     Ok(next_look(
         &found.ownership,
         (certificate.as_ref(), listener.as_ref()),
@@ -138,7 +138,7 @@ async fn stall_on_hostname(
     {
         publish(ctx, domain, EventType::Warning, "InvalidHostname", message).await;
     }
-    write_status(&ctx.ctx.client, domain, &next).await?;
+    write_status(&ctx.ctx, domain, &next).await?;
     Ok(Action::await_change())
 }
 

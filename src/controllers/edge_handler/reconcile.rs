@@ -75,7 +75,7 @@ async fn reconcile_handler(handler: &EdgeHandler, edge: &EdgeContext) -> Result<
         )
         .await;
     }
-    write_status(&edge.ctx.client, handler, &next).await?;
+    write_status(&edge.ctx, handler, &next).await?;
     Ok(Action::requeue(ctx.config.resync_period))
 }
 

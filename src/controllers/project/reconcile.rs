@@ -121,7 +121,7 @@ async fn reconcile_project(
         let published = ctx.publisher().publish(&event).await;
         published.map_err(ReconcileError::publish)?;
     }
-    write_status(&ctx.client, project, &next).await?;
+    write_status(ctx, project, &next).await?;
     announce(
         ctx,
         project,

@@ -97,7 +97,7 @@ async fn reconcile_test(test: &SplitTest, split: &SplitContext) -> Result<Action
     };
     let next_status = status::next_status(&previous, test.metadata.generation, &observed);
     report(ctx, test, &previous, &next_status, &resolved).await?;
-    write_status(&ctx.client, test, &next_status).await?;
+    write_status(ctx, test, &next_status).await?;
 
     let until_window = next
         .and_then(|at| at.duration_since(now).try_into().ok())
