@@ -104,6 +104,22 @@ where
         .await
 }
 
+/// How long an object just made may wait for a related object to reach a watch cache
+/// before the API is asked: objects applied together (`kubectl apply -f dir/`, Argo CD)
+/// arrive in separate caches a moment apart, and the late one's event wakes the other.
+pub const CACHE_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether `meta`'s object was made less than [`CACHE_GRACE`] before `now`.
+pub fn just_made(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
+    let grace = k8s_openapi::jiff::SignedDuration::try_from(CACHE_GRACE).unwrap_or_default();
+    meta.creation_timestamp
+        .as_ref()
+        .is_some_and(|created| now.duration_since(created.0) < grace)
+}
+
 /// Deletes `name` (in the background: what it owns goes with it) if it exists. Returns
 /// whether it did; a 404 is not an error.
 pub async fn delete_if_present<K>(api: &kube::Api<K>, name: &str) -> kube::Result<bool>
@@ -694,6 +710,20 @@ enum Ended {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_an_object_made_moments_ago_waits_for_a_cache() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+        use k8s_openapi::jiff::Timestamp;
+        let at = |second| ObjectMeta {
+            creation_timestamp: Some(Time(Timestamp::from_second(second).unwrap())),
+            ..ObjectMeta::default()
+        };
+        let now = Timestamp::from_second(1_000).unwrap();
+        assert!(just_made(&at(998), now));
+        assert!(!just_made(&at(990), now), "past the grace: the API is asked");
+        assert!(!just_made(&ObjectMeta::default(), now), "no creation time: asked");
+    }
+
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use futures::FutureExt;

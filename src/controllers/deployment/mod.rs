@@ -61,6 +61,12 @@ pub struct DeploymentContext {
 impl DeploymentContext {
     /// The Project `name` in `namespace`: from the cache, or (not cached yet, or not
     /// readable by this release) from the API.
+    /// The cached Project `name`, if the cache has it.
+    fn cached_project(&self, namespace: &str, name: &str) -> Option<Project> {
+        let cached = self.projects.get(&ObjectRef::new(name).within(namespace))?;
+        cached.0.as_ref().ok().cloned()
+    }
+
     async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
         Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
     }

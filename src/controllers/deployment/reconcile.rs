@@ -32,7 +32,8 @@ use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::events::publish;
 use crate::controllers::project::status as project_status;
 use crate::controllers::{
-    Context, FIELD_MANAGER, applied, delete_if_present, stall, stall_invalid, write_status,
+    CACHE_GRACE, Context, FIELD_MANAGER, applied, delete_if_present, just_made, stall,
+    stall_invalid, write_status,
 };
 use crate::hostnames::{self, Authority, Claimant};
 use crate::labels::{CANCEL, COMPONENT_LABEL, DEPLOYMENT_LABEL, STANDBY, SUPERSEDED_BY};
@@ -82,7 +83,9 @@ async fn reconcile_deployment(
     }
 
     // Read, then validate.
-    let project = project_of(deployments, deployment).await?;
+    let Some(project) = project_of(deployments, deployment).await? else {
+        return Ok(Action::requeue(CACHE_GRACE));
+    };
     adopt_by_project(ctx, deployment, &project).await?;
     let Some(key) = preview_key(deployments, deployment, &project).await? else {
         // The Project controller has not taken its key yet; its status change wakes us.
@@ -142,12 +145,24 @@ async fn reconcile_deployment(
 }
 
 /// The Deployment's Project, or Stalled (`ProjectNotFound`) until it exists.
-async fn project_of(deployments: &DeploymentContext, deployment: &Deployment) -> Result<Project> {
+/// The Deployment's Project: from the cache, else from the API. `None` while a Deployment
+/// made moments ago waits for its Project to reach the cache (the Project's event wakes
+/// it); a Project that does not exist is `Stalled` (`ProjectNotFound`).
+async fn project_of(
+    deployments: &DeploymentContext,
+    deployment: &Deployment,
+) -> Result<Option<Project>> {
     let ctx = &deployments.ctx;
     let namespace = deployment.namespace().unwrap_or_default();
     let project_name = &deployment.spec.project_ref.name;
+    if let Some(project) = deployments.cached_project(&namespace, project_name) {
+        return Ok(Some(project));
+    }
+    if just_made(&deployment.metadata, Timestamp::now()) {
+        return Ok(None);
+    }
     if let Some(project) = deployments.project(&namespace, project_name).await? {
-        return Ok(project);
+        return Ok(Some(project));
     }
     let message = format!(
         "spec.projectRef.name: Project {project_name:?} does not exist in namespace {namespace}"

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::driver::Reconciler;
 use super::error::Result;
-use super::{Context, ControllerRun, KindController};
+use super::{CACHE_GRACE, Context, ControllerRun, KindController, just_made};
 use crate::api::domain::Domain;
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
@@ -96,20 +96,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     .boxed()
 }
 
-/// How long a new claim's holder may be missing from the cache before the API is asked.
-const CACHE_GRACE: Duration = Duration::from_secs(5);
-
-/// Whether `claim` was made less than [`CACHE_GRACE`] before `now`.
-fn young(claim: &HostnameClaim, now: Timestamp) -> bool {
-    claim
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .is_some_and(|created| {
-            now.duration_since(created.0) < CACHE_GRACE.try_into().unwrap_or_default()
-        })
-}
-
 fn claim_ref(hostname: &str) -> ObjectRef<DeserializeGuard<HostnameClaim>> {
     ObjectRef::new(&hostnames::claim_name(hostname))
 }
@@ -144,15 +130,14 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
     // may be a moment behind. A young claim waits for it (the holder's event, or this
     // requeue, wakes it) instead of asking the API: at 100 Projects created at once, that
     // was two reads per claim.
-    if !cached && claim.spec.released_at.is_none() && young(claim, Timestamp::now()) {
+    if !cached && claim.spec.released_at.is_none() && just_made(&claim.metadata, Timestamp::now()) {
         return Ok(Action::requeue(CACHE_GRACE));
     }
-    let gone = !cached && hostnames::holder_gone(&ctx.client, claim).await?;
     // The look when no watch event came: a safety net, like every controller's resync.
     let recheck = ctx.config.resync_period;
     let reservation = ctx.config.hostnames.hostname_reservation;
     let Some(released_at) = claim.spec.released_at.as_ref().map(|t| t.0) else {
-        if !gone {
+        if cached || !hostnames::holder_gone(&ctx.client, claim).await? {
             return Ok(Action::requeue(recheck));
         }
         let mut released = claim.clone();
@@ -173,15 +158,17 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
         }
         return Ok(Action::requeue(reservation.max(Duration::from_secs(1))));
     };
-    if !gone {
-        // Taken up again by its namespace: whoever took it clears the release.
-        return Ok(Action::requeue(recheck));
-    }
+    // Released: nothing to decide before the reservation ends (a holder that comes back
+    // clears the release itself), so no read until then.
     let expires = released_at + reservation;
     let now = Timestamp::now();
     if now < expires {
         let left = Duration::try_from(expires - now).unwrap_or(Duration::from_secs(1));
         return Ok(Action::requeue(left.max(Duration::from_secs(1))));
+    }
+    if cached || !hostnames::holder_gone(&ctx.client, claim).await? {
+        // Taken up again by its namespace: whoever took it clears the release.
+        return Ok(Action::requeue(recheck));
     }
     let delete = DeleteParams {
         preconditions: Some(Preconditions {
@@ -201,36 +188,4 @@ async fn sweep(claim: &HostnameClaim, claims: &ClaimContext) -> Result<Action> {
         Err(err) => return Err(err.into()),
     }
     Ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn made_at(second: i64) -> HostnameClaim {
-        let mut claim: HostnameClaim = serde_json::from_value(serde_json::json!({
-            "apiVersion": "clouddeck.io/v1alpha1", "kind": "HostnameClaim",
-            "metadata": { "name": "c" },
-            "spec": {
-                "hostname": "web.apps.example.com", "namespace": "team-a",
-                "holder": { "kind": "Project", "name": "web", "uid": "u" }
-            }
-        }))
-        .unwrap();
-        claim.metadata.creation_timestamp = Some(Time(Timestamp::from_second(second).unwrap()));
-        claim
-    }
-
-    #[test]
-    fn only_a_claim_made_moments_ago_waits_for_the_cache() {
-        let now = Timestamp::from_second(1_000).unwrap();
-        assert!(young(&made_at(998), now));
-        assert!(
-            !young(&made_at(990), now),
-            "older than the grace: the API is asked"
-        );
-        let mut unknown = made_at(998);
-        unknown.metadata.creation_timestamp = None;
-        assert!(!young(&unknown, now));
-    }
 }
