@@ -336,6 +336,49 @@ where
         .collect()
 }
 
+/// A kind that belongs to a Project (`spec.projectRef`).
+pub trait OfProject {
+    fn project_name(&self) -> &str;
+}
+
+macro_rules! of_project {
+    ($($kind:ty),* $(,)?) => {$(
+        impl OfProject for $kind {
+            fn project_name(&self) -> &str {
+                &self.spec.project_ref.name
+            }
+        }
+    )*};
+}
+
+of_project!(
+    crate::api::Deployment,
+    crate::api::Domain,
+    crate::api::EdgeHandler,
+    crate::api::SplitTest,
+    crate::api::CronJob,
+);
+
+/// A `watches_stream` mapper: a change of an `R` reaches the objects of `store` that
+/// belong to the same Project (e.g. an EdgeHandler's change, the Deployments whose preview
+/// routes it goes into).
+pub fn same_project<K, R>(
+    store: Store<DeserializeGuard<K>>,
+) -> impl Fn(DeserializeGuard<R>) -> Vec<ObjectRef<DeserializeGuard<K>>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + OfProject,
+    R: kube::Resource<DynamicType = ()> + OfProject,
+{
+    move |guard: DeserializeGuard<R>| {
+        let Ok(changed) = &guard.0 else {
+            return Vec::new();
+        };
+        let project = changed.project_name();
+        let namespace = kube::ResourceExt::namespace(changed);
+        matching_in(&store, namespace, |o: &K| o.project_name() == project)
+    }
+}
+
 /// The readable objects of `store` in `namespace` that `matches` accepts, cloned: what a
 /// reconcile reads of another kind, from the cache.
 pub fn readable_in<K>(
@@ -720,8 +763,14 @@ mod tests {
         };
         let now = Timestamp::from_second(1_000).unwrap();
         assert!(just_made(&at(998), now));
-        assert!(!just_made(&at(990), now), "past the grace: the API is asked");
-        assert!(!just_made(&ObjectMeta::default(), now), "no creation time: asked");
+        assert!(
+            !just_made(&at(990), now),
+            "past the grace: the API is asked"
+        );
+        assert!(
+            !just_made(&ObjectMeta::default(), now),
+            "no creation time: asked"
+        );
     }
 
     use std::sync::atomic::{AtomicUsize, Ordering};

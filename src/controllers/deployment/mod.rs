@@ -31,7 +31,7 @@ use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
-use crate::controllers::matching_in;
+use crate::controllers::same_project;
 use crate::labels::MANAGED;
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -157,18 +157,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let of_project = store.clone();
         let controller = controller
             // A Project's EdgeHandlers go into each of its preview routes.
-            .watches_stream(
-                edge_events.touched_objects(),
-                move |guard: DeserializeGuard<EdgeHandler>| {
-                    let Ok(handler) = &guard.0 else {
-                        return Vec::new();
-                    };
-                    let project = handler.spec.project_ref.name.clone();
-                    matching_in(&of_project, handler.namespace(), |d: &Deployment| {
-                        d.spec.project_ref.name == project
-                    })
-                },
-            )
+            .watches_stream(edge_events.touched_objects(), same_project(of_project))
             .owns_stream(run.children::<Job>(managed()))
             .owns_stream(workload_events.touched_objects())
             .owns_stream(service_events)

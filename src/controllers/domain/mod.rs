@@ -34,7 +34,7 @@ use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::split_test::SplitTest;
 use crate::config::DomainConfig;
-use crate::controllers::{matching_in, readable_in};
+use crate::controllers::{readable_in, same_project};
 use crate::dns::TxtResolver;
 use crate::hostnames::HostnameClaim;
 use crate::labels::MANAGED;
@@ -117,18 +117,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let of_split = domains.clone();
         let controller = controller
-            .watches_stream(
-                split_events.touched_objects(),
-                move |guard: DeserializeGuard<SplitTest>| {
-                    let Ok(test) = &guard.0 else {
-                        return Vec::new();
-                    };
-                    let project = test.spec.project_ref.name.clone();
-                    matching_in(&of_split, test.namespace(), |d: &Domain| {
-                        d.spec.project_ref.name == project
-                    })
-                },
-            )
+            .watches_stream(split_events.touched_objects(), same_project(of_split))
             // Kept current for the split; a Deployment going Ready moves the production
             // route, which the Domains serving it follow.
             .watches_stream(
@@ -136,18 +125,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 |_: DeserializeGuard<Deployment>| Vec::<ObjectRef<DeserializeGuard<Domain>>>::new(),
             )
             // A Project's EdgeHandlers go into the route of each Domain that serves it.
-            .watches_stream(
-                edge_events.touched_objects(),
-                move |guard: DeserializeGuard<EdgeHandler>| {
-                    let Ok(handler) = &guard.0 else {
-                        return Vec::new();
-                    };
-                    let project = handler.spec.project_ref.name.clone();
-                    matching_in(&of_project, handler.namespace(), |d: &Domain| {
-                        d.spec.project_ref.name == project
-                    })
-                },
-            )
+            .watches_stream(edge_events.touched_objects(), same_project(of_project))
             .owns_stream(run.children::<HttpRoute>(managed.clone()))
             // A listener deleted or edited by hand is put back at once, not at the resync.
             .owns_stream(run.children::<ListenerSet>(managed.clone()))
