@@ -186,7 +186,8 @@ fn intent<K: Serialize>(obj: &K) -> u64 {
     hash_of(obj)
 }
 
-fn hash_of<T: Serialize>(value: &T) -> u64 {
+/// A hash of `value` as JSON, for in-memory comparison only.
+pub(crate) fn hash_of<T: Serialize>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
     serde_json::to_vec(value)
         .unwrap_or_default()

@@ -10,11 +10,12 @@
 //! repeated write each.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
+
+use super::applied::hash_of;
 
 /// Objects remembered at most.
 pub const CAP: usize = 16_384;
@@ -72,14 +73,6 @@ impl Written {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn hash_of<T: Serialize>(value: &T) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    serde_json::to_vec(value)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]
