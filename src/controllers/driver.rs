@@ -3,6 +3,9 @@
 //!
 //! - an object that does not parse is reported ([`Reconciler::malformed`]) and waits for a
 //!   change;
+//! - a cached copy older than this replica's own last write to the object (status, or a
+//!   Deployment's adoption) is not reconciled: the newer copy's watch event is on the way
+//!   ([`super::written`]);
 //! - each reconcile runs in a `reconcile` span naming the controller, namespace and name, is
 //!   timed and counted (`clouddeck_reconcile_*`), and is marked in flight for `/healthz`;
 //! - a success resets the object's backoff; a failure is a Warning Event (unless it waits
@@ -23,7 +26,7 @@ use tracing::{Instrument, info_span};
 use super::error::{ReconcileError, Result};
 use super::events::{reject_malformed, report_error};
 use super::retry::{self, Backoffs};
-use super::{Context, ControllerRun};
+use super::{CACHE_GRACE, Context, ControllerRun};
 
 /// What one kind's controller does with one object.
 pub trait Reconciler: Send + Sync + 'static {
@@ -126,6 +129,11 @@ async fn reconcile_one<R: Reconciler>(
         }
     };
     let ctx = reconciler.context();
+    if ctx.written.behind(obj.meta()) {
+        // This replica wrote the object since this copy; its watch event brings the newer
+        // copy (and another reconcile) in a moment. The requeue is only a net.
+        return Ok(Action::requeue(CACHE_GRACE));
+    }
     let span = info_span!("reconcile", controller, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let timer = ctx.metrics.reconcile.start(controller);
     let result = reconciler.reconcile(obj).instrument(span).await;

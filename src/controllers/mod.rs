@@ -190,8 +190,9 @@ where
         .patch_status(&obj.name_any(), &apply, &kube::api::Patch::Apply(&patch))
         .await
     {
-        Ok(_) => {
-            ctx.written.record(obj.meta(), "status", status);
+        Ok(returned) => {
+            let version = returned.meta().resource_version.as_deref();
+            ctx.written.record(obj.meta(), "status", status, version);
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -888,13 +888,16 @@ async fn adopt_by_project(ctx: &Context, deployment: &Deployment, project: &Proj
     });
     let namespace = deployment.namespace().unwrap_or_default();
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace);
-    api.patch(
-        &deployment.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    ctx.written.record(deployment.meta(), "owner", &uid);
+    let returned = api
+        .patch(
+            &deployment.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    let version = returned.meta().resource_version.as_deref();
+    ctx.written
+        .record(deployment.meta(), "owner", &uid, version);
     Ok(())
 }
 
