@@ -186,8 +186,7 @@ fn intent<K: Serialize>(obj: &K) -> u64 {
     hash_of(obj)
 }
 
-/// A hash of `value` as JSON, for in-memory comparison only.
-pub(crate) fn hash_of<T: Serialize>(value: &T) -> u64 {
+fn hash_of<T: Serialize>(value: &T) -> u64 {
     let mut hasher = DefaultHasher::new();
     serde_json::to_vec(value)
         .unwrap_or_default()

@@ -168,15 +168,15 @@ impl<K> WithStatus for K where
 
 /// Writes the status of `obj` by server-side apply with the one field manager
 /// ([`FIELD_MANAGER`]), so that the fields it sets are CloudDeck's and nobody else's.
-/// Nothing is sent when `status` is what the object has (a resync finds nothing to do),
-/// or what this replica already wrote over this very cached copy ([`written`]); an object
-/// deleted meanwhile has nothing left to report on.
+/// Nothing is sent when `status` is what the object has (a resync finds nothing to do);
+/// an object deleted meanwhile has nothing left to report on. The write is recorded in
+/// [`written`], so that the driver does not reconcile the older cached copy again.
 pub async fn write_status<K>(ctx: &Context, obj: &K, status: &K::Status) -> kube::Result<()>
 where
     K: WithStatus,
 {
     use kube::ResourceExt;
-    if obj.status() == Some(status) || ctx.written.already(obj.meta(), "status", status) {
+    if obj.status() == Some(status) {
         return Ok(());
     }
     let api = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -192,7 +192,7 @@ where
     {
         Ok(returned) => {
             let version = returned.meta().resource_version.as_deref();
-            ctx.written.record(obj.meta(), "status", status, version);
+            ctx.written.record(obj.meta(), "status", version);
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

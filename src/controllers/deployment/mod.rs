@@ -27,7 +27,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::applied::Applied;
 use super::error::Result;
-use super::{Context, ControllerRun, KindController, cached_or_read};
+use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
@@ -67,8 +67,10 @@ impl DeploymentContext {
         cached.0.as_ref().ok().cloned()
     }
 
-    async fn project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
-        Ok(cached_or_read(&self.projects, &self.ctx.client, namespace, name).await?)
+    /// The Project `name`, read from the API (the cache did not have it).
+    async fn read_project(&self, namespace: &str, name: &str) -> Result<Option<Project>> {
+        let projects = Api::<Project>::namespaced(self.ctx.client.clone(), namespace);
+        Ok(projects.get_opt(name).await?)
     }
 
     /// The cached workload `rendered` names (without its pod template).

@@ -161,7 +161,7 @@ async fn project_of(
     if just_made(&deployment.metadata, Timestamp::now()) {
         return Ok(None);
     }
-    if let Some(project) = deployments.project(&namespace, project_name).await? {
+    if let Some(project) = deployments.read_project(&namespace, project_name).await? {
         return Ok(Some(project));
     }
     let message = format!(
@@ -869,15 +869,14 @@ pub fn rollout_state(workload: &Workload) -> RolloutState {
 /// Project deletes its Deployments and, through theirs, everything they created.
 async fn adopt_by_project(ctx: &Context, deployment: &Deployment, project: &Project) -> Result<()> {
     let uid = project.metadata.uid.clone().unwrap_or_default();
-    let adopted = deployment.owner_references().iter().any(|o| o.uid == uid);
-    if adopted || ctx.written.already(deployment.meta(), "owner", &uid) {
+    if deployment.owner_references().iter().any(|o| o.uid == uid) {
         return Ok(());
     }
     let owner = OwnerReference {
         api_version: "clouddeck.io/v1alpha1".into(),
         kind: "Project".into(),
         name: project.name_any(),
-        uid: uid.clone(),
+        uid,
         controller: Some(false),
         block_owner_deletion: Some(false),
     };
@@ -896,8 +895,7 @@ async fn adopt_by_project(ctx: &Context, deployment: &Deployment, project: &Proj
         )
         .await?;
     let version = returned.meta().resource_version.as_deref();
-    ctx.written
-        .record(deployment.meta(), "owner", &uid, version);
+    ctx.written.record(deployment.meta(), "owner", version);
     Ok(())
 }
 
