@@ -2,6 +2,10 @@
 //! is a credential (`spec.urlSecretRef`). Problems are described by Secret name, key and
 //! field path, never by value.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -37,8 +41,7 @@ pub fn origin(url: &str) -> String {
     }
 }
 
-/// The endpoint of `webhook`: `spec.url`, or the value behind `spec.urlSecretRef` (read
-/// each time: a rotated URL is used at once). `Ok(Err(..))` is a problem the user must fix;
+/// The endpoint of `webhook`: `spec.url`, or the value behind `spec.urlSecretRef`. `Ok(Err(..))` is a problem the user must fix;
 /// `Err(..)` an API error worth retrying.
 pub async fn endpoint(
     client: &Client,
@@ -117,6 +120,58 @@ pub async fn load(
     Ok(Ok(keys))
 }
 
+/// How long credentials read from a Webhook's Secrets are used before they are read again:
+/// a rotated URL or key is used within this, and a burst of deliveries to one Webhook
+/// costs one read of its Secrets per this, not one per attempt.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// What an attempt needs from a Webhook's Secrets.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub endpoint: Endpoint,
+    pub keys: Vec<SigningKey>,
+}
+
+/// Credentials read in the last [`FRESH_FOR`], per version of each Webhook (a changed
+/// Webhook, say with another Secret named, is read afresh). Only what could be used is
+/// kept: a problem is found again by the next attempt.
+#[derive(Debug, Default)]
+pub struct RecentCredentials {
+    read: Mutex<HashMap<String, (Instant, Credentials)>>,
+}
+
+impl RecentCredentials {
+    pub fn get(&self, webhook: &Webhook) -> Option<Credentials> {
+        self.get_at(webhook, Instant::now())
+    }
+
+    pub fn keep(&self, webhook: &Webhook, credentials: Credentials) {
+        self.keep_at(webhook, credentials, Instant::now());
+    }
+
+    fn get_at(&self, webhook: &Webhook, now: Instant) -> Option<Credentials> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.get(&Self::key(webhook))
+            .filter(|(at, _)| now.saturating_duration_since(*at) < FRESH_FOR)
+            .map(|(_, credentials)| credentials.clone())
+    }
+
+    fn keep_at(&self, webhook: &Webhook, credentials: Credentials, now: Instant) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.retain(|_, (at, _)| now.saturating_duration_since(*at) < FRESH_FOR);
+        read.insert(Self::key(webhook), (now, credentials));
+    }
+
+    fn key(webhook: &Webhook) -> String {
+        format!(
+            "{}/{}/{}",
+            webhook.namespace().unwrap_or_default(),
+            webhook.name_any(),
+            webhook.resource_version().unwrap_or_default()
+        )
+    }
+}
+
 fn secrets_of(client: &Client, webhook: &Webhook) -> Api<Secret> {
     Api::namespaced(client.clone(), &webhook.namespace().unwrap_or_default())
 }
@@ -173,5 +228,33 @@ mod tests {
             origin("http://receiver.team-a.svc:8080/hook?token=abc"),
             "http://receiver.team-a.svc:8080"
         );
+    }
+
+    fn webhook(version: &str) -> Webhook {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
+            "metadata": { "name": "hook", "namespace": "team-a", "resourceVersion": version },
+            "spec": { "url": "https://example.com/hook", "events": ["webhook.ping"] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn credentials_are_read_again_after_a_second_or_when_the_webhook_changes() {
+        let recent = RecentCredentials::default();
+        let start = Instant::now();
+        let credentials = Credentials {
+            endpoint: Endpoint {
+                url: "https://example.com/hook".into(),
+                field: "spec.url",
+            },
+            keys: Vec::new(),
+        };
+        assert!(recent.get_at(&webhook("1"), start).is_none());
+        recent.keep_at(&webhook("1"), credentials, start);
+        let soon = start + FRESH_FOR / 2;
+        assert!(recent.get_at(&webhook("1"), soon).is_some());
+        assert!(recent.get_at(&webhook("2"), soon).is_none(), "changed");
+        assert!(recent.get_at(&webhook("1"), start + FRESH_FOR).is_none());
     }
 }
