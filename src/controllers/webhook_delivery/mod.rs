@@ -20,7 +20,7 @@ use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher;
 use tracing::warn;
 
@@ -29,6 +29,7 @@ use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
 use crate::config::OperatorConfig;
 use crate::delivery::fairness::Shares;
+use crate::delivery::keys::RecentCredentials;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
 
@@ -49,11 +50,15 @@ pub struct DeliveryContext {
     pub recorder: Recorder,
     pub metrics: DeliveryMetrics,
     /// Every Webhook, from a watch: one API call less per attempt. A Webhook missing from
-    /// it (just created) is read from the API.
-    /// Every Webhook (a malformed one is an `Err` and is looked up as missing).
+    /// it (just created) is read from the API; a malformed one is an `Err` and is looked up
+    /// as missing.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
-    /// Attempts in flight per Webhook and per namespace (see [`crate::delivery::fairness`]).
-    pub shares: Shares,
+    /// Attempts in flight per Webhook and per namespace, and the deliveries waiting for
+    /// them (see [`crate::delivery::fairness`]).
+    pub shares: Shares<ObjectRef<DeserializeGuard<WebhookDelivery>>>,
+    /// Each Webhook's endpoint and signing keys, read from its Secrets at most once a
+    /// second.
+    pub credentials: RecentCredentials,
 }
 
 /// The egress policy of this operator: `--webhook-allow-cidrs` (checked when parsed).
@@ -85,13 +90,17 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 _ = stopped => {}
             }
         });
+        // A delivery over its share waits in line and is woken through `woken` when its
+        // turn comes.
+        let (shares, mut woken) = Shares::new();
         let ctx = Arc::new(DeliveryContext {
             ctx: run.ctx.clone(),
             sender: Sender::new(egress_policy(&run.ctx.config)),
             recorder: run.ctx.recorder.clone(),
             metrics: metrics.clone(),
             webhooks,
-            shares: Shares::default(),
+            shares,
+            credentials: RecentCredentials::default(),
         });
         // The guard keeps one delivery the operator cannot decode (a timestamp chrono
         // cannot hold, a payload nested too deep) from stopping every delivery.
@@ -107,7 +116,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         tokio::spawn(report_backlog(controller.store(), metrics, run.stopped()));
         // Attempts are network-bound: allow a few in parallel, bounded.
         let controller = controller
-            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY));
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+            .reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)));
         run.run(controller, ctx).await;
     }
     .boxed()

@@ -19,7 +19,7 @@ use crate::api::conditions::Conditions;
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{REDELIVER_ANNOTATION, WebhookDelivery, WebhookDeliveryStatus};
 use crate::controllers::error::{ReconcileError, Result};
-use crate::delivery::keys;
+use crate::delivery::keys::{self, Credentials};
 use crate::delivery::metrics::DeliveryOutcome;
 use crate::delivery::publisher::{ENDPOINT_GONE, endpoint_gone};
 use crate::delivery::schedule::{RetrySchedule, random_unit};
@@ -29,16 +29,29 @@ use crate::delivery::signing::SigningKey;
 /// How soon to look again at a delivery that cannot be attempted yet.
 const WAIT_FOR_FIX: Duration = Duration::from_secs(30);
 
-/// When a delivery over its share of attempts in flight is looked at again.
-const OVER_SHARE: Duration = Duration::from_millis(200);
+/// When a delivery over its share of attempts in flight is looked at again if it has not
+/// been woken by then: it waits in line (see [`crate::delivery::fairness`]) and is woken as
+/// soon as its turn comes, so this only catches a turn that ran out unused.
+const OVER_SHARE: Duration = Duration::from_secs(5);
 
 /// On a cached delivery (and only there: the projection sets it, over any value the object
 /// had): whether its seal was valid when its payload was dropped from the cache.
 const PROJECTED_SEAL: &str = "clouddeck.io/cached-seal-valid";
 
-/// What the delivery controller caches of `delivery`: everything but the payload, with
-/// the seal checked first and the verdict kept in [`PROJECTED_SEAL`].
+/// What the delivery controller caches of `delivery`. One not yet attempted is cached
+/// whole, so that its first attempt reads nothing more from the API (any verdict the object
+/// brings with it is dropped: its seal is checked on the payload it sends). Once attempted,
+/// everything but the payload, with the seal checked first and the verdict kept in
+/// [`PROJECTED_SEAL`]: the cache then holds no more than the pending backlog's payloads.
 pub fn project(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginKey) {
+    let attempted = delivery
+        .status
+        .as_ref()
+        .is_some_and(|s| s.attempt_count.unwrap_or(0) > 0 || !s.attempts.is_empty());
+    if !attempted {
+        delivery.annotations_mut().remove(PROJECTED_SEAL);
+        return;
+    }
     let sealed = origin.verify(delivery);
     delivery.spec.payload = String::new();
     delivery
@@ -119,11 +132,11 @@ async fn attempt(
         Due::Now => {}
     }
     let (webhook, schedule) = sendable(ctx, current, webhook)?;
-    // Within this Webhook's and namespace's share of the attempts in flight, or a moment
-    // later (before any API call): one receiver that never answers must not hold every slot.
+    // Within this Webhook's and namespace's share of the attempts in flight, or in line for
+    // one (before any API call): one receiver that never answers must not hold every slot.
     let namespace = current.namespace().unwrap_or_default();
-    let Some(_share) = ctx.shares.try_take(&namespace, &webhook.name_any()) else {
-        // Polled, not queued: soon, and spread so that a backlog does not come back at once.
+    let waiter = ObjectRef::new(&current.name_any()).within(&namespace);
+    let Some(_share) = ctx.shares.try_take(&namespace, &webhook.name_any(), waiter) else {
         return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
     };
     read_whole(ctx, api, current).await?;
@@ -291,16 +304,21 @@ async fn read_whole(
     Ok(())
 }
 
-/// Where to send and what to sign with, read now (a rotated URL or key is used at once;
-/// read within the share, so a backlog polling for a share costs no read). A destination
-/// refused by this operator's egress policy is a configuration problem of the Webhook,
-/// whose Stalled condition names the field: no attempt is spent; the delivery says why it
-/// waits (written once), and goes out once the URL or the allowlist changes.
+/// Where to send and what to sign with: read from the Webhook's Secrets at most once a
+/// second per Webhook (a rotated URL or key is used within a second; read within the share,
+/// so a backlog waiting for a share costs no read). A destination refused by this
+/// operator's egress policy is a configuration problem of the Webhook, whose Stalled
+/// condition names the field: no attempt is spent; the delivery says why it waits (written
+/// once), and goes out once the URL or the allowlist changes. Only credentials that passed
+/// are kept, so a problem is found again by the next attempt.
 async fn credentials(
     ctx: &DeliveryContext,
     current: &WebhookDelivery,
     webhook: &Webhook,
 ) -> Result<(String, Vec<SigningKey>), Halt> {
+    if let Some(Credentials { endpoint, keys }) = ctx.credentials.get(webhook) {
+        return Ok((endpoint.url, keys));
+    }
     let name = webhook.name_any();
     let endpoint = keys::endpoint(&ctx.ctx.client, webhook)
         .await?
@@ -321,7 +339,9 @@ async fn credentials(
             let message = format!("cannot sign: Webhook {name:?} {problem}");
             Halt::UntilFixed(status::SIGNING_SECRET_UNAVAILABLE, message)
         })?;
-    Ok((endpoint.url, keys))
+    let read = Credentials { endpoint, keys };
+    ctx.credentials.keep(webhook, read.clone());
+    Ok((read.endpoint.url, read.keys))
 }
 
 /// What follows an attempt's recorded outcome: the next attempt's time, or the end of the
@@ -566,10 +586,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cached_copy_has_no_payload_and_the_seal_s_own_verdict() {
+    fn the_cached_copy_of_an_attempted_delivery_has_no_payload_and_the_seal_s_own_verdict() {
         use crate::delivery::OriginKey;
         let key = OriginKey::from_bytes(&[7; 32]);
-        let (unsealed, _) = delivery(None, None);
+        let (mut unsealed, _) = delivery(None, None);
+        unsealed.status = Some(WebhookDeliveryStatus {
+            attempt_count: Some(1),
+            ..Default::default()
+        });
         let mut sealed = key.sealed(unsealed.clone());
         project(&mut sealed, &key);
         assert_eq!(sealed.spec.payload, "");
@@ -582,6 +606,27 @@ mod tests {
             .insert(PROJECTED_SEAL.into(), "true".into());
         project(&mut forged, &key);
         assert_eq!(projected_seal(&forged), Some(false));
+    }
+
+    #[test]
+    fn a_delivery_not_yet_attempted_is_cached_whole_and_its_seal_checked_on_its_payload() {
+        use crate::delivery::OriginKey;
+        let key = OriginKey::from_bytes(&[7; 32]);
+        let (unsealed, _) = delivery(None, None);
+        let mut sealed = key.sealed(unsealed.clone());
+        project(&mut sealed, &key);
+        assert_eq!(sealed.spec.payload, "{}", "sent without reading it again");
+        assert_eq!(projected_seal(&sealed), None);
+        assert!(key.verify(&sealed));
+
+        // A verdict the object brings with it is dropped: never trusted in place of the seal.
+        let mut forged = unsealed;
+        forged
+            .annotations_mut()
+            .insert(PROJECTED_SEAL.into(), "true".into());
+        project(&mut forged, &key);
+        assert_eq!(projected_seal(&forged), None);
+        assert!(!key.verify(&forged));
     }
 
     fn delivery(
