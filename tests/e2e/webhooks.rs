@@ -225,7 +225,8 @@ fn ping(namespace: &str, webhook: &str, value: &str) {
 /// Issue #10: "A Slack incoming-webhook URL is a secret: support taking the URL from a
 /// Secret, and do not show a full URL with a path in printer columns or status." The URL
 /// (with a token in its query) lives in a Secret; deliveries reach it; `kubectl get` and
-/// the Webhook's YAML show only the origin; rotating the Secret moves deliveries at once;
+/// the Webhook's YAML show only the origin; rotating the Secret moves deliveries within a
+/// second (the operator reads a Webhook's Secrets at most once a second);
 /// a missing Secret stalls the Webhook without saying what the URL was.
 #[tokio::test]
 async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
@@ -301,6 +302,7 @@ async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
         )
         .await
         .unwrap();
+    tokio::time::sleep(clouddeck::delivery::keys::FRESH_FOR).await;
     ping(&ns.name, "to-slack", "again");
     second.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(first.received().len(), 1);

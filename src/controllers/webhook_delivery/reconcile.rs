@@ -136,7 +136,7 @@ async fn attempt(
     // one (before any API call): one receiver that never answers must not hold every slot.
     let namespace = current.namespace().unwrap_or_default();
     let waiter = ObjectRef::new(&current.name_any()).within(&namespace);
-    let Some(_share) = ctx.shares.try_take(&namespace, &webhook.name_any(), waiter) else {
+    let Some(share) = ctx.shares.try_take(&namespace, &webhook.name_any(), waiter) else {
         return Ok(Action::requeue(OVER_SHARE.mul_f64(1.0 + random_unit())));
     };
     read_whole(ctx, api, current).await?;
@@ -161,6 +161,9 @@ async fn attempt(
             timeout: Duration::from_secs(webhook.spec.timeout_seconds.clamp(1, 60) as u64),
         })
         .await;
+    // The receiver has answered (or timed out): the next delivery waiting for this Webhook
+    // may go while this outcome is written.
+    drop(share);
     ctx.metrics.attempt(&outcome);
     let result = AttemptResult::from(&outcome);
     let count = status.attempt_count.unwrap_or(1);
