@@ -225,8 +225,8 @@ fn ping(namespace: &str, webhook: &str, value: &str) {
 /// Issue #10: "A Slack incoming-webhook URL is a secret: support taking the URL from a
 /// Secret, and do not show a full URL with a path in printer columns or status." The URL
 /// (with a token in its query) lives in a Secret; deliveries reach it; `kubectl get` and
-/// the Webhook's YAML show only the origin; rotating the Secret moves deliveries within a
-/// second (the operator reads a Webhook's Secrets at most once a second);
+/// the Webhook's YAML show only the origin; rotating the Secret moves deliveries within
+/// `keys::FRESH_FOR` (the operator reads a Webhook's Secrets at most that often);
 /// a missing Secret stalls the Webhook without saying what the URL was.
 #[tokio::test]
 async fn a_url_kept_in_a_secret_is_used_and_never_shown() {
@@ -549,9 +549,7 @@ async fn a_delivery_survives_an_operator_restart_while_the_receiver_is_down() {
 #[tokio::test]
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 async fn benchmark_delivery_throughput_and_latency() {
-    use clouddeck::delivery::sender::Outgoing;
-    use clouddeck::delivery::signing::SigningKey;
-    use clouddeck::delivery::{EgressPolicy, PlatformEvent, Publisher, Sender};
+    use clouddeck::delivery::{PlatformEvent, Publisher};
     use futures::StreamExt;
 
     let _serial = support::one_operator_test_at_a_time().await;
@@ -633,16 +631,42 @@ async fn benchmark_delivery_throughput_and_latency() {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
 
-    // Baseline in the same run: the same number of signed POSTs to the same receiver
-    // straight from the sender, with the same concurrency: no outbox, no apiserver.
+    let direct = direct_sends(&[receiver.url()], count).await;
+    println!(
+        "baseline (signed POSTs from the sender, no outbox): {count} in {:.2}s = {:.1}/s",
+        direct.as_secs_f64(),
+        count as f64 / direct.as_secs_f64()
+    );
+    println!(
+        "webhook delivery benchmark: {count} events {}: {count} deliveries in {:.2}s = \
+         {:.1} deliveries/s, {duplicates} duplicate sends; \
+         event-to-first-attempt latency p50 {:?}, p95 {:?}, p99 {:?}, max {:?}",
+        rate.map_or("in a burst".to_owned(), |r| format!("at {r}/s")),
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        latencies.last().unwrap(),
+    );
+    operator.stop().await;
+}
+
+/// The baseline of the webhook benchmarks: `count` signed POSTs straight from the sender
+/// to `urls` in turn, 16 at a time (the outbox's own concurrency in these runs): no
+/// outbox, no apiserver. How long they took.
+async fn direct_sends(urls: &[String], count: usize) -> Duration {
+    use clouddeck::delivery::sender::Outgoing;
+    use clouddeck::delivery::{EgressPolicy, Sender};
+    use futures::StreamExt;
+
     let sender = Sender::new(EgressPolicy::from_allowlist(&["127.0.0.0/8"]).unwrap());
     let keys = [SigningKey::parse(SECRET.as_bytes()).unwrap()];
-    let url = receiver.url();
     let body = br#"{"type":"deployment.ready","data":{}}"#;
-    let direct = std::time::Instant::now();
+    let started = std::time::Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
-            let (sender, keys, url) = (&sender, &keys, &url);
+            let (sender, keys, url) = (&sender, &keys, &urls[i % urls.len()]);
             async move {
                 let id = format!("msg_baseline_{i}");
                 let outcome = sender
@@ -660,23 +684,227 @@ async fn benchmark_delivery_throughput_and_latency() {
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
-    let direct = direct.elapsed();
+    started.elapsed()
+}
+
+/// Benchmark, not a timed test: fan-out, issue #13's "100 Webhooks × 100 events". One
+/// namespace has `CLOUDDECK_BENCH_WEBHOOKS` Webhooks (100), each with a receiver of its
+/// own, and `CLOUDDECK_BENCH_EVENTS` (100) `deployment.ready` events are raised 16 at a
+/// time, each published again when the fan-out rate defers it (as the controllers do).
+/// Prints which Webhooks received, the most deliveries the namespace held at once (what
+/// etcd holds), duplicates, throughput against direct sends in the same run, and latency
+/// from the event being raised (deferral included) and from it being written to its
+/// first attempt. The operator's fan-out limits come from the same variables as the
+/// operator's (`CLOUDDECK_WEBHOOK_MAX_PER_NAMESPACE`, default 50;
+/// `CLOUDDECK_WEBHOOK_DELIVERIES_PER_MINUTE`, default 600), and the test's publisher uses
+/// them too. `CLOUDDECK_BENCH_DUMP_LOG=<file>` keeps the operator's log (with
+/// `CLOUDDECK_E2E_LOG="info,clouddeck::api=trace"` it names every API request):
+///
+/// ```sh
+/// hack/cluster up
+/// CLOUDDECK_BENCH_EVENTS=20 cargo test --release --test e2e webhooks::benchmark_fan_out -- --ignored --nocapture
+/// ```
+#[tokio::test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+async fn benchmark_fan_out() {
+    use clouddeck::delivery::fanout::FanOut;
+    use clouddeck::delivery::{PlatformEvent, Publisher};
+    use futures::StreamExt;
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    let _serial = support::one_operator_test_at_a_time().await;
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let hooks = var("CLOUDDECK_BENCH_WEBHOOKS", 100);
+    let events = var("CLOUDDECK_BENCH_EVENTS", 100);
+    let max_webhooks = var("CLOUDDECK_WEBHOOK_MAX_PER_NAMESPACE", 50);
+    let per_minute = var("CLOUDDECK_WEBHOOK_DELIVERIES_PER_MINUTE", 600);
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-webhooks-fanout").await;
+    signing_secret(&client, &ns.name).await;
+    let mut receivers = Vec::with_capacity(hooks);
+    for _ in 0..hooks {
+        receivers.push(Receiver::start(&[]).await);
+    }
+    let operator = start_operator(&ns.name).await;
+    for (i, receiver) in receivers.iter().enumerate() {
+        let name = format!("hook-{i:03}");
+        create_webhook(&client, &ns.name, &name, &receiver.url(), &["1s"]).await;
+    }
+    let receiving = hooks.min(max_webhooks);
+    eventually(
+        "every receiving Webhook's ping",
+        Duration::from_secs(300),
+        || async {
+            let pinged = receivers
+                .iter()
+                .filter(|r| !r.received().is_empty())
+                .count();
+            (pinged >= receiving).then_some(())
+        },
+    )
+    .await;
+
+    // What etcd holds: the namespace's deliveries, sampled twice a second.
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let (api, held) = (
+            Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name),
+            held.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                if let Ok(list) = api.list_metadata(&ListParams::default().limit(1)).await {
+                    let count =
+                        list.items.len() + list.metadata.remaining_item_count.unwrap_or(0) as usize;
+                    held.fetch_max(count, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
+    let fan_out = FanOut::new(max_webhooks as u32, per_minute as u32);
+    let publisher = Publisher::new(client.clone(), origin, fan_out);
+    let started = Instant::now();
+    // Per event: when it was raised and when its deliveries were written.
+    let published: HashMap<String, (Instant, Instant)> = futures::stream::iter(0..events)
+        .map(|n| {
+            let (publisher, ns) = (publisher.clone(), ns.name.clone());
+            async move {
+                let event = PlatformEvent::new(
+                    "deployment.ready",
+                    format!("fanout/{n}"),
+                    &ns,
+                    format!("fan-out {n}"),
+                )
+                .with("n", n);
+                let raised = Instant::now();
+                loop {
+                    match publisher.publish(&event).await {
+                        Ok(done) => {
+                            assert_eq!(done.created.len(), receiving);
+                            break;
+                        }
+                        Err(err) => {
+                            let wait = err.retry_after().unwrap_or_else(|| panic!("{err}"));
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+                (n.to_string(), (raised, Instant::now()))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let deliveries = events * receiving;
+    let timeout = Duration::from_secs((deliveries * 60 / per_minute) as u64 + 300);
+    // First arrival of each (receiver, event), and every send counted.
+    let arrivals: Vec<HashMap<String, Instant>> =
+        eventually("every delivery at its receiver", timeout, || async {
+            let arrivals: Vec<HashMap<String, Instant>> = receivers
+                .iter()
+                .map(|r| {
+                    let mut first = HashMap::new();
+                    for request in r.received() {
+                        let body = request.json();
+                        if body["type"] == "deployment.ready" {
+                            first
+                                .entry(body["data"]["n"].to_string())
+                                .or_insert(request.at);
+                        }
+                    }
+                    first
+                })
+                .collect();
+            let arrived: usize = arrivals.iter().map(HashMap::len).sum();
+            (arrived >= deliveries).then_some(arrivals)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // for any late second send
+    sampler.abort();
+    let duplicates: usize = receivers
+        .iter()
+        .map(|r| {
+            let mut sends = HashMap::<String, usize>::new();
+            for request in r.received() {
+                *sends.entry(request.header("webhook-id")).or_default() += 1;
+            }
+            sends.values().map(|n| n - 1).sum::<usize>()
+        })
+        .sum();
+    let heard = arrivals.iter().filter(|a| !a.is_empty()).count();
+    let last = arrivals
+        .iter()
+        .flat_map(|a| a.values())
+        .max()
+        .copied()
+        .unwrap();
+    let elapsed = last.duration_since(started);
+    let mut from_raised = Vec::with_capacity(deliveries);
+    let mut from_written = Vec::with_capacity(deliveries);
+    for first in &arrivals {
+        for (n, at) in first {
+            let (raised, written) = published[n];
+            from_raised.push(at.saturating_duration_since(raised));
+            from_written.push(at.saturating_duration_since(written));
+        }
+    }
+    let pcts = |mut all: Vec<Duration>| {
+        all.sort();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        format!(
+            "p50 {:?}, p99 {:?}, max {:?}",
+            pct(0.5),
+            pct(0.99),
+            all[all.len() - 1]
+        )
+    };
+    let urls: Vec<String> = receivers
+        .iter()
+        .take(receiving)
+        .map(Receiver::url)
+        .collect();
+    let direct = direct_sends(&urls, deliveries).await;
     println!(
-        "baseline (signed POSTs from the sender, no outbox): {count} in {:.2}s = {:.1}/s",
-        direct.as_secs_f64(),
-        count as f64 / direct.as_secs_f64()
+        "fan-out benchmark: {hooks} Webhooks x {events} events, limits {max_webhooks} Webhooks \
+         and {per_minute} deliveries a minute per namespace"
+    );
+    println!("| what | figure |\n| --- | --- |");
+    println!("| Webhooks that received events | {heard} of {hooks} |");
+    println!(
+        "| deliveries | {deliveries} in {:.1}s = {:.1}/s, {duplicates} duplicate sends |",
+        elapsed.as_secs_f64(),
+        deliveries as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "webhook delivery benchmark: {count} events {}: {count} deliveries in {:.2}s = \
-         {:.1} deliveries/s, {duplicates} duplicate sends; \
-         event-to-first-attempt latency p50 {:?}, p95 {:?}, p99 {:?}, max {:?}",
-        rate.map_or("in a burst".to_owned(), |r| format!("at {r}/s")),
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.95),
-        pct(0.99),
-        latencies.last().unwrap(),
+        "| most deliveries the namespace held at once | {} |",
+        held.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("| event raised -> first attempt | {} |", pcts(from_raised));
+    println!(
+        "| delivery written -> first attempt | {} |",
+        pcts(from_written)
+    );
+    println!(
+        "| baseline: the same signed POSTs from the sender alone | {deliveries} in {:.2}s = {:.0}/s |",
+        direct.as_secs_f64(),
+        deliveries as f64 / direct.as_secs_f64()
+    );
+    if let Ok(path) = std::env::var("CLOUDDECK_BENCH_DUMP_LOG") {
+        std::fs::write(path, operator.logs()).unwrap();
+    }
+    assert_eq!(
+        heard, receiving,
+        "only the oldest Webhooks under the cap receive"
     );
     operator.stop().await;
 }
