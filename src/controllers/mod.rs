@@ -68,6 +68,7 @@ use tracing::{error, info, warn};
 use crate::api::validation::InvalidField;
 use crate::config::OperatorConfig;
 use crate::delivery::fanout::FanOut;
+use crate::delivery::keys::RecentCredentials;
 use crate::delivery::publisher::KnownWebhooks;
 use crate::delivery::{OriginKey, Publisher};
 use crate::leader::Leadership;
@@ -255,6 +256,9 @@ pub struct Context {
     pub webhooks: KnownWebhooks,
     /// The statuses this replica wrote, so that a stale cached copy does not repeat them.
     pub written: written::Written,
+    /// Each Webhook's endpoint and signing keys, read from its Secrets at most once per
+    /// [`crate::delivery::keys::FRESH_FOR`] by the Webhook and delivery controllers together.
+    pub credentials: RecentCredentials,
 }
 
 impl Context {
@@ -275,6 +279,7 @@ impl Context {
             fan_out,
             webhooks: KnownWebhooks::default(),
             written: written::Written::default(),
+            credentials: RecentCredentials::default(),
         }
     }
 

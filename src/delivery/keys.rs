@@ -122,8 +122,10 @@ pub async fn load(
 
 /// How long credentials read from a Webhook's Secrets are used before they are read again:
 /// a rotated URL or key is used within this, and a burst of deliveries to one Webhook
-/// costs one read of its Secrets per this, not one per attempt.
-pub const FRESH_FOR: Duration = Duration::from_secs(1);
+/// costs one read of its Secrets per this, not one per attempt and per Webhook reconcile.
+/// Measured (`webhooks::benchmark_fan_out`): at one second, 50 busy Webhooks read their
+/// Secrets 50 times a second, the whole of the default client-side rate limit.
+pub const FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// What an attempt needs from a Webhook's Secrets.
 #[derive(Clone, Debug)]
@@ -132,8 +134,9 @@ pub struct Credentials {
     pub keys: Vec<SigningKey>,
 }
 
-/// Credentials read in the last [`FRESH_FOR`], per version of each Webhook (a changed
-/// Webhook, say with another Secret named, is read afresh). Only what could be used is
+/// Credentials read in the last [`FRESH_FOR`], per generation of each Webhook (a changed
+/// spec, say with another Secret named, is read afresh; a status write, which comes with
+/// every delivery's outcome, is not a change). Only what could be used is
 /// kept: a problem is found again by the next attempt.
 #[derive(Debug, Default)]
 pub struct RecentCredentials {
@@ -167,7 +170,7 @@ impl RecentCredentials {
             "{}/{}/{}",
             webhook.namespace().unwrap_or_default(),
             webhook.name_any(),
-            webhook.resource_version().unwrap_or_default()
+            webhook.metadata.generation.unwrap_or_default()
         )
     }
 }
@@ -230,17 +233,17 @@ mod tests {
         );
     }
 
-    fn webhook(version: &str) -> Webhook {
+    fn webhook(generation: i64) -> Webhook {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "clouddeck.io/v1alpha1", "kind": "Webhook",
-            "metadata": { "name": "hook", "namespace": "team-a", "resourceVersion": version },
+            "metadata": { "name": "hook", "namespace": "team-a", "generation": generation },
             "spec": { "url": "https://example.com/hook", "events": ["webhook.ping"] }
         }))
         .unwrap()
     }
 
     #[test]
-    fn credentials_are_read_again_after_a_second_or_when_the_webhook_changes() {
+    fn credentials_are_read_again_after_a_while_or_when_the_webhook_changes() {
         let recent = RecentCredentials::default();
         let start = Instant::now();
         let credentials = Credentials {
@@ -250,11 +253,11 @@ mod tests {
             },
             keys: Vec::new(),
         };
-        assert!(recent.get_at(&webhook("1"), start).is_none());
-        recent.keep_at(&webhook("1"), credentials, start);
+        assert!(recent.get_at(&webhook(1), start).is_none());
+        recent.keep_at(&webhook(1), credentials, start);
         let soon = start + FRESH_FOR / 2;
-        assert!(recent.get_at(&webhook("1"), soon).is_some());
-        assert!(recent.get_at(&webhook("2"), soon).is_none(), "changed");
-        assert!(recent.get_at(&webhook("1"), start + FRESH_FOR).is_none());
+        assert!(recent.get_at(&webhook(1), soon).is_some());
+        assert!(recent.get_at(&webhook(2), soon).is_none(), "changed");
+        assert!(recent.get_at(&webhook(1), start + FRESH_FOR).is_none());
     }
 }

@@ -22,7 +22,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::webhook_delivery::egress_policy;
-use super::webhook_delivery::reconcile::project;
+use super::webhook_delivery::reconcile::project_log;
 use super::{Context, ControllerRun, KindController};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
@@ -44,7 +44,7 @@ pub struct WebhookContext {
     /// Every Webhook (the controller's cache): who is within the fan-out cap.
     pub webhooks: Store<DeserializeGuard<Webhook>>,
     /// Every WebhookDelivery without its payload, seal checked (see
-    /// [`crate::controllers::webhook_delivery::reconcile::project`]): health and retention
+    /// [`crate::controllers::webhook_delivery::reconcile::project_log`]): health and retention
     /// read the log from here, never from a list of the Webhook's whole history.
     pub deliveries: Store<DeserializeGuard<WebhookDelivery>>,
 }
@@ -65,7 +65,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             watcher::Config::default(),
             move |guard| {
                 if let Ok(delivery) = &mut guard.0 {
-                    project(delivery, &origin);
+                    project_log(delivery, &origin);
                 }
             },
         );

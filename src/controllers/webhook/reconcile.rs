@@ -25,7 +25,7 @@ use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::fanout;
-use crate::delivery::keys::{Endpoint, origin};
+use crate::delivery::keys::{Credentials, Endpoint, origin};
 use crate::delivery::publisher::endpoint_gone;
 use crate::delivery::{PlatformEvent, keys};
 
@@ -86,15 +86,33 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     let (namespace, name) = (webhook.namespace().unwrap_or_default(), webhook.name_any());
     let webhooks = Api::<Webhook>::namespaced(client.clone(), &namespace);
 
-    // Read: the endpoint and keys (Secrets, read now), the deliveries (cache).
-    let endpoint = keys::endpoint(client, webhook).await?;
+    // Read: the endpoint and keys (from the Secrets at most once per `keys::FRESH_FOR` and
+    // Webhook, with the delivery controller: a burst of deliveries changing costs no read
+    // each), the deliveries (cache).
+    let recent = ctx.ctx.credentials.get(webhook);
+    let endpoint = match &recent {
+        Some(read) => Ok(read.endpoint.clone()),
+        None => keys::endpoint(client, webhook).await?,
+    };
     let check = match &endpoint {
         Ok(endpoint) => validate(&webhook.spec, endpoint, &ctx.policy),
         Err(problem) => Err((health_status::ENDPOINT_SECRET_UNAVAILABLE, problem.clone())),
     };
-    let key_problem = match &check {
-        Ok(()) => keys::load(client, webhook).await?.err(),
-        Err(_) => None,
+    // Credentials from the cache are looked at again once they are due for a read: a
+    // Secret deleted or broken meanwhile is then reported, as it would have been now.
+    let reread = recent.is_some().then_some(keys::FRESH_FOR);
+    let key_problem = match (&check, &endpoint) {
+        (Ok(()), Ok(endpoint)) if recent.is_none() => match keys::load(client, webhook).await? {
+            Ok(keys) => {
+                let endpoint = endpoint.clone();
+                ctx.ctx
+                    .credentials
+                    .keep(webhook, Credentials { endpoint, keys });
+                None
+            }
+            Err(problem) => Some(problem),
+        },
+        _ => None,
     };
     let found = Found {
         check,
@@ -138,7 +156,7 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         .is_some()
         .then_some(Duration::from_secs(30));
     let expiry = health_status::next_expiry(&deliveries, &ctx.retention, now);
-    let next = [key_retry, expiry]
+    let next = [key_retry, expiry, reread]
         .into_iter()
         .flatten()
         .fold(ctx.ctx.config.resync_period, Duration::min);

@@ -29,7 +29,6 @@ use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{DeliveryPhase, WebhookDelivery};
 use crate::config::OperatorConfig;
 use crate::delivery::fairness::Shares;
-use crate::delivery::keys::RecentCredentials;
 use crate::delivery::metrics::DeliveryMetrics;
 use crate::delivery::{EgressPolicy, Sender};
 
@@ -56,9 +55,6 @@ pub struct DeliveryContext {
     /// Attempts in flight per Webhook and per namespace, and the deliveries waiting for
     /// them (see [`crate::delivery::fairness`]).
     pub shares: Shares<ObjectRef<DeserializeGuard<WebhookDelivery>>>,
-    /// Each Webhook's endpoint and signing keys, read from its Secrets at most once a
-    /// second.
-    pub credentials: RecentCredentials,
 }
 
 /// The egress policy of this operator: `--webhook-allow-cidrs` (checked when parsed).
@@ -100,7 +96,6 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             metrics: metrics.clone(),
             webhooks,
             shares,
-            credentials: RecentCredentials::default(),
         });
         // The guard keeps one delivery the operator cannot decode (a timestamp chrono
         // cannot hold, a payload nested too deep) from stopping every delivery.

@@ -48,10 +48,17 @@ pub fn project(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginK
         .status
         .as_ref()
         .is_some_and(|s| s.attempt_count.unwrap_or(0) > 0 || !s.attempts.is_empty());
-    if !attempted {
+    if attempted {
+        project_log(delivery, origin);
+    } else {
         delivery.annotations_mut().remove(PROJECTED_SEAL);
-        return;
     }
+}
+
+/// The delivery log's copy of `delivery` (what the Webhook controller caches for health and
+/// retention): everything but the payload, with the seal checked first and the verdict
+/// kept in [`PROJECTED_SEAL`].
+pub fn project_log(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginKey) {
     let sealed = origin.verify(delivery);
     delivery.spec.payload = String::new();
     delivery
@@ -59,7 +66,7 @@ pub fn project(delivery: &mut WebhookDelivery, origin: &crate::delivery::OriginK
         .insert(PROJECTED_SEAL.into(), sealed.to_string());
 }
 
-/// The verdict [`project`] left on a cached delivery; `None` for a whole object.
+/// The verdict [`project_log`] left on a cached delivery; `None` for a whole object.
 pub fn projected_seal(delivery: &WebhookDelivery) -> Option<bool> {
     delivery
         .annotations()
@@ -307,34 +314,41 @@ async fn read_whole(
     Ok(())
 }
 
-/// Where to send and what to sign with: read from the Webhook's Secrets at most once a
-/// second per Webhook (a rotated URL or key is used within a second; read within the share,
+/// Where to send and what to sign with: read from the Webhook's Secrets at most once per
+/// [`keys::FRESH_FOR`] and Webhook (a rotated URL or key is used within it; read within the share,
 /// so a backlog waiting for a share costs no read). A destination refused by this
 /// operator's egress policy is a configuration problem of the Webhook, whose Stalled
 /// condition names the field: no attempt is spent; the delivery says why it waits (written
-/// once), and goes out once the URL or the allowlist changes. Only credentials that passed
-/// are kept, so a problem is found again by the next attempt.
+/// once), and goes out once the URL or the allowlist changes. Only credentials without a
+/// problem are kept, so a problem is found again by the next attempt.
 async fn credentials(
     ctx: &DeliveryContext,
     current: &WebhookDelivery,
     webhook: &Webhook,
 ) -> Result<(String, Vec<SigningKey>), Halt> {
-    if let Some(Credentials { endpoint, keys }) = ctx.credentials.get(webhook) {
-        return Ok((endpoint.url, keys));
-    }
     let name = webhook.name_any();
+    let refused = |url: &str| {
+        let refused = ctx.sender.check_destination(url).err()?;
+        debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
+        let message = format!(
+            "not sent: the destination of Webhook {name:?} is refused by the operator's egress policy (see the Webhook's status)"
+        );
+        Some(Halt::UntilFixed(status::DESTINATION_REFUSED, message))
+    };
+    if let Some(Credentials { endpoint, keys }) = ctx.ctx.credentials.get(webhook) {
+        return match refused(&endpoint.url) {
+            Some(halt) => Err(halt),
+            None => Ok((endpoint.url, keys)),
+        };
+    }
     let endpoint = keys::endpoint(&ctx.ctx.client, webhook)
         .await?
         .map_err(|problem| {
             let message = format!("not sent: Webhook {name:?} {problem}");
             Halt::UntilFixed(status::ENDPOINT_SECRET_UNAVAILABLE, message)
         })?;
-    if let Err(refused) = ctx.sender.check_destination(&endpoint.url) {
-        debug!(delivery = %current.name_any(), %refused, "destination refused; waiting for a fix");
-        let message = format!(
-            "not sent: the destination of Webhook {name:?} is refused by the operator's egress policy (see the Webhook's status)"
-        );
-        return Err(Halt::UntilFixed(status::DESTINATION_REFUSED, message));
+    if let Some(halt) = refused(&endpoint.url) {
+        return Err(halt);
     }
     let keys = keys::load(&ctx.ctx.client, webhook)
         .await?
@@ -343,7 +357,7 @@ async fn credentials(
             Halt::UntilFixed(status::SIGNING_SECRET_UNAVAILABLE, message)
         })?;
     let read = Credentials { endpoint, keys };
-    ctx.credentials.keep(webhook, read.clone());
+    ctx.ctx.credentials.keep(webhook, read.clone());
     Ok((read.endpoint.url, read.keys))
 }
 
