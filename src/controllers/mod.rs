@@ -41,6 +41,7 @@ pub mod hostname_claim;
 pub mod pod;
 pub mod project;
 pub mod retry;
+mod shared;
 pub mod split_test;
 pub mod watch_backoff;
 
@@ -76,6 +77,7 @@ use crate::server::Health;
 use crate::shutdown::{self, Stop};
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
+use shared::SharedCaches;
 
 /// The one field manager of every server-side apply CloudDeck makes.
 pub const FIELD_MANAGER: &str = "clouddeck";
@@ -413,6 +415,7 @@ pub struct ControllerRun {
     name: &'static str,
     stop: Stop,
     health: Health,
+    caches: Arc<SharedCaches>,
 }
 
 impl ControllerRun {
@@ -487,24 +490,68 @@ impl ControllerRun {
         (store, reflector(writer, events))
     }
 
-    /// [`ControllerRun::cache`] of every object of kind `K` in the cluster, each behind a
-    /// [`DeserializeGuard`]: an object this release cannot read is an `Err` in the cache, not
-    /// a stopped watch.
+    /// Every object of kind `K` in the cluster, each behind a [`DeserializeGuard`] (an
+    /// object this release cannot read is an `Err` in the cache, not a stopped watch), from
+    /// the cache all of this term's controllers share ([`ControllerRun::shared`]), and the
+    /// objects that change, for this controller's triggers.
     pub fn cache_all<K>(
         &self,
     ) -> (
         Store<DeserializeGuard<K>>,
-        impl Stream<Item = WatchEvent<DeserializeGuard<K>>> + Send + 'static,
+        impl Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static,
     )
     where
         DeserializeGuard<K>: Clone + kube::Resource<DynamicType = ()>,
         DeserializeGuard<K>: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {
-        self.cache(
-            Api::all(self.ctx.client.clone()),
-            watcher::Config::default(),
-            |_| {},
-        )
+        self.shared(watcher::Config::default())
+    }
+
+    /// A controller of every object of kind `K`, on the cache this term's controllers
+    /// share ([`ControllerRun::shared`]); otherwise as [`ControllerRun::controller`].
+    pub fn shared_controller<K>(&self) -> Controller<DeserializeGuard<K>>
+    where
+        DeserializeGuard<K>: Clone + kube::Resource<DynamicType = ()>,
+        DeserializeGuard<K>: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let (store, changes) = self.cache_all::<K>();
+        Controller::for_stream(changes, store)
+            .trigger_backoff(WatchBackoff::default())
+            .graceful_shutdown_on(self.stopped())
+    }
+
+    /// The cache of every object of kind `K` under `config`'s selectors that all of this
+    /// term's controllers share (one watch, one copy of each object, without
+    /// `managedFields`; see [`shared`]), reported in this controller's `/readyz` until it
+    /// has its initial list, and a stream of the objects that change (applied or deleted;
+    /// all of them after a list) for this controller's triggers. The watch's errors are
+    /// reported under the controller that asked first.
+    pub fn shared<K>(
+        &self,
+        config: watcher::Config,
+    ) -> (
+        Store<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    )
+    where
+        K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+        K: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let shared = self.caches.get_or_start(&config, |writer, shared| {
+            let events = self
+                .watch(Api::<K>::all(self.ctx.client.clone()), config.clone())
+                .map_ok(|event| event.modify(|obj| obj.meta_mut().managed_fields = None));
+            let stopped = self.stopped();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shared.fill(writer, events) => {}
+                    () = stopped => {}
+                }
+            });
+        });
+        self.report_cache_sync(shared.store.clone());
+        let changes = shared.subscribe().map(|obj| Ok(K::clone(&obj)));
+        (shared.store, changes)
     }
 
     /// A watch of `api` with its own backoff ([`WatchBackoff`]) whose errors are reported
@@ -537,7 +584,8 @@ impl ControllerRun {
     }
 
     /// Like [`ControllerRun::children`], with a cache of their metadata (for
-    /// [`applied::apply`]: a child's `resourceVersion` without a request).
+    /// [`applied::apply`]: a child's `resourceVersion` without a request), shared by this
+    /// term's controllers ([`ControllerRun::shared`]).
     pub fn cached_children<K>(
         &self,
         config: watcher::Config,
@@ -549,9 +597,7 @@ impl ControllerRun {
         K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
         K: std::fmt::Debug + Send + Sync + 'static,
     {
-        let api = Api::<PartialObjectMeta<K>>::all(self.ctx.client.clone());
-        let (store, events) = self.cache(api, config, |_| {});
-        (store, events.touched_objects())
+        self.shared(config)
     }
 
     /// The objects of kind `K` in every namespace, for `watches_stream`.
@@ -704,6 +750,7 @@ pub async fn run_while_leading(
         let (stop_controllers, stop) = shutdown::channel();
         let mut running = JoinSet::new();
         let mut names = HashMap::new();
+        let caches = Arc::new(SharedCaches::default());
         for controller in &controllers {
             health.cache_pending(controller.name);
             let run = ControllerRun {
@@ -711,6 +758,7 @@ pub async fn run_while_leading(
                 name: controller.name,
                 stop: stop.clone(),
                 health: health.clone(),
+                caches: caches.clone(),
             };
             let handle = running.spawn((controller.run)(run));
             names.insert(handle.id(), controller.name);
@@ -893,6 +941,7 @@ mod tests {
             name: "configmaps",
             stop,
             health: health.clone(),
+            caches: Default::default(),
         };
         let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
         run.report_cache_sync(store.clone());

@@ -27,7 +27,7 @@ use super::deployment::render::running_image;
 use super::error::ReconcileError;
 use super::{Context, ControllerRun, KindController, cached_or_read};
 use crate::api::cron_job::CronJob;
-use crate::api::deployment::{Deployment, DeploymentStatus};
+use crate::api::deployment::Deployment;
 use crate::api::project::Project;
 use crate::labels::MANAGED;
 
@@ -47,8 +47,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let by_job = controller.store();
         let by_pod = controller.store();
         // Cached, so that a look that finds nothing changed asks the API nothing: the
-        // batch CronJobs and their runs (both only CloudDeck's), the Projects, and of each
-        // Deployment only what a run needs (its image).
+        // batch CronJobs and their runs (both only CloudDeck's), the Projects and the
+        // Deployments (for the image a run runs; the cache every controller shares).
         let (batches, batch_events) = run.cache(
             Api::<BatchCronJob>::all(client.clone()),
             watcher::Config::default().labels(MANAGED),
@@ -68,11 +68,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             keep_only_container_states,
         );
         let (projects, project_events) = run.cache_all::<Project>();
-        let (deployments, deployment_events) = run.cache(
-            Api::<DeserializeGuard<Deployment>>::all(client.clone()),
-            watcher::Config::default(),
-            keep_only_the_image,
-        );
+        let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let controller = controller
             .owns_stream(batch_events.touched_objects())
             // A run that starts, succeeds or fails; only the runs of CloudDeck CronJobs.
@@ -83,16 +79,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 cron_job_of(&by_pod, &pod)
             })
             // A promotion (the Project's production changes) moves the runs to it.
-            .watches_stream(
-                project_events.touched_objects(),
-                move |project: DeserializeGuard<Project>| cron_jobs_of(&by_project, &project),
-            )
+            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
+                cron_jobs_of(&by_project, &project)
+            })
             // Only the cache is wanted (a production Deployment's image does not change):
             // polled here, it wakes nobody.
-            .watches_stream(
-                deployment_events.touched_objects(),
-                |_: DeserializeGuard<Deployment>| None,
-            );
+            .watches_stream(deployment_events, |_: DeserializeGuard<Deployment>| None);
         let ctx = Arc::new(CronJobContext {
             ctx: run.ctx.clone(),
             batches,
@@ -204,17 +196,6 @@ fn keep_only_container_states(pod: &mut Pod) {
         container_statuses,
         ..PodStatus::default()
     });
-}
-
-/// The cached copy of a Deployment, for a CronJob: what [`running_image`] reads.
-fn keep_only_the_image(guard: &mut DeserializeGuard<Deployment>) {
-    if let Ok(deployment) = &mut guard.0 {
-        let image_digest = deployment.status.take().and_then(|s| s.image_digest);
-        deployment.status = Some(DeploymentStatus {
-            image_digest,
-            ..DeploymentStatus::default()
-        });
-    }
 }
 
 /// The CronJob a run (or its pod) belongs to, by its `clouddeck.io/cronjob` label (the

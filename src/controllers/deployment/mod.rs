@@ -136,8 +136,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         // The guard keeps one malformed object from stopping the controller.
-        let deployments = Api::<DeserializeGuard<Deployment>>::all(client.clone());
-        let controller = run.controller(deployments, watcher::Config::default());
+        let controller = run.shared_controller::<Deployment>();
         let store = controller.store();
         let managed = || watcher::Config::default().labels(MANAGED);
         // Whole workloads, for their rollout status (kept from the watch instead of read
@@ -159,29 +158,26 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let of_project = store.clone();
         let controller = controller
             // A Project's EdgeHandlers go into each of its preview routes.
-            .watches_stream(edge_events.touched_objects(), same_project(of_project))
+            .watches_stream(edge_events, same_project(of_project))
             .owns_stream(run.children::<Job>(managed()))
             .owns_stream(workload_events.touched_objects())
             .owns_stream(service_events)
             .owns_stream(route_events)
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
-            .watches_stream(
-                project_events.touched_objects(),
-                move |project: DeserializeGuard<Project>| {
-                    let namespace = project.namespace();
-                    let name = project.name_any();
-                    store
-                        .state()
-                        .into_iter()
-                        .filter(|guard| {
-                            guard.0.as_ref().is_ok_and(|d| {
-                                d.namespace() == namespace && d.spec.project_ref.name == name
-                            })
+            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
+                let namespace = project.namespace();
+                let name = project.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|guard| {
+                        guard.0.as_ref().is_ok_and(|d| {
+                            d.namespace() == namespace && d.spec.project_ref.name == name
                         })
-                        .map(|guard| ObjectRef::from_obj(&*guard))
-                        .collect::<Vec<_>>()
-                },
-            );
+                    })
+                    .map(|guard| ObjectRef::from_obj(&*guard))
+                    .collect::<Vec<_>>()
+            });
         let ctx = Arc::new(DeploymentContext {
             ctx: run.ctx.clone(),
             workloads,

@@ -23,7 +23,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
 use tracing::error;
@@ -98,10 +98,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let managed = watcher::Config::default().labels(MANAGED);
 
         // The guards keep one malformed Domain from stopping the controller.
-        let controller = run.controller(
-            Api::<DeserializeGuard<Domain>>::all(client.clone()),
-            watcher::Config::default(),
-        );
+        let controller = run.shared_controller::<Domain>();
         let domains = controller.store();
         let related = domains.clone();
         let followers = domains.clone();
@@ -117,30 +114,26 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let of_split = domains.clone();
         let controller = controller
-            .watches_stream(split_events.touched_objects(), same_project(of_split))
+            .watches_stream(split_events, same_project(of_split))
             // Kept current for the split; a Deployment going Ready moves the production
             // route, which the Domains serving it follow.
-            .watches_stream(
-                deployment_events.touched_objects(),
-                |_: DeserializeGuard<Deployment>| Vec::<ObjectRef<DeserializeGuard<Domain>>>::new(),
-            )
+            .watches_stream(deployment_events, |_: DeserializeGuard<Deployment>| {
+                Vec::<ObjectRef<DeserializeGuard<Domain>>>::new()
+            })
             // A Project's EdgeHandlers go into the route of each Domain that serves it.
-            .watches_stream(edge_events.touched_objects(), same_project(of_project))
+            .watches_stream(edge_events, same_project(of_project))
             .owns_stream(run.children::<HttpRoute>(managed.clone()))
             // A listener deleted or edited by hand is put back at once, not at the resync.
             .owns_stream(run.children::<ListenerSet>(managed.clone()))
             .owns_stream(run.children::<certificate::Certificate>(managed.clone()))
-            .watches_stream(
-                run.related::<DeserializeGuard<Domain>>(watcher::Config::default()),
-                move |guard| {
-                    // Deleted too: a listener on the Gateway may have lost its Domain.
-                    wake_sweep.notify_one();
-                    match &guard.0 {
-                        Ok(changed) => reconcile::related_domains(&related.state(), changed),
-                        Err(_) => Vec::new(),
-                    }
-                },
-            )
+            .watches_stream(run.cache_all::<Domain>().1, move |guard| {
+                // Deleted too: a listener on the Gateway may have lost its Domain.
+                wake_sweep.notify_one();
+                match &guard.0 {
+                    Ok(changed) => reconcile::related_domains(&related.state(), changed),
+                    Err(_) => Vec::new(),
+                }
+            })
             // A claim taken or freed changes who may be verified for its hostnames.
             .watches_stream(
                 run.related::<HostnameClaim>(watcher::Config::default()),

@@ -73,10 +73,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         // The guard keeps one malformed object from stopping the controller.
-        let controller = run.controller(
-            Api::<DeserializeGuard<EdgeHandler>>::all(client.clone()),
-            watcher::Config::default(),
-        );
+        let controller = run.shared_controller::<EdgeHandler>();
         let handlers = controller.store();
         let by_route = handlers.clone();
         let by_project = handlers.clone();
@@ -114,29 +111,23 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 })
             })
             // The Project appearing or going decides whether there is anything to apply to.
-            .watches_stream(
-                project_events.touched_objects(),
-                move |project: DeserializeGuard<Project>| {
-                    let name = project.name_any();
-                    matching_in(&by_project, project.namespace(), |h: &EdgeHandler| {
-                        h.spec.project_ref.name == name
-                    })
-                },
-            )
+            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
+                let name = project.name_any();
+                matching_in(&by_project, project.namespace(), |h: &EdgeHandler| {
+                    h.spec.project_ref.name == name
+                })
+            })
             // Another handler of the Project changes the merged plan (its order, its limits).
-            .watches_stream(
-                run.related::<DeserializeGuard<EdgeHandler>>(watcher::Config::default()),
-                move |changed| {
-                    let Ok(changed) = &changed.0 else {
-                        return Vec::new();
-                    };
-                    let project = changed.spec.project_ref.name.clone();
-                    let name = changed.name_any();
-                    matching_in(&by_sibling, changed.namespace(), |h: &EdgeHandler| {
-                        h.spec.project_ref.name == project && h.name_any() != name
-                    })
-                },
-            );
+            .watches_stream(run.cache_all::<EdgeHandler>().1, move |changed| {
+                let Ok(changed) = &changed.0 else {
+                    return Vec::new();
+                };
+                let project = changed.spec.project_ref.name.clone();
+                let name = changed.name_any();
+                matching_in(&by_sibling, changed.namespace(), |h: &EdgeHandler| {
+                    h.spec.project_ref.name == project && h.name_any() != name
+                })
+            });
         let ctx = Arc::new(EdgeContext {
             ctx: run.ctx.clone(),
             handlers,

@@ -14,10 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::core::DeserializeGuard;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -64,23 +62,20 @@ impl ClaimContext {
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        let _client = run.ctx.client.clone();
         let base = run.ctx.config.routing.base_domain.clone();
         let wildcards = run.ctx.config.domains.allow_wildcard_domains;
         let (projects, project_events) = run.cache_all::<Project>();
         let (domains, domain_events) = run.cache_all::<Domain>();
         let controller = run
-            .controller(
-                Api::<DeserializeGuard<HostnameClaim>>::all(client.clone()),
-                watcher::Config::default(),
-            )
+            .shared_controller::<HostnameClaim>()
             // A Project's claim is on the hostname its status shows.
-            .watches_stream(project_events.touched_objects(), |guard| {
+            .watches_stream(project_events, |guard| {
                 let hostname = guard.0.as_ref().ok()?.status.as_ref()?.hostname.clone()?;
                 Some(claim_ref(&hostname))
             })
             // A Domain outside the base domain claims exactly its hostname.
-            .watches_stream(domain_events.touched_objects(), move |guard| {
+            .watches_stream(domain_events, move |guard| {
                 let domain = guard.0.as_ref().ok()?;
                 let hostname = crate::dns::normalize(&domain.spec.hostname, wildcards).ok()?;
                 (hostnames::authority(&hostname, &base) == Authority::Exact)

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
+use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::runtime::watcher;
 
 use super::applied::Applied;
 use super::{Context, ControllerRun, KindController, readable_in};
@@ -34,12 +34,9 @@ pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        let _client = run.ctx.client.clone();
         // The guards keep one malformed object from stopping the controller.
-        let controller = run.controller(
-            Api::<DeserializeGuard<Project>>::all(client.clone()),
-            watcher::Config::default(),
-        );
+        let controller = run.shared_controller::<Project>();
         let projects = controller.store();
         let namesakes = projects.clone();
         let waiting = projects.clone();
@@ -54,30 +51,24 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (split_tests, split_events) = run.cache_all::<SplitTest>();
         let controller = controller
             // A running SplitTest splits its production route.
-            .watches_stream(
-                split_events.touched_objects(),
-                |guard: DeserializeGuard<SplitTest>| {
-                    let test = guard.0.as_ref().ok()?;
-                    Some(
-                        ObjectRef::<DeserializeGuard<Project>>::new(&test.spec.project_ref.name)
-                            .within(&test.namespace()?),
-                    )
-                },
-            )
+            .watches_stream(split_events, |guard: DeserializeGuard<SplitTest>| {
+                let test = guard.0.as_ref().ok()?;
+                Some(
+                    ObjectRef::<DeserializeGuard<Project>>::new(&test.spec.project_ref.name)
+                        .within(&test.namespace()?),
+                )
+            })
             // Its EdgeHandlers go into its production and branch alias routes.
-            .watches_stream(
-                edge_events.touched_objects(),
-                |guard: DeserializeGuard<EdgeHandler>| {
-                    let handler = guard.0.as_ref().ok()?;
-                    Some(
-                        ObjectRef::<DeserializeGuard<Project>>::new(&handler.spec.project_ref.name)
-                            .within(&handler.namespace()?),
-                    )
-                },
-            )
+            .watches_stream(edge_events, |guard: DeserializeGuard<EdgeHandler>| {
+                let handler = guard.0.as_ref().ok()?;
+                Some(
+                    ObjectRef::<DeserializeGuard<Project>>::new(&handler.spec.project_ref.name)
+                        .within(&handler.namespace()?),
+                )
+            })
             // A claim taken, released or expired changes which key a Project can hold.
             .watches_stream(
-                claim_events.touched_objects(),
+                claim_events,
                 move |guard: DeserializeGuard<HostnameClaim>| match &guard.0 {
                     Ok(claim) => waiting_for(&waiting.state(), claim, &base),
                     // Reported by the claim controller; nobody can be waiting for it.
@@ -85,25 +76,19 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 },
             )
             // A Project coming or going changes who holds its name's hostname.
-            .watches_stream(
-                run.related::<DeserializeGuard<Project>>(watcher::Config::default()),
-                move |changed| namesakes_of(&namesakes.state(), &changed),
-            )
+            .watches_stream(run.cache_all::<Project>().1, move |changed| {
+                namesakes_of(&namesakes.state(), &changed)
+            })
             .owns_stream(route_events)
             // Every change of a Deployment may change what its Project serves.
-            .watches_stream(
-                deployment_events.touched_objects(),
-                |guard: DeserializeGuard<Deployment>| {
-                    let deployment = guard.0.as_ref().ok()?;
-                    let namespace = deployment.namespace()?;
-                    Some(
-                        ObjectRef::<DeserializeGuard<Project>>::new(
-                            &deployment.spec.project_ref.name,
-                        )
+            .watches_stream(deployment_events, |guard: DeserializeGuard<Deployment>| {
+                let deployment = guard.0.as_ref().ok()?;
+                let namespace = deployment.namespace()?;
+                Some(
+                    ObjectRef::<DeserializeGuard<Project>>::new(&deployment.spec.project_ref.name)
                         .within(&namespace),
-                    )
-                },
-            );
+                )
+            });
         run.run(
             controller,
             Arc::new(ProjectContext {

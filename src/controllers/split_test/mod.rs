@@ -13,11 +13,11 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use gateway_api::apis::standard::httproutes::HttpRoute;
+use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::runtime::watcher;
 
 use super::{ControllerRun, KindController};
 use crate::api::deployment::Deployment;
@@ -43,11 +43,8 @@ pub struct SplitContext {
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
-        let controller = run.controller(
-            Api::<DeserializeGuard<SplitTest>>::all(client.clone()),
-            watcher::Config::default(),
-        );
+        let _client = run.ctx.client.clone();
+        let controller = run.shared_controller::<SplitTest>();
         let tests = controller.store();
         let (projects, project_events) = run.cache_all::<Project>();
         let (deployments, deployment_events) = run.cache_all::<Deployment>();
@@ -71,35 +68,25 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             of_project(tests.clone()),
         );
         let controller = controller
-            .watches_stream(
-                project_events.touched_objects(),
-                move |p: DeserializeGuard<Project>| by_project(p.namespace(), Some(p.name_any())),
-            )
-            .watches_stream(
-                deployment_events.touched_objects(),
-                move |d: DeserializeGuard<Deployment>| {
-                    let project = d.0.as_ref().ok().map(|d| d.spec.project_ref.name.clone());
-                    by_deployment(d.namespace(), project)
-                },
-            )
-            .watches_stream(
-                edge_events.touched_objects(),
-                move |h: DeserializeGuard<EdgeHandler>| {
-                    let project = h.0.as_ref().ok().map(|h| h.spec.project_ref.name.clone());
-                    by_edge(h.namespace(), project)
-                },
-            )
+            .watches_stream(project_events, move |p: DeserializeGuard<Project>| {
+                by_project(p.namespace(), Some(p.name_any()))
+            })
+            .watches_stream(deployment_events, move |d: DeserializeGuard<Deployment>| {
+                let project = d.0.as_ref().ok().map(|d| d.spec.project_ref.name.clone());
+                by_deployment(d.namespace(), project)
+            })
+            .watches_stream(edge_events, move |h: DeserializeGuard<EdgeHandler>| {
+                let project = h.0.as_ref().ok().map(|h| h.spec.project_ref.name.clone());
+                by_edge(h.namespace(), project)
+            })
             .watches_stream(route_events, move |r: PartialObjectMeta<HttpRoute>| {
                 by_route(r.namespace(), r.labels().get(PROJECT_LABEL).cloned())
             })
             // Which of a Project's tests runs depends on the others.
-            .watches_stream(
-                run.related::<DeserializeGuard<SplitTest>>(watcher::Config::default()),
-                move |t| {
-                    let project = t.0.as_ref().ok().map(|t| t.spec.project_ref.name.clone());
-                    by_sibling(t.namespace(), project)
-                },
-            );
+            .watches_stream(run.cache_all::<SplitTest>().1, move |t| {
+                let project = t.0.as_ref().ok().map(|t| t.spec.project_ref.name.clone());
+                by_sibling(t.namespace(), project)
+            });
         let ctx = Arc::new(SplitContext {
             ctx: run.ctx.clone(),
             tests,
