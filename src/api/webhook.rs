@@ -235,7 +235,8 @@ pub struct WebhookStatus {
     /// Deliveries that failed in a row, across events; reset by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<i32>,
-    /// When the endpoint last answered with a 2xx.
+    /// When the endpoint last answered with a 2xx. While deliveries keep succeeding it is
+    /// written at most every 10 seconds, so it may lag the latest success by that much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_time: Option<Time>,
     /// When a delivery attempt last failed.

@@ -129,7 +129,10 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     if ready {
         ping_if_requested(ctx, &webhooks, webhook).await?;
     }
-    if status != old {
+    // A success shortly after the one shown waits for the next change or its due time:
+    // under load every delivery's outcome would otherwise be a write of its Webhook.
+    let success_due = success_time_due(&old, &status, Timestamp::now());
+    if status != old && success_due.is_none() {
         let mut next = webhook.clone();
         next.status = Some(status);
         // Replaced under the resourceVersion read, not applied: the health it reports was
@@ -156,11 +159,34 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
         .is_some()
         .then_some(Duration::from_secs(30));
     let expiry = health_status::next_expiry(&deliveries, &ctx.retention, now);
-    let next = [key_retry, expiry, reread]
+    let next = [key_retry, expiry, reread, success_due]
         .into_iter()
         .flatten()
         .fold(ctx.ctx.config.resync_period, Duration::min);
     Ok(Action::requeue(next))
+}
+
+/// How long a Webhook's `lastSuccessTime` may lag the latest success (issue #13: with a
+/// write per delivery outcome, the Webhook's status writes took a third of a busy
+/// operator's API budget). Failures are written at once: they drive `Degraded`.
+pub const SUCCESS_TIME_GRAIN: Duration = Duration::from_secs(10);
+
+/// When `next` differs from the status shown (`old`) only in a `lastSuccessTime` less
+/// than [`SUCCESS_TIME_GRAIN`] after the one shown: how long until it is due (the write
+/// waits until then, or until anything else changes).
+fn success_time_due(old: &WebhookStatus, next: &WebhookStatus, now: Timestamp) -> Option<Duration> {
+    let (Some(shown), Some(latest)) = (&old.last_success_time, &next.last_success_time) else {
+        return None;
+    };
+    let otherwise = WebhookStatus {
+        last_success_time: Some(shown.clone()),
+        ..next.clone()
+    };
+    let due = shown.0.checked_add(SUCCESS_TIME_GRAIN).ok()?;
+    if otherwise != *old || latest.0 <= shown.0 || latest.0 >= due || now >= due {
+        return None;
+    }
+    Duration::try_from(now.duration_until(due)).ok()
 }
 
 /// What a Webhook's reconcile found out about its configuration.
@@ -429,6 +455,56 @@ mod tests {
             url: url.into(),
             field: "spec.url",
         }
+    }
+
+    #[test]
+    fn a_success_soon_after_the_one_shown_waits_and_anything_else_is_written_at_once() {
+        let t = |second: i64| Time(Timestamp::from_second(1_000 + second).unwrap());
+        let shown = WebhookStatus {
+            consecutive_failures: Some(0),
+            last_success_time: Some(t(0)),
+            ..WebhookStatus::default()
+        };
+        let succeeded_at = |second| WebhookStatus {
+            last_success_time: Some(t(second)),
+            ..shown.clone()
+        };
+        let now = |second| t(second).0;
+        assert_eq!(
+            success_time_due(&shown, &succeeded_at(3), now(4)),
+            Some(Duration::from_secs(6)),
+            "written when due, 10 s after the success shown"
+        );
+        assert_eq!(
+            success_time_due(&shown, &succeeded_at(10), now(10)),
+            None,
+            "due"
+        );
+        assert_eq!(
+            success_time_due(&shown, &succeeded_at(3), now(12)),
+            None,
+            "a reconcile after the due time writes it"
+        );
+        let failed = WebhookStatus {
+            consecutive_failures: Some(1),
+            last_failure_time: Some(t(3)),
+            ..succeeded_at(2)
+        };
+        assert_eq!(success_time_due(&shown, &failed, now(4)), None, "a failure");
+        let first = WebhookStatus {
+            last_success_time: None,
+            ..shown.clone()
+        };
+        assert_eq!(
+            success_time_due(&first, &shown, now(1)),
+            None,
+            "the first success"
+        );
+        assert_eq!(
+            success_time_due(&shown, &shown, now(1)),
+            None,
+            "nothing to write"
+        );
     }
 
     #[test]
