@@ -1,5 +1,5 @@
 # Entry points named in README.md. The scripts under hack/ do the work.
-.PHONY: dev test cluster-up cluster-down crds lint
+.PHONY: dev test bench cluster-up cluster-down crds lint
 
 # Bring up the local control plane, install the CRDs, build the samples from a local git
 # repository on the real node (config/dev, hack/sample-app) and run the operator in the
@@ -10,6 +10,11 @@ dev:
 # Every test: fmt, clippy, unit tests, and the e2e tests against a local control plane.
 test:
 	hack/test
+
+# Every benchmark (the ignored e2e tests, release build) against the local control plane
+# (`make cluster-up` first), each with its same-run baseline; `hack/bench scale` for one.
+bench:
+	hack/bench
 
 cluster-up:
 	hack/cluster up
