@@ -175,6 +175,76 @@ impl RecentCredentials {
     }
 }
 
+/// What [`look_up`] found of a Webhook's credentials.
+#[derive(Debug)]
+pub enum LookedUp<E> {
+    /// Usable; `recent` when they came from [`RecentCredentials`] (so read again once due).
+    Usable {
+        credentials: Credentials,
+        recent: bool,
+    },
+    /// The endpoint cannot be read: a problem the user must fix.
+    NoEndpoint(KeyProblem),
+    /// The endpoint was read, and refused by the caller's check (`why`).
+    Refused {
+        endpoint: Endpoint,
+        why: E,
+        recent: bool,
+    },
+    /// The endpoint is fine; the signing keys cannot be read.
+    NoKeys {
+        endpoint: Endpoint,
+        problem: KeyProblem,
+    },
+}
+
+/// A Webhook's endpoint and keys: the ones read in the last [`FRESH_FOR`], or read from
+/// its Secrets now (the keys only for an endpoint `usable` accepts) and kept when usable.
+/// The Webhook and delivery controllers share `recent`, so a burst of deliveries costs one
+/// read per Webhook and [`FRESH_FOR`]. `Err(..)` is an API error worth retrying.
+pub async fn look_up<E>(
+    client: &Client,
+    recent: &RecentCredentials,
+    webhook: &Webhook,
+    usable: impl Fn(&Endpoint) -> Result<(), E>,
+) -> kube::Result<LookedUp<E>> {
+    if let Some(credentials) = recent.get(webhook) {
+        return Ok(match usable(&credentials.endpoint) {
+            Ok(()) => LookedUp::Usable {
+                credentials,
+                recent: true,
+            },
+            Err(why) => LookedUp::Refused {
+                endpoint: credentials.endpoint,
+                why,
+                recent: true,
+            },
+        });
+    }
+    let endpoint = match endpoint(client, webhook).await? {
+        Ok(endpoint) => endpoint,
+        Err(problem) => return Ok(LookedUp::NoEndpoint(problem)),
+    };
+    if let Err(why) = usable(&endpoint) {
+        return Ok(LookedUp::Refused {
+            endpoint,
+            why,
+            recent: false,
+        });
+    }
+    Ok(match load(client, webhook).await? {
+        Ok(keys) => {
+            let credentials = Credentials { endpoint, keys };
+            recent.keep(webhook, credentials.clone());
+            LookedUp::Usable {
+                credentials,
+                recent: false,
+            }
+        }
+        Err(problem) => LookedUp::NoKeys { endpoint, problem },
+    })
+}
+
 fn secrets_of(client: &Client, webhook: &Webhook) -> Api<Secret> {
     Api::namespaced(client.clone(), &webhook.namespace().unwrap_or_default())
 }

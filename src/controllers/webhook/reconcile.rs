@@ -25,7 +25,7 @@ use crate::controllers::error::{ReconcileError, Result};
 use crate::controllers::webhook_delivery::reconcile::projected_seal;
 use crate::delivery::egress::EgressPolicy;
 use crate::delivery::fanout;
-use crate::delivery::keys::{Credentials, Endpoint, origin};
+use crate::delivery::keys::{Endpoint, LookedUp, origin};
 use crate::delivery::publisher::endpoint_gone;
 use crate::delivery::{PlatformEvent, keys};
 
@@ -89,36 +89,34 @@ async fn reconcile_inner(webhook: &Webhook, ctx: &WebhookContext) -> Result<Acti
     // Read: the endpoint and keys (from the Secrets at most once per `keys::FRESH_FOR` and
     // Webhook, with the delivery controller: a burst of deliveries changing costs no read
     // each), the deliveries (cache).
-    let recent = ctx.ctx.credentials.get(webhook);
-    let endpoint = match &recent {
-        Some(read) => Ok(read.endpoint.clone()),
-        None => keys::endpoint(client, webhook).await?,
-    };
-    let check = match &endpoint {
-        Ok(endpoint) => validate(&webhook.spec, endpoint, &ctx.policy),
-        Err(problem) => Err((health_status::ENDPOINT_SECRET_UNAVAILABLE, problem.clone())),
-    };
+    let usable = |endpoint: &Endpoint| validate(&webhook.spec, endpoint, &ctx.policy);
+    let looked_up = keys::look_up(client, &ctx.ctx.credentials, webhook, usable).await?;
     // Credentials from the cache are looked at again once they are due for a read: a
     // Secret deleted or broken meanwhile is then reported, as it would have been now.
-    let reread = recent.is_some().then_some(keys::FRESH_FOR);
-    let key_problem = match (&check, &endpoint) {
-        (Ok(()), Ok(endpoint)) if recent.is_none() => match keys::load(client, webhook).await? {
-            Ok(keys) => {
-                let endpoint = endpoint.clone();
-                ctx.ctx
-                    .credentials
-                    .keep(webhook, Credentials { endpoint, keys });
-                None
-            }
-            Err(problem) => Some(problem),
-        },
-        _ => None,
+    let (check, key_problem, shown, recent) = match looked_up {
+        LookedUp::Usable {
+            credentials,
+            recent,
+        } => (Ok(()), None, Some(credentials.endpoint), recent),
+        LookedUp::NoEndpoint(problem) => (
+            Err((health_status::ENDPOINT_SECRET_UNAVAILABLE, problem)),
+            None,
+            None,
+            false,
+        ),
+        LookedUp::Refused {
+            endpoint,
+            why,
+            recent,
+        } => (Err(why), None, Some(endpoint), recent),
+        LookedUp::NoKeys { endpoint, problem } => (Ok(()), Some(problem), Some(endpoint), false),
     };
+    let reread = recent.then_some(keys::FRESH_FOR);
     let found = Found {
         check,
         key_problem,
         receiving: receives_events(ctx, &namespace, &name),
-        shown: endpoint.as_ref().map(|e| origin(&e.url)).ok(),
+        shown: shown.map(|e| origin(&e.url)),
     };
     let (deliveries, health) = deliveries_of(ctx, webhook);
 

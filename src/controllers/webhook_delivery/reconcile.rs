@@ -19,7 +19,7 @@ use crate::api::conditions::Conditions;
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::{REDELIVER_ANNOTATION, WebhookDelivery, WebhookDeliveryStatus};
 use crate::controllers::error::{ReconcileError, Result};
-use crate::delivery::keys::{self, Credentials};
+use crate::delivery::keys::{self, LookedUp};
 use crate::delivery::metrics::DeliveryOutcome;
 use crate::delivery::publisher::{ENDPOINT_GONE, endpoint_gone};
 use crate::delivery::schedule::{RetrySchedule, random_unit};
@@ -335,30 +335,25 @@ async fn credentials(
         );
         Some(Halt::UntilFixed(status::DESTINATION_REFUSED, message))
     };
-    if let Some(Credentials { endpoint, keys }) = ctx.ctx.credentials.get(webhook) {
-        return match refused(&endpoint.url) {
-            Some(halt) => Err(halt),
-            None => Ok((endpoint.url, keys)),
-        };
-    }
-    let endpoint = keys::endpoint(&ctx.ctx.client, webhook)
-        .await?
-        .map_err(|problem| {
+    let usable = |endpoint: &keys::Endpoint| refused(&endpoint.url).map_or(Ok(()), Err);
+    match keys::look_up(&ctx.ctx.client, &ctx.ctx.credentials, webhook, usable).await? {
+        LookedUp::Usable { credentials, .. } => Ok((credentials.endpoint.url, credentials.keys)),
+        LookedUp::Refused { why, .. } => Err(why),
+        LookedUp::NoEndpoint(problem) => {
             let message = format!("not sent: Webhook {name:?} {problem}");
-            Halt::UntilFixed(status::ENDPOINT_SECRET_UNAVAILABLE, message)
-        })?;
-    if let Some(halt) = refused(&endpoint.url) {
-        return Err(halt);
-    }
-    let keys = keys::load(&ctx.ctx.client, webhook)
-        .await?
-        .map_err(|problem| {
+            Err(Halt::UntilFixed(
+                status::ENDPOINT_SECRET_UNAVAILABLE,
+                message,
+            ))
+        }
+        LookedUp::NoKeys { problem, .. } => {
             let message = format!("cannot sign: Webhook {name:?} {problem}");
-            Halt::UntilFixed(status::SIGNING_SECRET_UNAVAILABLE, message)
-        })?;
-    let read = Credentials { endpoint, keys };
-    ctx.ctx.credentials.keep(webhook, read.clone());
-    Ok((read.endpoint.url, read.keys))
+            Err(Halt::UntilFixed(
+                status::SIGNING_SECRET_UNAVAILABLE,
+                message,
+            ))
+        }
+    }
 }
 
 /// What follows an attempt's recorded outcome: the next attempt's time, or the end of the
