@@ -387,6 +387,22 @@ where
     }
 }
 
+/// A `watches_stream` mapper: a Project's change (created, fixed, promoted, deleted)
+/// reaches the objects of `store` that reference it in its namespace.
+pub fn of_project<K>(
+    store: Store<DeserializeGuard<K>>,
+) -> impl Fn(DeserializeGuard<crate::api::Project>) -> Vec<ObjectRef<DeserializeGuard<K>>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + OfProject,
+{
+    move |project: DeserializeGuard<crate::api::Project>| {
+        let name = kube::ResourceExt::name_any(&project);
+        matching_in(&store, kube::ResourceExt::namespace(&project), |o: &K| {
+            o.project_name() == name
+        })
+    }
+}
+
 /// The readable objects of `store` in `namespace` that `matches` accepts, cloned: what a
 /// reconcile reads of another kind, from the cache.
 pub fn readable_in<K>(

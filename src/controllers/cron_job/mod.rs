@@ -25,7 +25,7 @@ use kube::{Api, ResourceExt};
 use super::applied::Applied;
 use super::deployment::render::running_image;
 use super::error::ReconcileError;
-use super::{Context, ControllerRun, KindController, cached_or_read};
+use super::{Context, ControllerRun, KindController, cached_or_read, of_project};
 use crate::api::cron_job::CronJob;
 use crate::api::deployment::Deployment;
 use crate::api::project::Project;
@@ -79,9 +79,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 cron_job_of(&by_pod, &pod)
             })
             // A promotion (the Project's production changes) moves the runs to it.
-            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
-                cron_jobs_of(&by_project, &project)
-            })
+            .watches_stream(project_events, of_project(by_project))
             // Only the cache is wanted (a production Deployment's image does not change):
             // polled here, it wakes nobody.
             .watches_stream(deployment_events, |_: DeserializeGuard<Deployment>| None);
@@ -211,24 +209,4 @@ fn cron_job_of(
         .into_iter()
         .find(|c| c.namespace() == namespace && render::batch_name(&c.name_any()) == *label)
         .map(|c| ObjectRef::from_obj(&*c))
-}
-
-/// The CronJobs of the Project's namespace that reference it.
-fn cron_jobs_of(
-    store: &Store<DeserializeGuard<CronJob>>,
-    project: &DeserializeGuard<Project>,
-) -> Vec<ObjectRef<DeserializeGuard<CronJob>>> {
-    let namespace = project.namespace();
-    let name = project.name_any();
-    store
-        .state()
-        .into_iter()
-        .filter(|guard| {
-            guard
-                .0
-                .as_ref()
-                .is_ok_and(|c| c.namespace() == namespace && c.spec.project_ref.name == name)
-        })
-        .map(|guard| ObjectRef::from_obj(&*guard))
-        .collect()
 }

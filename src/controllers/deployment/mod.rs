@@ -23,7 +23,7 @@ use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 
 use super::applied::Applied;
 use super::error::Result;
@@ -31,7 +31,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
-use crate::controllers::same_project;
+use crate::controllers::{of_project, same_project};
 use crate::labels::MANAGED;
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -155,29 +155,16 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // Read by every reconcile (its Project), so cached rather than asked for.
         let (projects, project_events) = run.cache_all::<Project>();
         let (edge_handlers, edge_events) = run.cache_all::<EdgeHandler>();
-        let of_project = store.clone();
+        let by_edge_handler = store.clone();
         let controller = controller
             // A Project's EdgeHandlers go into each of its preview routes.
-            .watches_stream(edge_events, same_project(of_project))
+            .watches_stream(edge_events, same_project(by_edge_handler))
             .owns_stream(run.children::<Job>(managed()))
             .owns_stream(workload_events.touched_objects())
             .owns_stream(service_events)
             .owns_stream(route_events)
             // A Project change (created, fixed, new runtime settings) reaches its Deployments.
-            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
-                let namespace = project.namespace();
-                let name = project.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|guard| {
-                        guard.0.as_ref().is_ok_and(|d| {
-                            d.namespace() == namespace && d.spec.project_ref.name == name
-                        })
-                    })
-                    .map(|guard| ObjectRef::from_obj(&*guard))
-                    .collect::<Vec<_>>()
-            });
+            .watches_stream(project_events, of_project(store));
         let ctx = Arc::new(DeploymentContext {
             ctx: run.ctx.clone(),
             workloads,

@@ -23,7 +23,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use super::applied::Applied;
-use super::{ControllerRun, KindController, matching_in};
+use super::{ControllerRun, KindController, matching_in, of_project};
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
 use crate::config::RoutingConfig;
@@ -111,12 +111,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
                 })
             })
             // The Project appearing or going decides whether there is anything to apply to.
-            .watches_stream(project_events, move |project: DeserializeGuard<Project>| {
-                let name = project.name_any();
-                matching_in(&by_project, project.namespace(), |h: &EdgeHandler| {
-                    h.spec.project_ref.name == name
-                })
-            })
+            .watches_stream(project_events, of_project(by_project))
             // Another handler of the Project changes the merged plan (its order, its limits).
             .watches_stream(run.cache_all::<EdgeHandler>().1, move |changed| {
                 let Ok(changed) = &changed.0 else {
