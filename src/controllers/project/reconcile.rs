@@ -509,7 +509,7 @@ async fn hold_key(
 /// Project's `field`, with a Normal `Pruned` Event.
 async fn prune(
     deployments: &Api<Deployment>,
-    recorder: &kube::runtime::events::Recorder,
+    recorder: &crate::controllers::events::Recorder,
     project: &Project,
     name: &str,
     field: &str,

@@ -11,12 +11,12 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controllers::events::Recorder;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};

@@ -15,11 +15,11 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controllers::events::Recorder;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher;
 use tracing::warn;
