@@ -6,6 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use clouddeck::config::OperatorConfig;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its start: background threads return freed pages after a
+/// second even when the operator is idle (no allocation to trigger the purge).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 43] = b"background_thread:true,dirty_decay_ms:1000\0";
+
 /// CloudDeck turns a Kubernetes cluster into a Vercel/Netlify-style deployment platform:
 /// Projects, Deployments, Domains and friends are clouddeck.io resources, and this operator
 /// reconciles them.
