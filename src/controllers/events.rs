@@ -66,10 +66,13 @@ impl Recorder {
     /// Creates the Event, or, when the same Event (object, type, reason, action, message)
     /// was sent within [`SERIES_WINDOW`], adds one to that Event's series.
     pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
-        let key = self.lock().key(ev, regarding);
+        let (key, repeat) = {
+            let mut recent = self.lock();
+            let key = recent.key(ev, regarding);
+            (key, recent.repeat(key, Instant::now()))
+        };
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let events = Api::<K8sEvent>::namespaced(self.client.clone(), namespace);
-        let repeat = self.lock().repeat(key, Instant::now());
         if let Some((name, count)) = repeat {
             let series = serde_json::json!({ "series": {
                 "count": count,
@@ -108,7 +111,6 @@ struct Recent {
     swept: Instant,
 }
 
-#[derive(Debug, PartialEq)]
 struct Sent {
     name: String,
     count: i32,
