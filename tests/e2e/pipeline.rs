@@ -309,6 +309,81 @@ async fn an_image_deployment_becomes_ready_with_a_preview_route() {
     assert!(out.contains("Ready") && out.contains(&url), "{out}");
 }
 
+/// User story: "My namespace's quota allows no Service, so my Deployment cannot be rolled
+/// out. The operator keeps trying, and I see one Warning Event on the Deployment whose
+/// count goes up, not a new Event per try; once the quota is lifted it goes Ready."
+#[tokio::test]
+async fn a_failure_that_repeats_is_one_warning_event_with_a_count() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "e2e-series").await;
+    let quotas =
+        Api::<k8s_openapi::api::core::v1::ResourceQuota>::namespaced(client.clone(), &ns.name);
+    create(
+        &quotas,
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": { "name": "no-services" },
+            "spec": { "hard": { "services": "0" } }
+        }),
+    )
+    .await;
+    // Until the controller-manager has counted the namespace, the quota refuses with
+    // another message ("status unknown"): the series starts once it has.
+    eventually("the quota to be counted", TIMEOUT, || async {
+        let hard = quotas.get("no-services").await.ok()?.status?.hard?;
+        hard.contains_key("services").then_some(())
+    })
+    .await;
+    let _pipeline = Pipeline::start(&ns.name).await;
+    create(
+        &Api::<Project>::namespaced(client.clone(), &ns.name),
+        image_project("hello"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+    create(
+        &deployments,
+        deployment("hello-1", "hello", "preview", json!({ "image": IMAGE })),
+    )
+    .await;
+
+    let refused = |e: &Event| {
+        e.type_.as_deref() == Some("Warning")
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("exceeded quota"))
+    };
+    // Retries back off 1, 2, 4, 8 s…: a count of 3 comes within about 10 s.
+    let series = eventually("a Warning counted three times", TIMEOUT, || async {
+        let warnings: Vec<Event> = events(&client, &ns.name, "hello-1")
+            .await
+            .into_iter()
+            .filter(refused)
+            .collect();
+        let count = warnings.first()?.series.as_ref()?.count?;
+        (count >= 3).then_some(warnings)
+    })
+    .await;
+    assert_eq!(series.len(), 1, "one Event for every try: {series:?}");
+    let event = &series[0];
+    assert_eq!(event.reason.as_deref(), Some("KubeError"));
+    assert_eq!(event.reporting_component.as_deref(), Some("clouddeck"));
+    let message = event.message.as_deref().unwrap_or_default();
+    assert!(message.contains("no-services"), "{message}");
+
+    quotas
+        .delete("no-services", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_phase(&deployments, "hello-1", DeploymentPhase::Ready).await;
+    let warnings = events(&client, &ns.name, "hello-1").await;
+    assert_eq!(
+        warnings.iter().filter(|e| refused(e)).count(),
+        1,
+        "still one Event for all the tries"
+    );
+}
+
 /// User story: "I deploy a commit of my git repository; it is queued, built in the cluster
 /// by a Job, rolled out pinned to the pushed digest and Ready — and the operator never
 /// starts a second build Job for it."
