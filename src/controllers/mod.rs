@@ -107,6 +107,14 @@ where
         .await
 }
 
+/// Whether `store` holds the object `name` of `namespace`.
+pub fn cached<S>(store: &Store<S>, namespace: &str, name: &str) -> bool
+where
+    S: kube::Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(name).within(namespace)).is_some()
+}
+
 /// How long an object just made may wait for a related object to reach a watch cache
 /// before the API is asked: objects applied together (`kubectl apply -f dir/`, Argo CD)
 /// arrive in separate caches a moment apart, and the late one's event wakes the other.

@@ -221,7 +221,7 @@ impl Drop for LocalIssuer {
 
 /// An Issuer `name` in `namespace` signing with the local cluster's CA (a copy of the
 /// ClusterIssuer's Secret in the namespace, as a namespaced CA Issuer needs).
-fn local_ca_issuer(namespace: &str, name: &str) {
+pub(crate) fn local_ca_issuer(namespace: &str, name: &str) {
     let mut secret: serde_json::Value = serde_json::from_str(&support::kubectl_ok(&[
         "get",
         "secret",

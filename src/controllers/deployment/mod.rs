@@ -31,7 +31,7 @@ use super::{Context, ControllerRun, KindController};
 use crate::api::deployment::Deployment;
 use crate::api::edge_handler::EdgeHandler;
 use crate::api::project::Project;
-use crate::controllers::{of_project, same_project};
+use crate::controllers::{cached, of_project, same_project};
 use crate::labels::MANAGED;
 
 /// Controller name: metric label, log field, Event reporter suffix.
@@ -123,13 +123,6 @@ impl DeploymentContext {
             _ => false,
         });
     }
-}
-
-fn cached<S>(store: &Store<S>, namespace: &str, name: &str) -> bool
-where
-    S: kube::Resource<DynamicType = ()> + Clone,
-{
-    store.get(&ObjectRef::new(name).within(namespace)).is_some()
 }
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use gateway_api::apis::standard::gateways::Gateway;
-use gateway_api::apis::standard::listenersets::ListenerSet;
+use gateway_api::apis::standard::listenersets::{ListenerSet, ListenerSetStatus};
 use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -28,7 +28,8 @@ use super::render;
 use super::status::ListenerReport;
 use crate::api::domain::Domain;
 use crate::config::{DomainListeners, RoutingConfig};
-use crate::controllers::{FIELD_MANAGER, WatchEvent, delete_if_present};
+use crate::controllers::applied;
+use crate::controllers::{FIELD_MANAGER, WatchEvent, cached, delete_if_present};
 
 /// Holds a Domain whose listener is on the Gateway until that listener is removed.
 pub const FINALIZER: &str = "clouddeck.io/gateway-listener";
@@ -53,11 +54,25 @@ pub async fn apply(
     match settings.domain_listeners {
         DomainListeners::ListenerSet => {
             let set = render::listener_set(domain, listener, routing, owner);
-            let applied = listener_sets
-                .patch(&set_name, &apply, &Patch::Apply(&set))
-                .await?;
+            // Nothing sent when it is as the last apply left it: its status is then the
+            // cache's, which the gateway's reports reach (they wake the Domain).
+            let current = applied::apply(
+                &listener_sets,
+                &ctx.listener_sets,
+                &ctx.applied,
+                &apply,
+                &set,
+            )
+            .await?
+            .or_else(|| {
+                let at = ObjectRef::new(&set_name).within(&namespace);
+                ctx.listener_sets.get(&at).map(|s| (*s).clone())
+            });
             remove_from_gateway(ctx, domain).await?;
-            Ok(listener_set_report(&set_name, applied))
+            Ok(listener_set_report(
+                &set_name,
+                current.and_then(|s| s.status),
+            ))
         }
         DomainListeners::Gateway => {
             add_finalizer(ctx, domain).await?;
@@ -74,7 +89,11 @@ pub async fn apply(
                     &Patch::Apply(render::gateway_listener(domain, routing, listener)),
                 )
                 .await?;
-            delete_if_present(&listener_sets, &set_name).await?;
+            // One left from the other mode: the cache's word is enough, since its
+            // appearance in the cache wakes the Domain.
+            if cached(&ctx.listener_sets, &namespace, &set_name) {
+                delete_if_present(&listener_sets, &set_name).await?;
+            }
             Ok(gateway_report(
                 &render::gateway_listener_name(domain),
                 routing,
@@ -84,9 +103,9 @@ pub async fn apply(
     }
 }
 
-/// What the gateway said of ListenerSet `name` (its one listener) in `applied`'s status.
-fn listener_set_report(name: &str, applied: ListenerSet) -> ListenerReport {
-    let status = applied.status.unwrap_or_default();
+/// What the gateway said of ListenerSet `name` (its one listener) in `status`.
+fn listener_set_report(name: &str, status: Option<ListenerSetStatus>) -> ListenerReport {
+    let status = status.unwrap_or_default();
     ListenerReport {
         place: format!("ListenerSet {name}"),
         in_listener_set: true,

@@ -23,12 +23,13 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use gateway_api::apis::standard::listenersets::ListenerSet;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::{Context, ControllerRun, KindController};
+use super::applied::Applied;
+use super::{Context, ControllerRun, KindController, cached};
 use crate::api::deployment::Deployment;
 use crate::api::domain::Domain;
 use crate::api::edge_handler::EdgeHandler;
@@ -57,6 +58,15 @@ pub struct DomainContext {
     pub edge_handlers: Store<DeserializeGuard<EdgeHandler>>,
     pub split_tests: Store<DeserializeGuard<SplitTest>>,
     pub deployments: Store<DeserializeGuard<Deployment>>,
+    /// What was last applied to each Domain's route, Certificate and ListenerSet: a look
+    /// that renders them as before, and finds them as that apply left them, sends nothing.
+    pub applied: Applied,
+    /// The managed HTTPRoutes' metadata (the cache the Project controller shares).
+    pub routes: Store<PartialObjectMeta<HttpRoute>>,
+    /// The Domains' Certificates and ListenerSets, whole: their status is read from here
+    /// when nothing was applied.
+    pub certificates: Store<certificate::Certificate>,
+    pub listener_sets: Store<ListenerSet>,
 }
 
 impl DomainContext {
@@ -81,6 +91,16 @@ impl DomainContext {
             k8s_openapi::jiff::Timestamp::now(),
         )
         .plan
+    }
+
+    /// Drops the record of children that are gone (see [`Applied::prune`]).
+    pub fn prune_applied(&self) {
+        self.applied.prune(|kind, namespace, name| match kind {
+            "HTTPRoute" => cached(&self.routes, namespace, name),
+            "Certificate" => cached(&self.certificates, namespace, name),
+            "ListenerSet" => cached(&self.listener_sets, namespace, name),
+            _ => false,
+        });
     }
 }
 
@@ -113,6 +133,19 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         let (split_tests, split_events) = run.cache_all::<SplitTest>();
         let (deployments, deployment_events) = run.cache_all::<Deployment>();
         let of_split = domains.clone();
+        // The Domain's children: their metadata (routes) or whole (Certificates and
+        // ListenerSets, for their status), so that an unchanged child costs no apply.
+        let (routes, route_events) = run.cached_children::<HttpRoute>(managed.clone());
+        let (certificates, certificate_events) = run.cache(
+            Api::<certificate::Certificate>::all(client.clone()),
+            managed.clone(),
+            |_| {},
+        );
+        let (listener_sets, listener_set_events) = run.cache(
+            Api::<ListenerSet>::all(client.clone()),
+            managed.clone(),
+            |_| {},
+        );
         let controller = controller
             .watches_stream(split_events, same_project(of_split))
             // Kept current for the split; a Deployment going Ready moves the production
@@ -122,10 +155,10 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             })
             // A Project's EdgeHandlers go into the route of each Domain that serves it.
             .watches_stream(edge_events, same_project(of_project))
-            .owns_stream(run.children::<HttpRoute>(managed.clone()))
+            .owns_stream(route_events)
             // A listener deleted or edited by hand is put back at once, not at the resync.
-            .owns_stream(run.children::<ListenerSet>(managed.clone()))
-            .owns_stream(run.children::<certificate::Certificate>(managed.clone()))
+            .owns_stream(listener_set_events.touched_objects())
+            .owns_stream(certificate_events.touched_objects())
             .watches_stream(run.cache_all::<Domain>().1, move |guard| {
                 // Deleted too: a listener on the Gateway may have lost its Domain.
                 wake_sweep.notify_one();
@@ -167,6 +200,10 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             edge_handlers,
             split_tests,
             deployments,
+            applied: Applied::default(),
+            routes,
+            certificates,
+            listener_sets,
         });
         run.run(controller, ctx).await;
     }

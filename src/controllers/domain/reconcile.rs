@@ -9,7 +9,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::PatchParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -28,10 +28,11 @@ use crate::api::domain::{CertificateStatus, Domain, DomainStatus, DomainVerifica
 use crate::api::hostname_claim::HolderKind;
 use crate::api::project::Project;
 use crate::config::DomainListeners;
+use crate::controllers::applied;
 use crate::controllers::driver::reconciler;
 use crate::controllers::edge_handler::plan_of;
 use crate::controllers::error::{ReconcileError, Result};
-use crate::controllers::{FIELD_MANAGER, delete_if_present, write_status};
+use crate::controllers::{FIELD_MANAGER, cached, delete_if_present, write_status};
 use crate::delivery::PlatformEvent;
 use crate::dns::{self, VerificationRecord};
 use crate::hostnames::{self, Authority, Claimant, HostnameClaim, scheme};
@@ -43,7 +44,14 @@ const LISTENER_RECHECK: Duration = Duration::from_secs(5);
 
 // How often a settled Domain is looked at again (certificate expiry, missed events).
 
-reconciler!(DomainContext, Domain, reconcile_domain);
+reconciler!(DomainContext, Domain, reconcile_and_prune);
+
+/// Reconciles `domain`, then forgets what was applied to children that are gone.
+async fn reconcile_and_prune(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
+    let result = reconcile_domain(domain, ctx).await;
+    ctx.prune_applied();
+    result
+}
 
 async fn reconcile_domain(domain: &Domain, ctx: &DomainContext) -> Result<Action> {
     if domain.metadata.deletion_timestamp.is_some() {
@@ -432,13 +440,7 @@ async fn apply_route(
         render::attach_to_listener_set(&mut route, domain);
     }
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    routes
-        .patch(
-            &render::route_name(&domain.name_any()),
-            &apply,
-            &Patch::Apply(&route),
-        )
-        .await?;
+    applied::apply(&routes, &ctx.routes, &ctx.applied, &apply, &route).await?;
     Ok(serving)
 }
 
@@ -457,7 +459,11 @@ async fn certificate_state(
     let certificate_name = render::certificate_name(&domain.name_any());
     match domain.spec.tls.as_ref().and_then(|t| t.secret_name.clone()) {
         Some(secret) => {
-            delete_if_present(&certificates, &certificate_name).await?;
+            // One the Domain had before the user's Secret: the cache's word is enough,
+            // since the Certificate's appearance in it wakes the Domain.
+            if cached(&ctx.certificates, &namespace, &certificate_name) {
+                delete_if_present(&certificates, &certificate_name).await?;
+            }
             let found = Api::<Secret>::namespaced(client.clone(), &namespace)
                 .get_opt(&secret)
                 .await?;
@@ -470,10 +476,22 @@ async fn certificate_state(
             let issuer = render::issuer(domain, &ctx.settings.default_cluster_issuer);
             let desired = render::certificate(domain, hostname, &issuer, owner);
             let apply = PatchParams::apply(FIELD_MANAGER).force();
-            let applied = certificates
-                .patch(&certificate_name, &apply, &Patch::Apply(&desired))
-                .await?;
-            Ok((status::certificate_state(Some(&applied)), certificate_name))
+            let current = applied::apply(
+                &certificates,
+                &ctx.certificates,
+                &ctx.applied,
+                &apply,
+                &desired,
+            )
+            .await?
+            .or_else(|| {
+                let at = ObjectRef::new(&certificate_name).within(&namespace);
+                ctx.certificates.get(&at).map(|c| (*c).clone())
+            });
+            Ok((
+                status::certificate_state(current.as_ref()),
+                certificate_name,
+            ))
         }
     }
 }
