@@ -691,8 +691,9 @@ async fn direct_sends(urls: &[String], count: usize) -> Duration {
 /// namespace has `CLOUDDECK_BENCH_WEBHOOKS` Webhooks (100), each with a receiver of its
 /// own, and `CLOUDDECK_BENCH_EVENTS` (100) `deployment.ready` events are raised 16 at a
 /// time, each published again when the fan-out rate defers it (as the controllers do).
-/// Prints which Webhooks received, the most deliveries the namespace held at once (what
-/// etcd holds), duplicates, throughput against direct sends in the same run, and latency
+/// Prints which Webhooks received, the most deliveries the namespace held at once and
+/// etcd's database size and memory at their peak (the issue's 500 × 80 burst grew etcd to
+/// 18 GB: `CLOUDDECK_BENCH_WEBHOOKS=500 CLOUDDECK_BENCH_EVENTS=80`), duplicates, throughput against direct sends in the same run, and latency
 /// from the event being raised (deferral included) and from it being written to its
 /// first attempt. The operator's fan-out limits come from the same variables as the
 /// operator's (`CLOUDDECK_WEBHOOK_MAX_PER_NAMESPACE`, default 50;
@@ -769,6 +770,23 @@ async fn benchmark_fan_out() {
         })
     };
 
+    // And what it costs etcd: its database and its memory, sampled as often.
+    let etcd_before = etcd_sizes().await;
+    let etcd_peak = Arc::new(Mutex::new(etcd_before));
+    let etcd_sampler = {
+        let peak = etcd_peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some((db, rss)) = etcd_sizes().await {
+                    let mut peak = peak.lock().unwrap();
+                    let (max_db, max_rss) = peak.unwrap_or((db, rss));
+                    *peak = Some((max_db.max(db), max_rss.max(rss)));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
     let origin = OriginKey::load_or_create(&client, &ns.name).await.unwrap();
     let fan_out = FanOut::new(max_webhooks as u32, per_minute as u32);
     let publisher = Publisher::new(client.clone(), origin, fan_out);
@@ -831,6 +849,7 @@ async fn benchmark_fan_out() {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // for any late second send
     sampler.abort();
+    etcd_sampler.abort();
     let duplicates: usize = receivers
         .iter()
         .map(|r| {
@@ -889,6 +908,20 @@ async fn benchmark_fan_out() {
         "| most deliveries the namespace held at once | {} |",
         held.load(std::sync::atomic::Ordering::Relaxed)
     );
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    if let (Some((db, rss)), Some((peak_db, peak_rss))) = (etcd_before, *etcd_peak.lock().unwrap())
+    {
+        println!(
+            "| etcd database, before -> peak | {:.1} -> {:.1} MiB |",
+            mib(db),
+            mib(peak_db)
+        );
+        println!(
+            "| etcd resident memory, before -> peak | {:.1} -> {:.1} MiB |",
+            mib(rss),
+            mib(peak_rss)
+        );
+    }
     println!("| event raised -> first attempt | {} |", pcts(from_raised));
     println!(
         "| delivery written -> first attempt | {} |",
@@ -907,6 +940,28 @@ async fn benchmark_fan_out() {
         "only the oldest Webhooks under the cap receive"
     );
     operator.stop().await;
+}
+
+/// The local etcd's database size and resident memory in bytes, from its `/metrics`
+/// (`hack/cluster` serves it on loopback, `CLOUDDECK_ETCD_PORT`, 12379 by default); `None`
+/// when it does not answer.
+async fn etcd_sizes() -> Option<(f64, f64)> {
+    let port = std::env::var("CLOUDDECK_ETCD_PORT").unwrap_or_else(|_| "12379".into());
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    Some((
+        value("etcd_mvcc_db_total_size_in_bytes")?,
+        value("process_resident_memory_bytes")?,
+    ))
 }
 
 /// User story: "A tenant points a Webhook at an internal address; CloudDeck refuses it,
