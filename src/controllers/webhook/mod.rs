@@ -8,12 +8,13 @@
 pub mod reconcile;
 pub mod status;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::controllers::events::Recorder;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -84,7 +85,10 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             .owns_stream(delivery_events.touched_objects())
             // A Webhook that goes away makes room under the fan-out cap for the next one.
             .watches_stream(
-                run.related::<PartialObjectMeta<Webhook>>(watcher::Config::default()),
+                comings_and_goings(run.watch(
+                    Api::<PartialObjectMeta<Webhook>>::all(client.clone()),
+                    watcher::Config::default(),
+                )),
                 move |changed| {
                     let namespace = changed.namespace();
                     webhooks
@@ -103,4 +107,89 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         run.run(controller, ctx).await;
     }
     .boxed()
+}
+
+/// The objects of `events` that come and go: each one the first time it is seen (created,
+/// or listed after a relist) and each one deleted, never an update of one already seen.
+/// Only those change which Webhooks of a namespace are under the fan-out cap; an update
+/// (every delivery's outcome is a status write of its Webhook) would otherwise wake every
+/// Webhook over the cap each time: with 450 over it, their reconciles took the operator's
+/// whole client-side rate limit (issue #13's 500 x 80 burst).
+fn comings_and_goings<K: kube::Resource>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+) -> impl Stream<Item = Result<K, watcher::Error>> {
+    let mut seen = HashSet::new();
+    events.filter_map(move |event| {
+        let uid = |obj: &K| obj.meta().uid.clone().unwrap_or_default();
+        let passed = match event {
+            Ok(watcher::Event::Init) => {
+                seen.clear();
+                None
+            }
+            Ok(watcher::Event::InitApply(obj)) => {
+                seen.insert(uid(&obj));
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::Apply(obj)) => seen.insert(uid(&obj)).then_some(Ok(obj)),
+            Ok(watcher::Event::Delete(obj)) => {
+                seen.remove(&uid(&obj));
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        };
+        futures::future::ready(passed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{StreamExt, stream};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+    use kube::runtime::watcher::Event;
+
+    use super::comings_and_goings;
+
+    fn object(name: &str, version: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("uid-{name}")),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_new_and_deleted_objects_pass_and_a_relist_passes_all_once() {
+        let events = [
+            Event::Init,
+            Event::InitApply(object("a", "1")),
+            Event::InitDone,
+            Event::Apply(object("a", "2")),
+            Event::Apply(object("b", "3")),
+            Event::Apply(object("b", "4")),
+            Event::Delete(object("a", "5")),
+            Event::Apply(object("a", "6")),
+            Event::Init,
+            Event::InitApply(object("b", "7")),
+            Event::InitDone,
+            Event::Apply(object("b", "8")),
+        ];
+        let passed: Vec<String> = comings_and_goings(stream::iter(events.map(Ok)))
+            .map(|o| {
+                let o = o.unwrap();
+                format!(
+                    "{}@{}",
+                    o.metadata.name.unwrap(),
+                    o.metadata.resource_version.unwrap()
+                )
+            })
+            .collect()
+            .await;
+        assert_eq!(passed, ["a@1", "b@3", "a@5", "a@6", "b@7"]);
+    }
 }
