@@ -225,6 +225,26 @@ where
     .await
 }
 
+/// Like [`apply`], for a cache of whole children: the object as the apiserver returned it,
+/// or, when nothing was sent, as the cache holds it (with the status written since).
+pub async fn apply_or_cached<K>(
+    api: &Api<K>,
+    cache: &Store<K>,
+    applied: &Applied,
+    params: &PatchParams,
+    rendered: &K,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(match apply(api, cache, applied, params, rendered).await? {
+        Some(returned) => Some(returned),
+        None => cache
+            .get(&ObjectRef::from_obj(rendered))
+            .map(|c| K::clone(&c)),
+    })
+}
+
 /// Like [`apply`], for a controller that looked the child up itself: `live` is the
 /// metadata of the cached child (`None` if not cached).
 pub async fn apply_over<K>(

@@ -122,6 +122,23 @@ fn image_project(name: &str) -> serde_json::Value {
     })
 }
 
+/// Creates the image Project `hello` and its preview Deployment `hello-1`, and returns the
+/// API of the namespace's Deployments.
+async fn with_image_deployment(client: &Client, namespace: &str) -> Api<Deployment> {
+    create(
+        &Api::<Project>::namespaced(client.clone(), namespace),
+        image_project("hello"),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    create(
+        &deployments,
+        deployment("hello-1", "hello", "preview", json!({ "image": IMAGE })),
+    )
+    .await;
+    deployments
+}
+
 fn deployment(
     name: &str,
     project: &str,
@@ -241,17 +258,7 @@ async fn an_image_deployment_becomes_ready_with_a_preview_route() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "e2e-image").await;
     let _pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        image_project("hello"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    create(
-        &deployments,
-        deployment("hello-1", "hello", "preview", json!({ "image": IMAGE })),
-    )
-    .await;
+    let deployments = with_image_deployment(&client, &ns.name).await;
 
     let ready = wait_phase(&deployments, "hello-1", DeploymentPhase::Ready).await;
     let status = ready.status.unwrap();
@@ -335,17 +342,7 @@ async fn a_failure_that_repeats_is_one_warning_event_with_a_count() {
     })
     .await;
     let _pipeline = Pipeline::start(&ns.name).await;
-    create(
-        &Api::<Project>::namespaced(client.clone(), &ns.name),
-        image_project("hello"),
-    )
-    .await;
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
-    create(
-        &deployments,
-        deployment("hello-1", "hello", "preview", json!({ "image": IMAGE })),
-    )
-    .await;
+    let deployments = with_image_deployment(&client, &ns.name).await;
 
     let refused = |e: &Event| {
         e.type_.as_deref() == Some("Warning")

@@ -16,7 +16,7 @@ use gateway_api::apis::standard::referencegrants::ReferenceGrant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -56,18 +56,14 @@ pub async fn apply(
             let set = render::listener_set(domain, listener, routing, owner);
             // Nothing sent when it is as the last apply left it: its status is then the
             // cache's, which the gateway's reports reach (they wake the Domain).
-            let current = applied::apply(
+            let current = applied::apply_or_cached(
                 &listener_sets,
                 &ctx.listener_sets,
                 &ctx.applied,
                 &apply,
                 &set,
             )
-            .await?
-            .or_else(|| {
-                let at = ObjectRef::new(&set_name).within(&namespace);
-                ctx.listener_sets.get(&at).map(|s| (*s).clone())
-            });
+            .await?;
             remove_from_gateway(ctx, domain).await?;
             Ok(listener_set_report(
                 &set_name,

@@ -476,18 +476,14 @@ async fn certificate_state(
             let issuer = render::issuer(domain, &ctx.settings.default_cluster_issuer);
             let desired = render::certificate(domain, hostname, &issuer, owner);
             let apply = PatchParams::apply(FIELD_MANAGER).force();
-            let current = applied::apply(
+            let current = applied::apply_or_cached(
                 &certificates,
                 &ctx.certificates,
                 &ctx.applied,
                 &apply,
                 &desired,
             )
-            .await?
-            .or_else(|| {
-                let at = ObjectRef::new(&certificate_name).within(&namespace);
-                ctx.certificates.get(&at).map(|c| (*c).clone())
-            });
+            .await?;
             Ok((
                 status::certificate_state(current.as_ref()),
                 certificate_name,
