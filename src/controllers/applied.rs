@@ -237,12 +237,12 @@ pub async fn apply_or_cached<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    Ok(match apply(api, cache, applied, params, rendered).await? {
-        Some(returned) => Some(returned),
-        None => cache
+    let returned = apply(api, cache, applied, params, rendered).await?;
+    Ok(returned.or_else(|| {
+        cache
             .get(&ObjectRef::from_obj(rendered))
-            .map(|c| K::clone(&c)),
-    })
+            .map(|c| K::clone(&c))
+    }))
 }
 
 /// Like [`apply`], for a controller that looked the child up itself: `live` is the

@@ -80,38 +80,21 @@ fn poke_deployment(namespace: &str, deployment: &Deployment) {
     );
 }
 
-/// Wakes the Project controller for `project` and nothing else: an HTTPRoute it owns that
-/// is neither its production route nor a branch alias (so it leaves it alone).
-fn poke_project(namespace: &str, project: &Project) {
-    let owner = project.controller_owner_ref(&()).unwrap();
+/// Wakes the controller of `owner` (a Project or a Domain) and nothing else: an HTTPRoute
+/// `name` it owns that is none of its children (a Project's is neither its production
+/// route nor a branch alias; no parent, so no gateway serves it), which it leaves alone.
+fn poke_with_route<K: Resource<DynamicType = ()>>(namespace: &str, owner: &K, name: &str) {
+    let owner = owner.controller_owner_ref(&()).unwrap();
     support::kubectl_create_ok(
         namespace,
         &json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {
-                "name": "poke",
+                "name": name,
                 "labels": { "app.kubernetes.io/managed-by": "clouddeck" },
                 "ownerReferences": [owner],
             },
-            "spec": { "hostnames": ["poke.idle.example"] },
-        }),
-    );
-}
-
-/// Wakes the Domain controller for `domain` and nothing else: an HTTPRoute it owns that
-/// is none of its children (no parent: no gateway serves it).
-fn poke_domain(namespace: &str, domain: &Domain) {
-    let owner = domain.controller_owner_ref(&()).unwrap();
-    support::kubectl_create_ok(
-        namespace,
-        &json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {
-                "name": "poke-domain",
-                "labels": { "app.kubernetes.io/managed-by": "clouddeck" },
-                "ownerReferences": [owner],
-            },
-            "spec": { "hostnames": ["poke-domain.idle.example"] },
+            "spec": { "hostnames": [format!("{name}.idle.example")] },
         }),
     );
 }
@@ -299,8 +282,10 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
         poke_deployment(&ns.name, &deployment)
     })
     .await;
-    let project_look =
-        cost_of_a_look(&operator, "project", || poke_project(&ns.name, &project)).await;
+    let project_look = cost_of_a_look(&operator, "project", || {
+        poke_with_route(&ns.name, &project, "poke")
+    })
+    .await;
     let batch = clouddeck::controllers::cron_job::render::batch_name("nightly");
     let cron_look = cost_of_a_look(&operator, "cronjob", || poke_cron_job(&ns.name, &batch)).await;
     assert_eq!(
@@ -352,7 +337,10 @@ async fn a_settled_project_costs_no_request_when_looked_at_again() {
     // is written. What it still reads is deliberate: whether the namespace holds the
     // hostname is the apiserver's word, never a cache's (the claim and its holder), and
     // the production route it follows is read fresh (a promotion must be followed).
-    let domain_look = cost_of_a_look(&operator, "domain", || poke_domain(&ns.name, &domain)).await;
+    let domain_look = cost_of_a_look(&operator, "domain", || {
+        poke_with_route(&ns.name, &domain, "poke-domain")
+    })
+    .await;
     assert_eq!(
         domain_look,
         vec![("get", 3.0)],

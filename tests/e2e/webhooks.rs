@@ -752,11 +752,15 @@ async fn benchmark_fan_out() {
     .await;
 
     // What etcd holds: the namespace's deliveries, sampled twice a second.
+    // And what that costs etcd: its database and its memory.
     let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let etcd_before = etcd_sizes().await;
+    let etcd_peak = Arc::new(Mutex::new(etcd_before));
     let sampler = {
-        let (api, held) = (
+        let (api, held, peak) = (
             Api::<WebhookDelivery>::namespaced(client.clone(), &ns.name),
             held.clone(),
+            etcd_peak.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -765,18 +769,6 @@ async fn benchmark_fan_out() {
                         list.items.len() + list.metadata.remaining_item_count.unwrap_or(0) as usize;
                     held.fetch_max(count, std::sync::atomic::Ordering::Relaxed);
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
-
-    // And what it costs etcd: its database and its memory, sampled as often.
-    let etcd_before = etcd_sizes().await;
-    let etcd_peak = Arc::new(Mutex::new(etcd_before));
-    let etcd_sampler = {
-        let peak = etcd_peak.clone();
-        tokio::spawn(async move {
-            loop {
                 if let Some((db, rss)) = etcd_sizes().await {
                     let mut peak = peak.lock().unwrap();
                     let (max_db, max_rss) = peak.unwrap_or((db, rss));
@@ -849,7 +841,6 @@ async fn benchmark_fan_out() {
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // for any late second send
     sampler.abort();
-    etcd_sampler.abort();
     let duplicates: usize = receivers
         .iter()
         .map(|r| {
