@@ -478,7 +478,24 @@ impl ControllerRun {
         K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync + Unpin,
     {
         let (store, events) = self.cache(api, config, project);
-        Controller::for_stream(events.applied_objects(), store)
+        self.controller_on(store, events.applied_objects())
+    }
+
+    /// A controller of the objects in `store`, reconciling each that `objects` yields (the
+    /// applied objects of the watch that fills the store, e.g. from [`ControllerRun::cache`]),
+    /// otherwise as [`ControllerRun::controller`]: for a controller that reads that watch's
+    /// events for something else too.
+    pub fn controller_on<K>(
+        &self,
+        store: Store<K>,
+        objects: impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ) -> Controller<K>
+    where
+        K: Clone + kube::Resource + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync + Unpin,
+    {
+        Controller::for_stream(objects, store)
             // No error reaches the controller's merged trigger stream (see `watch`); were
             // one to, it would pause every trigger for one short step.
             .trigger_backoff(WatchBackoff::default())

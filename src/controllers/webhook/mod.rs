@@ -16,7 +16,6 @@ use crate::controllers::events::Recorder;
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use kube::core::DeserializeGuard;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -24,7 +23,7 @@ use kube::{Api, ResourceExt};
 
 use super::webhook_delivery::egress_policy;
 use super::webhook_delivery::reconcile::project_log;
-use super::{Context, ControllerRun, KindController};
+use super::{Context, ControllerRun, KindController, WatchEvent};
 use crate::api::webhook::Webhook;
 use crate::api::webhook_delivery::WebhookDelivery;
 use crate::delivery::{EgressPolicy, Publisher};
@@ -54,11 +53,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
         let client = run.ctx.client.clone();
         // The guard keeps one malformed Webhook (or delivery) from stopping the controller.
-        let controller = run.controller(
+        let (webhooks, webhook_events) = run.cache(
             Api::<DeserializeGuard<Webhook>>::all(client.clone()),
             watcher::Config::default(),
+            |_| {},
         );
-        let webhooks = controller.store();
+        // One watch of the Webhooks for both: the controller's own triggers, and those that
+        // come or go for the Webhooks over the cap.
+        let (webhook_events, comings_and_goings) = comings_and_goings(webhook_events);
+        let controller = run.controller_on(webhooks.clone(), webhook_events.applied_objects());
         run.ctx.webhooks.serve_from(webhooks.clone());
         let origin = run.ctx.origin.clone();
         let (deliveries, delivery_events) = run.cache(
@@ -84,21 +87,15 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             // may push an older one out of retention's newest N.
             .owns_stream(delivery_events.touched_objects())
             // A Webhook that goes away makes room under the fan-out cap for the next one.
-            .watches_stream(
-                comings_and_goings(run.watch(
-                    Api::<PartialObjectMeta<Webhook>>::all(client.clone()),
-                    watcher::Config::default(),
-                )),
-                move |changed| {
-                    let namespace = changed.namespace();
-                    webhooks
-                        .state()
-                        .iter()
-                        .filter(|w| w.namespace() == namespace && reconcile::over_cap(w))
-                        .map(|w| ObjectRef::from_obj(&**w))
-                        .collect::<Vec<_>>()
-                },
-            )
+            .watches_stream(comings_and_goings, move |changed| {
+                let namespace = changed.namespace();
+                webhooks
+                    .state()
+                    .iter()
+                    .filter(|w| w.namespace() == namespace && reconcile::over_cap(w))
+                    .map(|w| ObjectRef::from_obj(&**w))
+                    .collect::<Vec<_>>()
+            })
             // A burst of deliveries changes the health of the same Webhook many times:
             // reconcile it once per burst.
             .with_config(
@@ -109,17 +106,22 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     .boxed()
 }
 
-/// The objects of `events` that come and go: each one the first time it is seen (created,
-/// or listed after a relist) and each one deleted, never an update of one already seen.
-/// Only those change which Webhooks of a namespace are under the fan-out cap; an update
-/// (every delivery's outcome is a status write of its Webhook) would otherwise wake every
-/// Webhook over the cap each time: with 450 over it, their reconciles took the operator's
-/// whole client-side rate limit (issue #13's 500 x 80 burst).
-fn comings_and_goings<K: kube::Resource>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-) -> impl Stream<Item = Result<K, watcher::Error>> {
+/// `events`, passed through, and the objects among them that come and go: each one the
+/// first time it is seen (created, or listed after a relist) and each one deleted, never
+/// an update of one already seen. Only those change which Webhooks of a namespace are
+/// under the fan-out cap; an update (every delivery's outcome is a status write of its
+/// Webhook) would otherwise wake every Webhook over the cap each time: with 450 over it,
+/// their reconciles took the operator's whole client-side rate limit (issue #13's
+/// 500 x 80 burst). The second stream moves as the first is polled.
+fn comings_and_goings<K: kube::Resource + Clone>(
+    events: impl Stream<Item = WatchEvent<K>>,
+) -> (
+    impl Stream<Item = WatchEvent<K>>,
+    impl Stream<Item = Result<K, watcher::Error>>,
+) {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
     let mut seen = HashSet::new();
-    events.filter_map(move |event| {
+    let events = events.inspect(move |event| {
         let uid = |obj: &K| obj.meta().uid.clone().unwrap_or_default();
         let passed = match event {
             Ok(watcher::Event::Init) => {
@@ -127,19 +129,22 @@ fn comings_and_goings<K: kube::Resource>(
                 None
             }
             Ok(watcher::Event::InitApply(obj)) => {
-                seen.insert(uid(&obj));
-                Some(Ok(obj))
+                seen.insert(uid(obj));
+                Some(obj)
             }
-            Ok(watcher::Event::Apply(obj)) => seen.insert(uid(&obj)).then_some(Ok(obj)),
+            Ok(watcher::Event::Apply(obj)) => seen.insert(uid(obj)).then_some(obj),
             Ok(watcher::Event::Delete(obj)) => {
-                seen.remove(&uid(&obj));
-                Some(Ok(obj))
+                seen.remove(&uid(obj));
+                Some(obj)
             }
-            Ok(watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
+            Ok(watcher::Event::InitDone) | Err(_) => None,
         };
-        futures::future::ready(passed)
-    })
+        if let Some(obj) = passed {
+            // The receiver goes only with the controller, which stops polling both.
+            let _ = tx.unbounded_send(obj.clone());
+        }
+    });
+    (events, rx.map(Ok))
 }
 
 #[cfg(test)]
@@ -179,7 +184,10 @@ mod tests {
             Event::InitDone,
             Event::Apply(object("b", "8")),
         ];
-        let passed: Vec<String> = comings_and_goings(stream::iter(events.map(Ok)))
+        let (events, comings_and_goings) = comings_and_goings(stream::iter(events.map(Ok)));
+        // Every event passes through; the objects that come and go, as it does.
+        assert_eq!(events.count().await, 12);
+        let passed: Vec<String> = comings_and_goings
             .map(|o| {
                 let o = o.unwrap();
                 format!(
