@@ -233,6 +233,85 @@ fn available(w: &Workload) -> bool {
         .is_some_and(|n| n >= wanted)
 }
 
+/// CPU time, in seconds, used so far by each control-plane process `hack/cluster` started,
+/// by the operator (when given) and this test, and by the whole machine: busy and in all, summed
+/// over its cores. Two readings apart say who used the cores in between.
+struct CpuTimes {
+    processes: Vec<(String, f64)>,
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+/// The control-plane processes whose CPU time the benchmark reports.
+const CONTROL_PLANE: [&str; 5] = [
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// Clock ticks per second in `/proc` (`CLK_TCK`: 100 on Linux).
+const TICKS: f64 = 100.0;
+
+fn cpu_times(operator: Option<u32>) -> CpuTimes {
+    let process = |pid: u32| -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name's closing parenthesis: utime and stime, the 14th and
+        // 15th fields of the line, are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / TICKS)
+    };
+    let mut processes = Vec::new();
+    for name in CONTROL_PLANE {
+        let pid = std::fs::read_to_string(support::cluster_dir().join(format!("pids/{name}.pid")))
+            .ok()
+            .and_then(|line| line.split_whitespace().next()?.parse().ok());
+        if let Some(seconds) = pid.and_then(process) {
+            processes.push((name.to_owned(), seconds));
+        }
+    }
+    if let Some(seconds) = operator.and_then(process) {
+        processes.push(("operator".to_owned(), seconds));
+    }
+    // This test: the tenant, the creates, the watches that wait for Ready.
+    if let Some(seconds) = process(std::process::id()) {
+        processes.push(("benchmark".to_owned(), seconds));
+    }
+    // The first line of /proc/stat: user nice system idle iowait irq softirq steal.
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let idle = ticks[3] + ticks[4];
+    let total: f64 = ticks.iter().sum();
+    CpuTimes {
+        processes,
+        machine_busy: (total - idle) / TICKS,
+        machine_total: total / TICKS,
+    }
+}
+
+/// Who used the cores between two readings: "machine 87 % busy; kube-apiserver 120 s, …".
+fn cpu_used(before: &CpuTimes, after: &CpuTimes) -> String {
+    let busy = (after.machine_busy - before.machine_busy)
+        / (after.machine_total - before.machine_total).max(f64::EPSILON);
+    let mut line = format!("machine {:.0} % busy", busy * 100.0);
+    for (name, seconds) in &after.processes {
+        if let Some((_, earlier)) = before.processes.iter().find(|(n, _)| n == name) {
+            line.push_str(&format!("; {name} {:.0} s", seconds - earlier));
+        }
+    }
+    line
+}
+
 /// What `/metrics` says, summed per name prefix.
 struct Counters {
     requests: f64,
@@ -420,6 +499,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     // 2. The floor.
     let floor_ns = TestNamespace::new(&client, "e2e-scale-floor").await;
     let load = Tenant::start(&tenant, &tenant_ns.name, "floor");
+    let floor_cpu = cpu_times(None);
     let started = Instant::now();
     let objects: Vec<Value> = (0..count)
         .flat_map(|i| {
@@ -436,6 +516,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     .await;
     let floor = started.elapsed();
     let during_floor = load.finish().await;
+    let floor_cpu = cpu_used(&floor_cpu, &cpu_times(None));
 
     // 3. CloudDeck.
     let projects_ns = TestNamespace::new(&client, "e2e-scale-projects").await;
@@ -443,6 +524,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     let baseline_rss = rss(operator.pid()).await;
     let before = counters(&operator).await;
     let load = Tenant::start(&tenant, &tenant_ns.name, "clouddeck");
+    let clouddeck_cpu = cpu_times(Some(operator.pid()));
     let started = Instant::now();
     let objects: Vec<Value> = (0..count)
         .flat_map(|i| {
@@ -470,6 +552,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     .await;
     let converged = started.elapsed();
     let during_clouddeck = load.finish().await;
+    let clouddeck_cpu = cpu_used(&clouddeck_cpu, &cpu_times(Some(operator.pid())));
     let after = counters(&operator).await;
 
     // 4. Idle, once the operator has finished the work behind the last Ready Deployment
@@ -493,6 +576,8 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
          | tenant create p50 / p99: quiet | {quiet} |\n\
          | tenant create p50 / p99: during the floor | {during_floor} |\n\
          | tenant create p50 / p99: during CloudDeck's convergence | {during_clouddeck} |\n\
+         | CPU during the floor | {floor_cpu} |\n\
+         | CPU during CloudDeck's convergence | {clouddeck_cpu} |\n\
          | after the last Ready: until the operator's requests settle | {tail} |\n\
          | idle, resync every {RESYNC}: reconciles in {window:.0} s | {reconciles:.0} |\n\
          | idle: API requests per minute (all but watch) | {idle_requests:.1} |\n\
