@@ -85,6 +85,8 @@ pub struct ApiTraffic {
     requests: Family<VerbLabels, Counter>,
     waited_seconds: Counter<f64>,
     limiter: Arc<DefaultDirectRateLimiter>,
+    /// Whether requests wait for `limiter`; see [`ApiTraffic::unpaced`].
+    paced: bool,
 }
 
 impl ApiTraffic {
@@ -110,6 +112,16 @@ impl ApiTraffic {
             limiter: Arc::new(RateLimiter::direct(
                 Quota::per_second(qps).allow_burst(burst),
             )),
+            paced: true,
+        }
+    }
+
+    /// The same counters, without the limit: for the client whose lists and watches fill
+    /// the caches (see `controllers::Context::watch_client`).
+    pub fn unpaced(&self) -> Self {
+        ApiTraffic {
+            paced: false,
+            ..self.clone()
         }
     }
 
@@ -149,7 +161,7 @@ where
     type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.waiting.is_none() && self.traffic.limiter.check().is_err() {
+        if self.traffic.paced && self.waiting.is_none() && self.traffic.limiter.check().is_err() {
             let limiter = self.traffic.limiter.clone();
             self.waiting = Some((
                 Instant::now(),
@@ -236,5 +248,29 @@ mod tests {
         // Three at once, then one every 50 ms.
         assert!(took.as_millis() >= 90, "{took:?}");
         assert_eq!(traffic.requests(Verb::get), 5);
+    }
+    #[tokio::test]
+    async fn the_caches_lists_and_watches_are_counted_but_never_wait() {
+        let mut registry = Registry::default();
+        let traffic = ApiTraffic::new(&mut registry, 1, 1);
+        let respond =
+            || tower::service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(()) });
+        let mut paced = traffic.layer(respond());
+        let mut unpaced = traffic.unpaced().layer(respond());
+        // The paced client takes the one token there is.
+        tower::ServiceExt::ready(&mut paced).await.unwrap();
+        paced
+            .call(Request::get("/api/v1/pods").body(()).unwrap())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for _ in 0..20 {
+            let request = Request::get("/api/v1/pods?watch=true").body(()).unwrap();
+            tower::ServiceExt::ready(&mut unpaced).await.unwrap();
+            unpaced.call(request).await.unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        assert_eq!(traffic.requests(Verb::list), 1);
+        assert_eq!(traffic.requests(Verb::watch), 20);
     }
 }

@@ -39,6 +39,8 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
     let metrics = Metrics::new(&mut registry);
     let traffic = ApiTraffic::new(&mut registry, config.kube_api_qps, config.kube_api_burst);
     let (client, url) = connect(&config, Some(&traffic)).await?;
+    // The caches' lists and watches: counted, not paced (see `Context::watch_client`).
+    let (watch_client, _) = connect(&config, Some(&traffic.unpaced())).await?;
     let (lease_client, _) = connect(&config, None).await?;
     let health = Health::default();
 
@@ -89,12 +91,10 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         metrics.clone(),
     ));
 
-    let ctx = Arc::new(Context::new(
-        client,
-        metrics,
-        Arc::new(config.clone()),
-        origin,
-    ));
+    let ctx = Arc::new(
+        Context::new(client, metrics, Arc::new(config.clone()), origin)
+            .with_watch_client(watch_client),
+    );
     let (stop_controllers, controllers_stop) = shutdown::channel();
     let mut manager = tokio::spawn(controllers::run_while_leading(
         controllers::all(),

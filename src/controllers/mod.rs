@@ -57,6 +57,7 @@ use std::time::Duration;
 use crate::controllers::events::Recorder;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -254,6 +255,14 @@ where
 /// What every reconcile gets: `reconcile(obj: Arc<K>, ctx: Arc<Context>)`.
 pub struct Context {
     pub client: Client,
+    /// For the lists and watches that fill the caches: counted, not paced by the
+    /// client-side rate limit. Behind a backlog of reconcilers' requests at the limit, a
+    /// list of thousands of objects took one page per queue's length, its continue token
+    /// expired (etcd compacts every 5 minutes) and it started over, again and again: the
+    /// caches never filled and the reconcilers waited on them (issue #13, 5,000 Projects).
+    /// client-go's informers share their client's limit, but behind a bounded number of
+    /// workers. Each watch still backs off on its own ([`ControllerRun::watch`]).
+    pub watch_client: Client,
     pub metrics: Metrics,
     pub config: Arc<OperatorConfig>,
     /// The one Event recorder of this replica (see [`events`]).
@@ -281,6 +290,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), events::reporter());
         let fan_out = FanOut::from_config(&config.webhooks);
         Context {
+            watch_client: client.clone(),
             client,
             metrics,
             config,
@@ -290,6 +300,14 @@ impl Context {
             webhooks: KnownWebhooks::default(),
             written: written::Written::default(),
             credentials: RecentCredentials::default(),
+        }
+    }
+
+    /// This context, its caches filled through `watch_client` (see the field).
+    pub fn with_watch_client(self, watch_client: Client) -> Self {
+        Context {
+            watch_client,
+            ..self
         }
     }
 
@@ -464,8 +482,9 @@ impl ControllerRun {
 
     /// [`ControllerRun::controller`], caching each object as `project` leaves it: memory
     /// per object bounded by what reconciles read from the cache (a reconcile that needs
-    /// what was dropped reads the object itself). Every cache drops `managedFields`, which
-    /// no reconcile reads and which is often the larger part of an object.
+    /// what was dropped reads the object itself). Every cache drops `managedFields` and
+    /// `kubectl apply`'s copy of the object ([`trim`]), which no reconcile reads and which
+    /// are often the larger part of an object.
     pub fn projected_controller<K>(
         &self,
         api: Api<K>,
@@ -499,13 +518,14 @@ impl ControllerRun {
             // No error reaches the controller's merged trigger stream (see `watch`); were
             // one to, it would pause every trigger for one short step.
             .trigger_backoff(WatchBackoff::default())
+            .with_config(controller_config())
             .graceful_shutdown_on(self.stopped())
     }
 
     /// A cache of the objects `api` lists, each as `project` leaves it (and without
-    /// `managedFields`), reported in `/readyz` until it has its initial list, and the watch
-    /// events that fill it: poll them (e.g. as a controller's `owns_stream` through
-    /// `touched_objects`) or the cache stands still.
+    /// `managedFields` and `kubectl apply`'s copy: [`trim`]), reported in `/readyz` until
+    /// it has its initial list, and the watch events that fill it: poll them (e.g. as a
+    /// controller's `owns_stream` through `touched_objects`) or the cache stands still.
     pub fn cache<K>(
         &self,
         api: Api<K>,
@@ -523,7 +543,7 @@ impl ControllerRun {
         let (store, writer) = reflector::store();
         let events = self.watch(api, config).map_ok(move |event| {
             event.modify(|obj| {
-                obj.meta_mut().managed_fields = None;
+                trim(obj.meta_mut());
                 project(obj);
             })
         });
@@ -558,15 +578,16 @@ impl ControllerRun {
         let (store, changes) = self.cache_all::<K>();
         Controller::for_stream(changes, store)
             .trigger_backoff(WatchBackoff::default())
+            .with_config(controller_config())
             .graceful_shutdown_on(self.stopped())
     }
 
     /// The cache of every object of kind `K` under `config`'s selectors that all of this
     /// term's controllers share (one watch, one copy of each object, without
-    /// `managedFields`; see [`shared`]), reported in this controller's `/readyz` until it
-    /// has its initial list, and a stream of the objects that change (applied or deleted;
-    /// all of them after a list) for this controller's triggers. The watch's errors are
-    /// reported under the controller that asked first.
+    /// `managedFields` and `kubectl apply`'s copy; see [`shared`]), reported in this
+    /// controller's `/readyz` until it has its initial list, and a stream of the objects
+    /// that change (applied or deleted; all of them after a list) for this controller's
+    /// triggers. The watch's errors are reported under the controller that asked first.
     pub fn shared<K>(
         &self,
         config: watcher::Config,
@@ -580,8 +601,8 @@ impl ControllerRun {
     {
         let shared = self.caches.get_or_start(&config, |writer, shared| {
             let events = self
-                .watch(Api::<K>::all(self.ctx.client.clone()), config.clone())
-                .map_ok(|event| event.modify(|obj| obj.meta_mut().managed_fields = None));
+                .watch(Api::<K>::all(self.ctx.watch_client.clone()), config.clone())
+                .map_ok(|event| event.modify(|obj| trim(obj.meta_mut())));
             let stopped = self.stopped();
             tokio::spawn(async move {
                 tokio::select! {
@@ -650,7 +671,7 @@ impl ControllerRun {
         K: Clone + kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
         K: std::fmt::Debug + Send + 'static,
     {
-        self.watch(Api::<K>::all(self.ctx.client.clone()), config)
+        self.watch(Api::<K>::all(self.ctx.watch_client.clone()), config)
             .touched_objects()
     }
 
@@ -727,6 +748,32 @@ impl ControllerRun {
                 }
             }
         });
+    }
+}
+
+/// Reconciles one controller runs at once. kube-runtime's default is no bound: with 5,000
+/// new Projects, thousands of reconciles each held a request in the queue before the
+/// client-side rate limit, so every request waited minutes, and each waiting reconcile held
+/// its memory (issue #13). With a bound the rest wait in the controller's queue, where a
+/// newer trigger replaces an older one. At the default limit (50 requests a second) 16
+/// per controller keep it busy: most reconciles make a request or none.
+pub const RECONCILES_AT_ONCE: u16 = 16;
+
+/// Every controller's settings: see [`RECONCILES_AT_ONCE`].
+pub fn controller_config() -> controller::Config {
+    controller::Config::default().concurrency(RECONCILES_AT_ONCE)
+}
+
+/// Client-side `kubectl apply` (and Argo CD's default sync) keeps a copy of the whole
+/// object it applied here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object what no reconcile reads and what can be most of its size:
+/// `managedFields`, and the copy of the object in [`LAST_APPLIED`].
+fn trim(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
     }
 }
 
@@ -873,6 +920,31 @@ mod tests {
     use futures::FutureExt;
 
     use super::*;
+
+    #[test]
+    fn a_cached_object_keeps_its_annotations_but_not_kubectl_apply_s_copy_or_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut meta = ObjectMeta {
+            annotations: Some(
+                [
+                    (
+                        LAST_APPLIED.to_owned(),
+                        r#"{"spec":{"image":"web"}}"#.to_owned(),
+                    ),
+                    ("clouddeck.io/ping".to_owned(), "1".to_owned()),
+                ]
+                .into(),
+            ),
+            managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+            ..ObjectMeta::default()
+        };
+        trim(&mut meta);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(
+            meta.annotations,
+            Some([("clouddeck.io/ping".to_owned(), "1".to_owned())].into())
+        );
+    }
 
     static STARTED: AtomicUsize = AtomicUsize::new(0);
     static STOPPED: AtomicUsize = AtomicUsize::new(0);

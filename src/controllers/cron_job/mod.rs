@@ -37,7 +37,8 @@ pub const CONTROLLER: KindController = KindController { name: NAME, run };
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        // For the caches: lists and watches are not paced (see `Context::watch_client`).
+        let client = run.ctx.watch_client.clone();
         // The guard keeps one malformed object from stopping the controller.
         let controller = run.controller(
             Api::<DeserializeGuard<CronJob>>::all(client.clone()),
@@ -188,7 +189,6 @@ where
 fn keep_only_container_states(pod: &mut Pod) {
     pod.spec = None;
     pod.metadata.annotations = None;
-    pod.metadata.managed_fields = None;
     let container_statuses = pod.status.take().and_then(|s| s.container_statuses);
     pod.status = Some(PodStatus {
         container_statuses,

@@ -115,6 +115,8 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             }
         };
         let client = run.ctx.client.clone();
+        // For the caches: lists and watches are not paced (see `Context::watch_client`).
+        let watches = run.ctx.watch_client.clone();
         let managed = watcher::Config::default().labels(MANAGED);
 
         // The guards keep one malformed Domain from stopping the controller.
@@ -137,12 +139,12 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
         // ListenerSets, for their status), so that an unchanged child costs no apply.
         let (routes, route_events) = run.cached_children::<HttpRoute>(managed.clone());
         let (certificates, certificate_events) = run.cache(
-            Api::<certificate::Certificate>::all(client.clone()),
+            Api::<certificate::Certificate>::all(watches.clone()),
             managed.clone(),
             |_| {},
         );
         let (listener_sets, listener_set_events) = run.cache(
-            Api::<ListenerSet>::all(client.clone()),
+            Api::<ListenerSet>::all(watches.clone()),
             managed.clone(),
             |_| {},
         );
@@ -182,10 +184,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             client.clone(),
             routing.clone(),
             run.watch(
-                Api::<PartialObjectMeta<Gateway>>::namespaced(
-                    client.clone(),
-                    &routing.gateway_namespace,
-                ),
+                Api::<PartialObjectMeta<Gateway>>::namespaced(watches, &routing.gateway_namespace),
                 listener::gateway_watch(&routing),
             ),
             domains.clone(),

@@ -71,7 +71,8 @@ pub const FROM_NAMESPACE_LABEL: &str = "clouddeck.io/from-namespace";
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        // For the caches: lists and watches are not paced (see `Context::watch_client`).
+        let client = run.ctx.watch_client.clone();
         // The guard keeps one malformed object from stopping the controller.
         let controller = run.shared_controller::<EdgeHandler>();
         let handlers = controller.store();

@@ -51,7 +51,8 @@ pub struct WebhookContext {
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        // For the caches: lists and watches are not paced (see `Context::watch_client`).
+        let client = run.ctx.watch_client.clone();
         // The guard keeps one malformed Webhook (or delivery) from stopping the controller.
         let (webhooks, webhook_events) = run.cache(
             Api::<DeserializeGuard<Webhook>>::all(client.clone()),
@@ -98,9 +99,7 @@ fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
             })
             // A burst of deliveries changes the health of the same Webhook many times:
             // reconcile it once per burst.
-            .with_config(
-                kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)),
-            );
+            .with_config(super::controller_config().debounce(Duration::from_secs(1)));
         run.run(controller, ctx).await;
     }
     .boxed()

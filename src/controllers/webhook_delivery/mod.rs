@@ -67,7 +67,8 @@ pub fn egress_policy(config: &OperatorConfig) -> EgressPolicy {
 
 fn run(run: ControllerRun) -> BoxFuture<'static, ()> {
     async move {
-        let client = run.ctx.client.clone();
+        // For the caches: lists and watches are not paced (see `Context::watch_client`).
+        let client = run.ctx.watch_client.clone();
         let metrics = run.ctx.metrics.delivery.clone();
         let (webhooks, writer) = reflector::store::<DeserializeGuard<Webhook>>();
         // Its own backoff and error reports, as every controller's watch (see
