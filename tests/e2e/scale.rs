@@ -20,7 +20,9 @@
 //! 2. **floor**: no operator; the children CloudDeck renders for one Project (its
 //!    workload, Service and HTTPRoutes, taken from a Project the operator reconciled
 //!    first) are applied N times, with the same concurrency the Projects are created
-//!    with, until every workload is available: what a team would pay doing it by hand;
+//!    with, until every workload is available: what a team would pay doing it by hand.
+//!    The floor's namespace is then deleted, and gone before the next phase starts, so
+//!    that both phases start on the same cluster;
 //! 3. **CloudDeck**: the operator leads; N Projects and N production Deployments are
 //!    created until every Deployment is Ready (workload available, routes written);
 //! 4. **idle**: once the operator's requests have stopped (the work behind the last
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use clouddeck::api::{Deployment, DeploymentPhase, Project};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment as Workload;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch};
 use kube::api::{PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -81,10 +83,44 @@ impl Latencies {
     }
 }
 
+/// The tenant's requests of one phase: when each was sent, and how long it took.
+struct Samples(Vec<(Instant, Duration)>);
+
+impl Samples {
+    /// The latencies of the requests sent before (`true`) or from (`false`) `at`.
+    fn split(&self, at: Instant, before: bool) -> Latencies {
+        let mut took: Vec<Duration> = self
+            .0
+            .iter()
+            .filter(|(sent, _)| (*sent < at) == before)
+            .map(|(_, took)| *took)
+            .collect();
+        took.sort();
+        Latencies(took)
+    }
+
+    fn all(&self) -> Latencies {
+        let mut took: Vec<Duration> = self.0.iter().map(|(_, took)| *took).collect();
+        took.sort();
+        Latencies(took)
+    }
+
+    /// All, then those sent while the benchmark was still creating objects (until `created`),
+    /// then the rest: what the creates cost a tenant is the same with or without CloudDeck.
+    fn summary(&self, created: Instant) -> String {
+        format!(
+            "{} (while creating {}; after {})",
+            self.all().summary(),
+            self.split(created, true).summary(),
+            self.split(created, false).summary()
+        )
+    }
+}
+
 /// A tenant creating one ConfigMap every 100 ms in its namespace, timing each create.
 struct Tenant {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Duration>>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Duration)>>,
 }
 
 impl Tenant {
@@ -105,7 +141,7 @@ impl Tenant {
                 api.create(&PostParams::default(), &map)
                     .await
                     .expect("the tenant's create");
-                took.push(at.elapsed());
+                took.push((at, at.elapsed()));
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -114,11 +150,9 @@ impl Tenant {
         Tenant { stop, task }
     }
 
-    async fn finish(self) -> Latencies {
+    async fn finish(self) -> Samples {
         self.stop.store(true, Ordering::Relaxed);
-        let mut took = self.task.await.unwrap();
-        took.sort();
-        Latencies(took)
+        Samples(self.task.await.unwrap())
     }
 }
 
@@ -233,7 +267,7 @@ fn available(w: &Workload) -> bool {
         .is_some_and(|n| n >= wanted)
 }
 
-/// CPU time, in seconds, used so far by each control-plane process `hack/cluster` started,
+/// CPU time, in seconds, used so far by each process of the cluster ([`CLUSTER`]),
 /// by the operator (when given) and this test, and by the whole machine: busy and in all, summed
 /// over its cores. Two readings apart say who used the cores in between.
 struct CpuTimes {
@@ -242,13 +276,19 @@ struct CpuTimes {
     machine_total: f64,
 }
 
-/// The control-plane processes whose CPU time the benchmark reports.
-const CONTROL_PLANE: [&str; 5] = [
+/// The processes `hack/cluster` started whose CPU time the benchmark reports (by their pid
+/// files): the control plane, and the parts of the real node that watch what the Projects
+/// make (the gateway, Traefik, turns every HTTPRoute into its configuration).
+const CLUSTER: [&str; 9] = [
     "kube-apiserver",
     "etcd",
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "gateway",
+    "kube-proxy",
+    "coredns",
+    "cert-manager",
 ];
 
 /// Clock ticks per second in `/proc` (`CLK_TCK`: 100 on Linux).
@@ -264,7 +304,7 @@ fn cpu_times(operator: Option<u32>) -> CpuTimes {
         Some(ticks / TICKS)
     };
     let mut processes = Vec::new();
-    for name in CONTROL_PLANE {
+    for name in CLUSTER {
         let pid = std::fs::read_to_string(support::cluster_dir().join(format!("pids/{name}.pid")))
             .ok()
             .and_then(|line| line.split_whitespace().next()?.parse().ok());
@@ -508,6 +548,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
         })
         .collect();
     create_all(&client, &floor_ns.name, objects).await;
+    let floor_created = Instant::now();
     all_done(
         Api::<Workload>::namespaced(client.clone(), &floor_ns.name),
         count,
@@ -517,6 +558,23 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     let floor = started.elapsed();
     let during_floor = load.finish().await;
     let floor_cpu = cpu_used(&floor_cpu, &cpu_times(None));
+    // CloudDeck starts on the cluster the floor started on: without the floor's objects
+    // (the gateway, kube-proxy, the apiserver's watchers and the operator's caches would
+    // otherwise carry twice as many).
+    let started = Instant::now();
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let floor_name = floor_ns.name.clone();
+    drop(floor_ns);
+    eventually("the floor's namespace to be gone", CONVERGENCE, || async {
+        namespaces
+            .get_opt(&floor_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let floor_deleted = started.elapsed();
 
     // 3. CloudDeck.
     let projects_ns = TestNamespace::new(&client, "e2e-scale-projects").await;
@@ -544,6 +602,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
+    let clouddeck_created = Instant::now();
     all_done(
         Api::<Deployment>::namespaced(client.clone(), &projects_ns.name),
         count,
@@ -577,6 +636,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
          | tenant create p50 / p99: during the floor | {during_floor} |\n\
          | tenant create p50 / p99: during CloudDeck's convergence | {during_clouddeck} |\n\
          | CPU during the floor | {floor_cpu} |\n\
+         | the floor's namespace deleted (before CloudDeck starts) | {floor_deleted:.0} s |\n\
          | CPU during CloudDeck's convergence | {clouddeck_cpu} |\n\
          | after the last Ready: until the operator's requests settle | {tail} |\n\
          | idle, resync every {RESYNC}: reconciles in {window:.0} s | {reconciles:.0} |\n\
@@ -598,9 +658,10 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
             .collect::<Vec<_>>()
             .join(", "),
         throttled = after.throttled_seconds - before.throttled_seconds,
-        quiet = quiet.summary(),
-        during_floor = during_floor.summary(),
-        during_clouddeck = during_clouddeck.summary(),
+        floor_deleted = floor_deleted.as_secs_f64(),
+        quiet = quiet.all().summary(),
+        during_floor = during_floor.summary(floor_created),
+        during_clouddeck = during_clouddeck.summary(clouddeck_created),
         tail = match tail {
             Some(tail) => format!("{:.0} s", tail.as_secs_f64()),
             None => format!("not within {} s", SETTLE_LIMIT.as_secs()),
