@@ -237,12 +237,10 @@ pub async fn apply_or_cached<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    let returned = apply(api, cache, applied, params, rendered).await?;
-    Ok(returned.or_else(|| {
-        cache
-            .get(&ObjectRef::from_obj(rendered))
-            .map(|c| K::clone(&c))
-    }))
+    let cached = cache.get(&ObjectRef::from_obj(rendered));
+    let live = cached.as_ref().map(|c| c.meta());
+    let returned = apply_over(api, live, applied, params, rendered).await?;
+    Ok(returned.or_else(|| cached.map(|c| K::clone(&c))))
 }
 
 /// Like [`apply`], for a controller that looked the child up itself: `live` is the

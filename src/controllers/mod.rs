@@ -576,10 +576,7 @@ impl ControllerRun {
         DeserializeGuard<K>: serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     {
         let (store, changes) = self.cache_all::<K>();
-        Controller::for_stream(changes, store)
-            .trigger_backoff(WatchBackoff::default())
-            .with_config(controller_config())
-            .graceful_shutdown_on(self.stopped())
+        self.controller_on(store, changes)
     }
 
     /// The cache of every object of kind `K` under `config`'s selectors that all of this

@@ -87,12 +87,12 @@ impl Latencies {
 struct Samples(Vec<(Instant, Duration)>);
 
 impl Samples {
-    /// The latencies of the requests sent before (`true`) or from (`false`) `at`.
-    fn split(&self, at: Instant, before: bool) -> Latencies {
+    /// The latencies of the requests whose send time `keep` keeps.
+    fn latencies(&self, keep: impl Fn(Instant) -> bool) -> Latencies {
         let mut took: Vec<Duration> = self
             .0
             .iter()
-            .filter(|(sent, _)| (*sent < at) == before)
+            .filter(|(sent, _)| keep(*sent))
             .map(|(_, took)| *took)
             .collect();
         took.sort();
@@ -100,19 +100,17 @@ impl Samples {
     }
 
     fn all(&self) -> Latencies {
-        let mut took: Vec<Duration> = self.0.iter().map(|(_, took)| *took).collect();
-        took.sort();
-        Latencies(took)
+        self.latencies(|_| true)
     }
 
-    /// All, then those sent while the benchmark was still creating objects (until `created`),
-    /// then the rest: what the creates cost a tenant is the same with or without CloudDeck.
+    /// All, then those sent while the benchmark was still creating objects (until
+    /// `created`), then the rest: what the creates cost a tenant is the same with or without CloudDeck.
     fn summary(&self, created: Instant) -> String {
         format!(
             "{} (while creating {}; after {})",
             self.all().summary(),
-            self.split(created, true).summary(),
-            self.split(created, false).summary()
+            self.latencies(|sent| sent < created).summary(),
+            self.latencies(|sent| sent >= created).summary()
         )
     }
 }
@@ -267,8 +265,8 @@ fn available(w: &Workload) -> bool {
         .is_some_and(|n| n >= wanted)
 }
 
-/// CPU time, in seconds, used so far by each process of the cluster ([`CLUSTER`]),
-/// by the operator (when given) and this test, and by the whole machine: busy and in all, summed
+/// CPU time, in seconds, used so far by each process of the cluster ([`CLUSTER`]), by the
+/// operator (when given) and this test, and by the whole machine: busy and in all, summed
 /// over its cores. Two readings apart say who used the cores in between.
 struct CpuTimes {
     processes: Vec<(String, f64)>,
@@ -565,15 +563,7 @@ async fn benchmark_convergence_idle_cost_and_tenant_latency() {
     let namespaces = Api::<Namespace>::all(client.clone());
     let floor_name = floor_ns.name.clone();
     drop(floor_ns);
-    eventually("the floor's namespace to be gone", CONVERGENCE, || async {
-        namespaces
-            .get_opt(&floor_name)
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    support::gone_within(&namespaces, &floor_name, CONVERGENCE).await;
     let floor_deleted = started.elapsed();
 
     // 3. CloudDeck.

@@ -116,11 +116,17 @@ pub async fn gone<K>(api: &Api<K>, name: &str)
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    eventually(
-        &format!("{name} to be gone"),
-        Duration::from_secs(60),
-        || async { api.get_opt(name).await.ok()?.is_none().then_some(()) },
-    )
+    gone_within(api, name, Duration::from_secs(60)).await
+}
+
+/// Waits (up to `timeout`) until `name` no longer exists in `api`.
+pub async fn gone_within<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be gone"), timeout, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
     .await
 }
 
